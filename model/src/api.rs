@@ -1,0 +1,260 @@
+//! Wire types of bulwarkd's HTTP/JSON API on its Unix socket.
+//!
+//! Requests are strict (`deny_unknown_fields`); responses are tolerant
+//! (`#[serde(default)]`) so an older `bulwarkctl` can read a newer daemon.
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::ProfileError;
+
+/// The API version served under `/v1`.
+pub const API_VERSION: &str = "v1";
+/// Route prefix of the versioned API.
+pub const API_PREFIX: &str = "/v1";
+/// Where bulwarkd listens unless told otherwise (relative to `--root`).
+pub const DEFAULT_SOCKET: &str = "/run/bulwark/bulwarkd.sock";
+/// Largest request body the daemon accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `GET /version`: what this daemon is and speaks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VersionInfo {
+    pub version: String,
+    pub api_versions: Vec<String>,
+    /// Modules and features this daemon has, e.g. `firewall`, `confirm`.
+    pub capabilities: Vec<String>,
+}
+
+/// `POST /v1/apply`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// The profile's TOML text.
+    pub profile: String,
+    /// File name used to label validation errors.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Plan only: validate and diff, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Revert to the previous generation unless confirmed within this many seconds.
+    #[serde(default)]
+    pub confirm_secs: Option<u64>,
+}
+
+/// `POST /v1/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Generation to restore; the one before the current when absent.
+    #[serde(default)]
+    pub generation: Option<u64>,
+}
+
+/// What an apply, rollback or revert would change or changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// One line of a plan: a module adds, removes or changes one thing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Module that owns the change: `firewall`, `wireguard`, ...
+    pub module: String,
+    pub op: ChangeOp,
+    /// What changes, in the module's own words (an nft rule, a set element, ...).
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    Add,
+    Remove,
+    Change,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = match self.op {
+            ChangeOp::Add => '+',
+            ChangeOp::Remove => '-',
+            ChangeOp::Change => '~',
+        };
+        write!(f, "{sign} {}: {}", self.module, self.what)
+    }
+}
+
+/// Response of apply, rollback and confirm.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApplyResponse {
+    pub profile: String,
+    /// Generation now in force (unchanged for a dry run or an empty plan).
+    pub generation: Option<u64>,
+    pub plan: Plan,
+    /// Whether the host was changed.
+    pub changed: bool,
+    pub dry_run: bool,
+    /// Unix time at which the apply reverts unless confirmed.
+    pub confirm_deadline: Option<u64>,
+}
+
+/// Health levels, in the monitoring plug-in convention (exit code = value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    #[default]
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Level {
+    pub fn exit_code(self) -> i32 {
+        self as i32
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Ok => "OK",
+            Level::Warning => "WARNING",
+            Level::Critical => "CRITICAL",
+            Level::Unknown => "UNKNOWN",
+        })
+    }
+}
+
+/// One named health check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Check {
+    pub name: String,
+    pub level: Level,
+    /// One line: why the check has this level.
+    pub reason: String,
+}
+
+/// `GET /v1/health`: the worst check decides the overall level.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    pub level: Level,
+    pub checks: Vec<Check>,
+}
+
+impl Health {
+    pub fn from_checks(checks: Vec<Check>) -> Health {
+        let level = checks.iter().map(|c| c.level).max().unwrap_or_default();
+        Health { level, checks }
+    }
+}
+
+/// A pending confirmation window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PendingConfirm {
+    pub generation: u64,
+    /// Generation restored when the window closes unconfirmed.
+    pub revert_to: Option<u64>,
+    /// Unix time the window closes.
+    pub deadline: u64,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    pub version: String,
+    pub root: String,
+    pub profile: Option<String>,
+    pub generation: Option<u64>,
+    pub drift: String,
+    pub drift_interval_secs: u64,
+    pub pending_confirm: Option<PendingConfirm>,
+    pub firewall: FirewallStatus,
+    pub health: Level,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FirewallStatus {
+    /// Table `inet bulwark` exists in the kernel.
+    pub present: bool,
+    /// The live table matches what the current generation installed.
+    pub in_sync: bool,
+    pub set_elements: usize,
+    pub drift_repairs: u64,
+}
+
+/// One entry of `GET /v1/generations`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationInfo {
+    pub number: u64,
+    pub profile: String,
+    /// Unix time of creation.
+    pub created: u64,
+    /// uid of the caller who made it (0 for the daemon itself).
+    pub uid: u32,
+    /// How it came to be: `apply`, `boot`, `rollback`, `revert`.
+    pub reason: String,
+    pub current: bool,
+}
+
+/// One line of the audit log (`GET /v1/audit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditEvent {
+    pub seq: u64,
+    /// RFC 3339 time.
+    pub time: String,
+    /// Stable identifier `BWK-<AREA>-<NNNN>`.
+    pub event: String,
+    pub severity: String,
+    pub uid: u32,
+    /// `success`, `failure` or `refused`.
+    pub result: String,
+    pub message: String,
+    pub iso27001_2013: Vec<String>,
+    pub iso27001_2022: Vec<String>,
+    /// Hash of the previous line; all zeros for the first.
+    pub prev: String,
+    /// SHA-256 over `prev` and this event's other fields.
+    pub hash: String,
+}
+
+/// `GET /v1/audit/verify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditVerify {
+    pub ok: bool,
+    pub events: u64,
+    /// The first break found, naming the line.
+    pub error: Option<String>,
+}
+
+/// Error body of every non-2xx response.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErrorBody {
+    /// Machine-readable kind: `invalid_profile`, `forbidden`, `apply_failed`, ...
+    pub kind: String,
+    /// What went wrong, with its cause chain, in one sentence.
+    pub error: String,
+    /// Validation errors of a refused profile, one per field.
+    pub profile_errors: Vec<ProfileError>,
+}
