@@ -1,1 +1,21 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = bulwark_agent::daemon::Args::parse();
+    let level = if args.verbose { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    bulwark_agent::logging::init(level);
+    match bulwark_agent::daemon::run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!("\n  caused by: {s}"));
+                source = s.source();
+            }
+            log::error!("{msg}");
+            eprintln!("bulwarkd: error: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The HTTP/1.1 + JSON API on a Unix socket.
+//!
+//! Each connection is served by hyper with its peer's credentials attached;
+//! a middleware authorises every request from them. Connections are capped,
+//! headers and bodies must arrive in time, bodies are bounded.
+
+mod error;
+mod peer;
+mod routes;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bulwark_model::api::MAX_BODY_BYTES;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::audit::{self, Outcome};
+use crate::converge::task::EngineHandle;
+pub use error::ApiError;
+pub use peer::{Peer, Policy, Role};
+
+/// Concurrent connections served; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Time for a client to send its request headers (also bounds idle keep-alive).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a client to send its request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hard cap on one connection's life, whatever it does.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Shared by all handlers.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub engine: EngineHandle,
+    pub policy: Policy,
+}
+
+/// The authorised caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Peer);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Peer>().cloned().map(Caller).ok_or_else(|| ApiError::Forbidden {
+            uid: u32::MAX,
+            action: "call the API".to_owned(),
+            needs: "a Unix socket peer",
+        })
+    }
+}
+
+pub fn router(ctx: Ctx) -> Router {
+    let read = Router::new()
+        .route("/status", get(routes::status))
+        .route("/health", get(routes::health))
+        .route("/generations", get(routes::generations))
+        .route("/audit", get(routes::audit_tail))
+        .route("/audit/verify", get(routes::audit_verify))
+        .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Read), authorize));
+    let admin = Router::new()
+        .route("/apply", post(routes::apply))
+        .route("/confirm", post(routes::confirm))
+        .route("/rollback", post(routes::rollback))
+        .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Admin), authorize));
+    Router::new()
+        .route("/version", get(routes::version))
+        .nest(bulwark_model::api::API_PREFIX, read.merge(admin))
+        .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(ctx)
+}
+
+async fn authorize(State((ctx, needs)): State<(Ctx, Role)>, caller: Caller, req: Request, next: Next) -> Response {
+    let role = ctx.policy.role(&caller.0);
+    if role >= needs {
+        return next.run(req).await;
+    }
+    let action = format!("{} {}", req.method(), req.uri().path());
+    let needed = if needs == Role::Admin { "root or group bulwark-admin" } else { "group bulwark or bulwark-admin" };
+    ctx.engine.record(&audit::API_REFUSED, caller.0.uid, Outcome::Refused, format!("{action} needs {needed}"));
+    ApiError::Forbidden { uid: caller.0.uid, action, needs: needed }.into_response()
+}
+
+/// One log line per request: method, path, caller, status.
+async fn log_request(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let uid = req.extensions().get::<Peer>().map_or(-1, |p| i64::from(p.uid));
+    let response = next.run(req).await;
+    log::info!(method:display = method, path:display = path, uid, status = response.status().as_u16(); "request");
+    response
+}
+
+/// Serve `app` on `listener` until the process ends.
+pub async fn serve(listener: UnixListener, app: Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::warn!(error:display = e; "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            log::warn!(limit = MAX_CONNECTIONS; "connection limit reached; closing a new connection");
+            continue;
+        };
+        let peer = match Peer::of(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!(error:display = e; "cannot read peer credentials; closing connection");
+                continue;
+            }
+        };
+        let app = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer.clone());
+            req
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(app));
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Err(e)) => log::debug!(error:display = e; "connection ended with an error"),
+                Err(_) => log::warn!("connection exceeded {}s; closed", CONNECTION_TIMEOUT.as_secs()),
+                Ok(Ok(())) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("socket activation: {0}")]
+    Activation(#[source] std::io::Error),
+}
+
+/// The listening socket: the one systemd passed (socket activation) or a new
+/// one at `path`, mode 0660, group `group`. It is bound under a temporary name
+/// with a umask that makes it 0660 from birth, given its group, then renamed
+/// into place, so it is never reachable with wider rights.
+pub fn listen(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListener, SocketError> {
+    use std::os::fd::FromRawFd;
+    let mut fds = sd_notify::listen_fds().map_err(SocketError::Activation)?;
+    if let Some(fd) = fds.next() {
+        log::info!(fd; "using the socket passed by systemd");
+        #[allow(unsafe_code)]
+        // SAFETY: systemd passed this descriptor to us alone (LISTEN_PID matched) and
+        // nothing else in the process owns it.
+        return Ok(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) });
+    }
+    let io = |op, path: &Path| {
+        let path = path.to_owned();
+        move |source| SocketError::Io { op, path, source }
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io("set mode of", dir))?;
+    let tmp = crate::state::tmp_path(path);
+    let _ = std::fs::remove_file(&tmp);
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let bound = std::os::unix::net::UnixListener::bind(&tmp);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(io("bind", &tmp))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(&tmp, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| SocketError::Io { op: "chown", path: tmp.clone(), source: e.into() })?;
+    }
+    std::fs::rename(&tmp, path).map_err(io("rename into", path))?;
+    Ok(listener)
+}

@@ -1,0 +1,583 @@
+//! The converge engine: validate → observe → plan → apply → verify → record.
+//!
+//! [`Engine`] is the only code that changes the host. It runs on one thread
+//! ([`task`]), which serialises every request and owns the timers: the
+//! confirmation window and the drift loop.
+
+pub mod generations;
+pub mod task;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bulwark_model::api::{
+    ApplyRequest, ApplyResponse, Change, ChangeOp, Check, FirewallStatus, Health, Level, PendingConfirm, Plan,
+    Status,
+};
+use bulwark_model::profile::DriftMode;
+use bulwark_model::{Profile, ValidationErrors};
+
+use crate::audit::{self, AuditLog, Outcome};
+use crate::firewall::{self, FirewallError, Nft, Ruleset};
+use crate::host::Host;
+use crate::state::{self, StateError};
+use generations::{Generation, Meta, Store};
+
+/// The profile applied when a host has neither a generation nor a boot profile.
+pub const DEFAULT_PROFILE: &str = include_str!("../../../profiles/default.toml");
+
+/// Longest confirmation window accepted.
+const CONFIRM_MAX: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("firewall change failed; {kept}")]
+    Firewall {
+        kept: &'static str,
+        #[source]
+        source: FirewallError,
+    },
+    #[error("verification failed: {0}")]
+    Verify(String),
+    #[error("state on disk: {0}")]
+    State(#[from] StateError),
+}
+
+const KEPT: &str = "the previous ruleset is still in force";
+
+/// The generation in force and what the kernel held right after installing it.
+#[derive(Debug)]
+struct Current {
+    generation: Generation,
+    profile: Profile,
+    /// `nft list table` right after our own apply: drift is any difference.
+    snapshot: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Drift {
+    /// Table differs from the snapshot (only stays set under `report`).
+    detected: bool,
+    repairs: u64,
+    next_check: Option<Instant>,
+}
+
+/// Outcome of the last apply, rollback or revert.
+#[derive(Debug)]
+struct LastChange {
+    ok: bool,
+    message: String,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    host: Host,
+    nft: Nft,
+    store: Store,
+    audit: AuditLog,
+    current: Option<Current>,
+    pending: Option<PendingConfirm>,
+    drift: Drift,
+    last: Option<LastChange>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Engine {
+    pub fn new(host: Host, nft: Nft) -> Result<Engine, EngineError> {
+        let state_dir = host.state_dir();
+        state::private_dir(&state_dir, 0o700)?;
+        let removed = state::remove_leftovers(&state_dir)?;
+        if removed > 0 {
+            log::warn!(removed; "removed {removed} temporary file(s) left by an interrupted write");
+        }
+        let store = Store::open(&state_dir)?;
+        let audit = AuditLog::open(&host.log_dir())?;
+        Ok(Engine {
+            host,
+            nft,
+            store,
+            audit,
+            current: None,
+            pending: None,
+            drift: Drift::default(),
+            last: None,
+        })
+    }
+
+    fn pending_path(&self) -> std::path::PathBuf {
+        self.host.state_dir().join("pending-confirm.json")
+    }
+
+    /// Bring the host to its last good state: the current generation when
+    /// there is one (finishing or resuming an open confirmation window),
+    /// otherwise the boot profile as generation 1.
+    pub fn start(&mut self, boot: (&str, &str)) -> Result<(), EngineError> {
+        let latest = self.store.latest()?;
+        self.pending = state::read_json::<PendingConfirm>(&self.pending_path())?;
+        if let Some(p) = &self.pending {
+            if Some(p.generation) != latest {
+                // The confirmed apply never committed: nothing to revert.
+                log::warn!(generation = p.generation; "dropping a confirmation for a generation that was never committed");
+                state::remove(&self.pending_path())?;
+                self.pending = None;
+            }
+        }
+        match latest {
+            Some(n) => {
+                let generation = self.load(n)?;
+                self.install(generation)?;
+                let msg = format!("restored generation {n}");
+                self.audit.record(&audit::SYS_STARTED, 0, Outcome::Success, &msg)?;
+            }
+            None => {
+                let (source, text) = boot;
+                let req = ApplyRequest {
+                    profile: text.to_owned(),
+                    source: Some(source.to_owned()),
+                    dry_run: false,
+                    confirm_secs: None,
+                };
+                self.apply_as(req, 0, "boot")?;
+            }
+        }
+        // A window that closed while the daemon was down reverts now.
+        self.tick();
+        Ok(())
+    }
+
+    fn load(&self, number: u64) -> Result<Generation, EngineError> {
+        self.store.load(number)?.ok_or_else(|| EngineError::NotFound(format!("generation {number} does not exist")))
+    }
+
+    /// Make `generation` the one in force in the kernel (no new generation).
+    fn install(&mut self, generation: Generation) -> Result<(), EngineError> {
+        let profile = Profile::parse(&generation.meta.source, &generation.profile_text)?;
+        self.nft.apply(&generation.ruleset).map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
+        let snapshot = self.nft.list().map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
+        self.drift = Drift { repairs: self.drift.repairs, ..Drift::default() };
+        self.current = Some(Current { generation, profile, snapshot });
+        self.schedule_drift_check();
+        Ok(())
+    }
+
+    pub fn apply(&mut self, req: ApplyRequest, uid: u32) -> Result<ApplyResponse, EngineError> {
+        self.apply_as(req, uid, "apply")
+    }
+
+    fn apply_as(&mut self, req: ApplyRequest, uid: u32, reason: &str) -> Result<ApplyResponse, EngineError> {
+        let source = req.source.clone().unwrap_or_else(|| "profile".to_owned());
+        let profile = match Profile::parse(&source, &req.profile) {
+            Ok(p) => p,
+            Err(errors) => {
+                if !req.dry_run {
+                    let msg = format!("{source}: {} validation error(s)", errors.errors.len());
+                    self.audit.record(&audit::CHG_INVALID, uid, Outcome::Refused, &msg)?;
+                }
+                return Err(errors.into());
+            }
+        };
+        if let Some(secs) = req.confirm_secs {
+            if secs == 0 || Duration::from_secs(secs) > CONFIRM_MAX {
+                return Err(EngineError::BadRequest(format!("confirm window {secs}s is outside 1..=3600 seconds")));
+            }
+        }
+        if let (Some(p), false) = (&self.pending, req.dry_run) {
+            return Err(EngineError::Conflict(format!(
+                "generation {} awaits confirmation until its window closes; run `bulwarkctl confirm` or wait for the revert",
+                p.generation
+            )));
+        }
+
+        let desired = firewall::render(&profile.firewall, None);
+        let (plan, in_sync) = self.plan(&profile, &desired)?;
+        let mut response = ApplyResponse {
+            profile: profile.name.clone(),
+            generation: self.current_number(),
+            plan,
+            changed: false,
+            dry_run: req.dry_run,
+            confirm_deadline: None,
+        };
+        if req.dry_run {
+            self.nft.check(&desired).map_err(|source| EngineError::Firewall { kept: "nothing was changed", source })?;
+            return Ok(response);
+        }
+        if response.plan.is_empty() && in_sync {
+            return Ok(response);
+        }
+
+        let number = self.store.latest()?.map_or(1, |n| n + 1);
+        if let Some(secs) = req.confirm_secs {
+            // Written before the kernel changes: a crash at any later point
+            // still reverts when the window closes.
+            let pending =
+                PendingConfirm { generation: number, revert_to: self.current_number(), deadline: now_unix() + secs };
+            state::write_json(&self.pending_path(), &pending)?;
+            self.pending = Some(pending);
+        }
+        let generation = Generation {
+            meta: Meta {
+                number,
+                profile: profile.name.clone(),
+                source,
+                created: now_unix(),
+                uid,
+                reason: reason.to_owned(),
+            },
+            profile_text: req.profile,
+            ruleset: desired,
+        };
+        match self.commit(generation) {
+            Ok(()) => {
+                let msg = format!("generation {number} from profile {} ({} change(s))", profile.name, response.plan.changes.len());
+                self.audit.record(&audit::CHG_APPLIED, uid, Outcome::Success, &msg)?;
+                self.last = Some(LastChange { ok: true, message: msg });
+                response.generation = Some(number);
+                response.changed = true;
+                response.confirm_deadline = self.pending.as_ref().map(|p| p.deadline);
+                Ok(response)
+            }
+            Err(e) => {
+                if self.pending.take().is_some() {
+                    state::remove(&self.pending_path())?;
+                }
+                let msg = format!("profile {}: {e}", profile.name);
+                self.audit.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg)?;
+                self.last = Some(LastChange { ok: false, message: msg });
+                Err(e)
+            }
+        }
+    }
+
+    /// Apply a generation to the kernel, record it, and make it current. On a
+    /// failure after the kernel changed, the previous generation is put back.
+    fn commit(&mut self, generation: Generation) -> Result<(), EngineError> {
+        let profile = Profile::parse(&generation.meta.source, &generation.profile_text)?;
+        self.nft.apply(&generation.ruleset).map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
+        // Verify by reading back before recording anything.
+        let recorded = match self.nft.list() {
+            Ok(Some(snapshot)) => self.store.commit(&generation).map(|()| snapshot).map_err(EngineError::from),
+            Ok(None) => Err(EngineError::Verify("table inet bulwark is missing right after the apply".to_owned())),
+            Err(source) => Err(EngineError::Firewall { kept: "restoring the previous ruleset", source }),
+        };
+        match recorded {
+            Ok(snapshot) => {
+                self.drift = Drift { repairs: self.drift.repairs, ..Drift::default() };
+                self.current = Some(Current { generation, profile, snapshot: Some(snapshot) });
+                self.schedule_drift_check();
+                self.notify_status();
+                Ok(())
+            }
+            Err(e) => {
+                self.restore_current();
+                Err(e)
+            }
+        }
+    }
+
+    /// Put the current generation's ruleset back after a failed change.
+    fn restore_current(&mut self) {
+        if let Some(cur) = &self.current {
+            if let Err(e) = self.nft.apply(&cur.generation.ruleset) {
+                log::error!(error:display = e; "could not restore the previous ruleset");
+            }
+        }
+    }
+
+    fn current_number(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.generation.meta.number)
+    }
+
+    /// The plan from what is in force to `desired`, and whether the live table
+    /// still matches the snapshot of the current generation.
+    fn plan(&self, profile: &Profile, desired: &Ruleset) -> Result<(Plan, bool), EngineError> {
+        let live = self.nft.list().map_err(|source| EngineError::Firewall { kept: "nothing was changed", source })?;
+        let mut changes = Vec::new();
+        let in_sync = match &self.current {
+            Some(cur) => {
+                let setting = |what: String| Change { module: "profile".to_owned(), op: ChangeOp::Change, what };
+                let old = &cur.profile;
+                if old.name != profile.name {
+                    changes.push(setting(format!("name {} -> {}", old.name, profile.name)));
+                }
+                if old.drift != profile.drift {
+                    changes.push(setting(format!("drift {:?} -> {:?}", old.drift, profile.drift).to_lowercase()));
+                }
+                if old.drift_interval != profile.drift_interval {
+                    let (a, b) = (humantime::format_duration(old.drift_interval), humantime::format_duration(profile.drift_interval));
+                    changes.push(setting(format!("drift_interval {a} -> {b}")));
+                }
+                changes.extend(firewall::plan(desired, Some(&cur.generation.ruleset)));
+                live.is_some() && live == cur.snapshot
+            }
+            None => {
+                changes.extend(firewall::plan(desired, None));
+                false
+            }
+        };
+        if !in_sync && self.current.is_some() {
+            changes.push(Change {
+                module: "firewall".to_owned(),
+                op: ChangeOp::Change,
+                what: "table inet bulwark drifted from the current generation; it will be replaced".to_owned(),
+            });
+        }
+        Ok((Plan { changes }, in_sync))
+    }
+
+    pub fn confirm(&mut self, uid: u32) -> Result<ApplyResponse, EngineError> {
+        let Some(pending) = self.pending.take() else {
+            return Err(EngineError::Conflict("no apply is waiting for confirmation".to_owned()));
+        };
+        state::remove(&self.pending_path())?;
+        let msg = format!("generation {} confirmed", pending.generation);
+        self.audit.record(&audit::CHG_CONFIRMED, uid, Outcome::Success, &msg)?;
+        self.notify_status();
+        Ok(self.response_for(pending.generation))
+    }
+
+    fn response_for(&self, generation: u64) -> ApplyResponse {
+        ApplyResponse {
+            profile: self.current.as_ref().map(|c| c.profile.name.clone()).unwrap_or_default(),
+            generation: Some(generation),
+            ..ApplyResponse::default()
+        }
+    }
+
+    /// Re-install generation `target` (default: the one before the current)
+    /// as a new generation. Also ends an open confirmation window.
+    pub fn rollback(&mut self, target: Option<u64>, uid: u32) -> Result<ApplyResponse, EngineError> {
+        let numbers = self.store.numbers()?;
+        let current = numbers.last().copied();
+        let target = match target {
+            Some(n) if numbers.contains(&n) => n,
+            Some(n) => return Err(EngineError::NotFound(format!("generation {n} does not exist; see `bulwarkctl generations`"))),
+            None => numbers
+                .iter()
+                .rev()
+                .nth(1)
+                .copied()
+                .ok_or_else(|| EngineError::NotFound("there is no earlier generation to roll back to".to_owned()))?,
+        };
+        let response = self.reinstall(target, uid, "rollback")?;
+        if self.pending.take().is_some() {
+            state::remove(&self.pending_path())?;
+        }
+        let msg = format!("generation {} restores generation {target} (was {})", response.generation.unwrap_or(0), current.unwrap_or(0));
+        self.audit.record(&audit::CHG_ROLLBACK, uid, Outcome::Success, &msg)?;
+        Ok(response)
+    }
+
+    /// Commit an old generation's profile and ruleset as a new generation.
+    fn reinstall(&mut self, target: u64, uid: u32, reason: &str) -> Result<ApplyResponse, EngineError> {
+        let old = self.load(target)?;
+        let previous = self.current.as_ref().map(|c| c.generation.ruleset.clone());
+        let number = self.store.latest()?.map_or(1, |n| n + 1);
+        let plan = Plan { changes: firewall::plan(&old.ruleset, previous.as_ref()) };
+        let generation = Generation {
+            meta: Meta { number, created: now_unix(), uid, reason: reason.to_owned(), ..old.meta },
+            ..old
+        };
+        let profile = generation.meta.profile.clone();
+        if let Err(e) = self.commit(generation) {
+            let msg = format!("{reason} to generation {target}: {e}");
+            self.audit.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg)?;
+            self.last = Some(LastChange { ok: false, message: msg });
+            return Err(e);
+        }
+        self.last = Some(LastChange { ok: true, message: format!("{reason} to generation {target}") });
+        Ok(ApplyResponse { profile, generation: Some(number), plan, changed: true, ..ApplyResponse::default() })
+    }
+
+    /// Timers: close an expired confirmation window, run a due drift check.
+    /// Returns how long until the next timer.
+    pub fn tick(&mut self) -> Duration {
+        if let Some(p) = self.pending.clone() {
+            if now_unix() >= p.deadline {
+                self.revert(&p);
+            }
+        }
+        if self.drift.next_check.is_some_and(|t| Instant::now() >= t) {
+            self.check_drift();
+            self.schedule_drift_check();
+        }
+        let mut next = Duration::from_secs(3600);
+        if let Some(p) = &self.pending {
+            // Poll the wall-clock deadline at a fine grain: it must hold across restarts.
+            next = next.min(Duration::from_secs(p.deadline.saturating_sub(now_unix())).max(Duration::from_millis(200)));
+        }
+        if let Some(t) = self.drift.next_check {
+            next = next.min(t.saturating_duration_since(Instant::now()));
+        }
+        next
+    }
+
+    fn revert(&mut self, p: &PendingConfirm) {
+        let outcome = match p.revert_to {
+            Some(target) => self.reinstall(target, 0, "revert").map(|r| r.generation.unwrap_or(0)),
+            // The very first generation had nothing before it: keep it.
+            None => Ok(p.generation),
+        };
+        match outcome {
+            Ok(generation) => {
+                self.pending = None;
+                let msg = format!(
+                    "generation {} was not confirmed by its deadline; generation {generation} restores {}",
+                    p.generation,
+                    p.revert_to.map_or("it".to_owned(), |n| n.to_string())
+                );
+                if let Err(e) = state::remove(&self.pending_path()).and_then(|()| {
+                    self.audit.record(&audit::CHG_REVERTED, 0, Outcome::Success, &msg).map(drop)
+                }) {
+                    log::error!(error:display = e; "could not record the revert");
+                }
+            }
+            // Keep the window open: the next tick tries again.
+            Err(e) => log::error!(error:display = e; "revert of generation {} failed; retrying", p.generation),
+        }
+    }
+
+    fn schedule_drift_check(&mut self) {
+        self.drift.next_check = self.current.as_ref().map(|c| Instant::now() + c.profile.drift_interval);
+    }
+
+    /// Compare the live table with the snapshot; repair or report.
+    fn check_drift(&mut self) {
+        let Some(cur) = &self.current else { return };
+        let live = match self.nft.list() {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!(error:display = e; "drift check could not list the table");
+                return;
+            }
+        };
+        if live.is_some() && live == cur.snapshot {
+            self.drift.detected = false;
+            return;
+        }
+        let what = if live.is_none() { "table inet bulwark was deleted" } else { "table inet bulwark was modified" };
+        match cur.profile.drift {
+            DriftMode::Repair => {
+                let generation = cur.generation.clone();
+                let number = generation.meta.number;
+                match self.install(generation) {
+                    Ok(()) => {
+                        self.drift.repairs += 1;
+                        let msg = format!("{what}; generation {number} re-installed");
+                        if let Err(e) = self.audit.record(&audit::FW_DRIFT_REPAIRED, 0, Outcome::Success, &msg) {
+                            log::error!(error:display = e; "could not record the drift repair");
+                        }
+                    }
+                    Err(e) => {
+                        self.drift.detected = true;
+                        log::error!(error:display = e; "drift repair failed");
+                    }
+                }
+            }
+            DriftMode::Report => {
+                if !self.drift.detected {
+                    let msg = format!("{what}; drift = \"report\", left as found");
+                    if let Err(e) = self.audit.record(&audit::FW_DRIFT_DETECTED, 0, Outcome::Failure, &msg) {
+                        log::error!(error:display = e; "could not record drift");
+                    }
+                }
+                self.drift.detected = true;
+            }
+        }
+        self.notify_status();
+    }
+
+    pub fn status(&self) -> Status {
+        let cur = self.current.as_ref();
+        let live = self.nft.list().ok().flatten();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            root: self.host.root().display().to_string(),
+            profile: cur.map(|c| c.profile.name.clone()),
+            generation: cur.map(|c| c.generation.meta.number),
+            drift: cur.map(|c| format!("{:?}", c.profile.drift).to_lowercase()).unwrap_or_default(),
+            drift_interval_secs: cur.map_or(0, |c| c.profile.drift_interval.as_secs()),
+            pending_confirm: self.pending.clone(),
+            firewall: FirewallStatus {
+                present: live.is_some(),
+                in_sync: cur.is_some_and(|c| live.is_some() && c.snapshot == live),
+                set_elements: cur.map_or(0, |c| c.generation.ruleset.set_elements()),
+                drift_repairs: self.drift.repairs,
+            },
+            health: self.health().level,
+            last_error: self.last.as_ref().filter(|l| !l.ok).map(|l| l.message.clone()),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        let mut checks = Vec::new();
+        let check = |name: &str, level, reason: String| Check { name: name.to_owned(), level, reason };
+        checks.push(match &self.last {
+            Some(l) if !l.ok => check("last_apply", Level::Warning, l.message.clone()),
+            Some(l) => check("last_apply", Level::Ok, l.message.clone()),
+            None => check("last_apply", Level::Ok, "no change since start-up".to_owned()),
+        });
+        checks.push(match (&self.current, self.drift.detected) {
+            (None, _) => check("firewall", Level::Critical, "no generation is in force".to_owned()),
+            (Some(c), true) if c.profile.drift == DriftMode::Report => check(
+                "firewall",
+                Level::Critical,
+                "table inet bulwark differs from the current generation (drift = report)".to_owned(),
+            ),
+            (Some(_), true) => check("firewall", Level::Critical, "drift repair failed".to_owned()),
+            (Some(c), false) => check(
+                "firewall",
+                Level::Ok,
+                format!("generation {} in force, {} set elements", c.generation.meta.number, c.generation.ruleset.set_elements()),
+            ),
+        });
+        checks.push(match &self.pending {
+            Some(p) => check(
+                "confirm",
+                Level::Warning,
+                format!("generation {} reverts in {}s unless confirmed", p.generation, p.deadline.saturating_sub(now_unix())),
+            ),
+            None => check("confirm", Level::Ok, "no confirmation pending".to_owned()),
+        });
+        checks.push(match self.drift.repairs {
+            0 => check("drift", Level::Ok, "no drift repaired".to_owned()),
+            n => check("drift", Level::Ok, format!("{n} drift repair(s) since start-up")),
+        });
+        Health::from_checks(checks)
+    }
+
+    pub fn generations(&self) -> Result<Vec<bulwark_model::api::GenerationInfo>, EngineError> {
+        Ok(self.store.list()?)
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    pub fn audit_mut(&mut self) -> &mut AuditLog {
+        &mut self.audit
+    }
+
+    fn notify_status(&self) {
+        let status = match &self.current {
+            Some(c) => format!(
+                "generation {} ({}){}",
+                c.generation.meta.number,
+                c.profile.name,
+                if self.drift.detected { ", drift detected" } else { "" }
+            ),
+            None => "no generation".to_owned(),
+        };
+        crate::notify::status(&status);
+    }
+}

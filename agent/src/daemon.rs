@@ -1,0 +1,141 @@
+//! Start-up: flags, the boot converge, the socket, READY, serving.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::api::{self, Ctx, Policy};
+use crate::converge::{task, Engine, EngineError, DEFAULT_PROFILE};
+use crate::firewall::Nft;
+use crate::host::Host;
+
+/// bulwarkd: converge this host to its Bulwark profile and keep it there.
+///
+/// On start it restores the current generation (or, on a host without one,
+/// applies the boot profile), then serves the API on a Unix socket for
+/// bulwarkctl. Normally started by systemd (bulwarkd.service).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+pub struct Args {
+    /// Resolve every host path under DIR (tests and demos use a temporary root).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// API socket [default: <root>/run/bulwark/bulwarkd.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Boot profile, used only while the host has no generation
+    /// [default: <root>/etc/bulwark/profile.toml, else the built-in default].
+    #[arg(long, value_name = "PATH")]
+    pub profile: Option<PathBuf>,
+    /// The nft binary.
+    #[arg(long, value_name = "PATH", default_value = "/usr/sbin/nft")]
+    pub nft: PathBuf,
+    /// Group (name or gid) whose members may read status, health and audit.
+    #[arg(long, value_name = "GROUP", default_value = "bulwark")]
+    pub read_group: String,
+    /// Group (name or gid) whose members may change the host, like root.
+    #[arg(long, value_name = "GROUP", default_value = "bulwark-admin")]
+    pub admin_group: String,
+    /// Log debug detail.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read boot profile {path}: {source}")]
+    Profile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("start-up converge failed: {0}")]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Socket(#[from] api::SocketError),
+    #[error("cannot start {what}: {source}")]
+    Runtime {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A group given by name or number; `None` when no such group exists.
+fn resolve_group(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            log::warn!(group; "group {group} does not exist; its members' access is disabled");
+            None
+        }
+    }
+}
+
+/// The boot profile's (source name, text).
+fn boot_profile(args: &Args, host: &Host) -> Result<(String, String), StartError> {
+    let explicit = args.profile.is_some();
+    let path = args.profile.clone().unwrap_or_else(|| host.default_profile());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((path.display().to_string(), text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            Ok(("built-in default profile".to_owned(), DEFAULT_PROFILE.to_owned()))
+        }
+        Err(source) => Err(StartError::Profile { path, source }),
+    }
+}
+
+/// Run the daemon; returns only on a start-up failure.
+pub fn run(args: Args) -> Result<(), StartError> {
+    let host = Host::new(&args.root);
+    let policy = Policy { read_gid: resolve_group(&args.read_group), admin_gid: resolve_group(&args.admin_group) };
+    let (source, text) = boot_profile(&args, &host)?;
+
+    // Everything up to spawning the engine thread runs single-threaded, so the
+    // umask juggling in `api::listen` affects nothing else.
+    let mut engine = Engine::new(host.clone(), Nft::new(&args.nft))?;
+    engine.start((&source, &text))?;
+    let socket = args.socket.clone().unwrap_or_else(|| host.default_socket());
+    let listener = api::listen(&socket, policy.read_gid)?;
+    listener.set_nonblocking(true).map_err(|source| StartError::Runtime { what: "socket", source })?;
+    let status = engine.status();
+    let handle = task::spawn(engine, crate::notify::watchdog_interval())
+        .map_err(|source| StartError::Runtime { what: "engine thread", source })?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| StartError::Runtime { what: "async runtime", source })?;
+    runtime.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .map_err(|source| StartError::Runtime { what: "listener", source })?;
+        let summary = format!(
+            "generation {} ({}) in force",
+            status.generation.unwrap_or(0),
+            status.profile.as_deref().unwrap_or("none")
+        );
+        log::info!(socket:display = socket.display(); "ready: {summary}");
+        crate::notify::ready(&summary);
+        let app = api::router(Ctx { engine: handle, policy });
+        tokio::select! {
+            () = api::serve(listener, app) => {}
+            () = shutdown() => log::info!("stopping"),
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

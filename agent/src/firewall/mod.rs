@@ -1,0 +1,25 @@
+//! The host firewall: table `inet bulwark` in nftables.
+//!
+//! Bulwark owns exactly this one table and never touches another, so K3s,
+//! flannel, Cilium and kube-proxy keep theirs. The module is split by concern:
+//!
+//! - [`ruleset`]: the desired table as data ([`Ruleset`]), stored with every
+//!   generation, rendered both as nft text (for people) and as the `nftables`
+//!   crate's JSON batch (for `nft -j`).
+//! - [`render`](mod@render): profile → [`Ruleset`], pure.
+//! - [`plan`](mod@plan): a readable diff between two rulesets, pure.
+//! - [`nft`]: the thin part that runs `nft` to apply, check, list and delete.
+//!
+//! The table is always replaced whole in one transaction (add, delete, add,
+//! then everything in it), so a refused ruleset leaves the previous one in
+//! force and there is no partial state to reconcile.
+
+pub mod nft;
+pub mod plan;
+pub mod render;
+pub mod ruleset;
+
+pub use nft::{FirewallError, Nft, NftOp, DEFAULT_NFT, DEFAULT_TIMEOUT};
+pub use plan::plan;
+pub use render::render;
+pub use ruleset::Ruleset;

@@ -1,0 +1,313 @@
+//! Command-line interface: every flag, subcommand and help text.
+//!
+//! The help is the first manual an operator reads (and the source of the man
+//! pages), so each command says what it does and, where it helps, shows an
+//! example. docs/contract.md is the reference this must match.
+
+use std::path::PathBuf;
+
+use bulwark_model::api::DEFAULT_SOCKET;
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+const ABOUT: &str = "Control bulwarkd, the Bulwark host hardening agent";
+
+const LONG_ABOUT: &str = "\
+Control bulwarkd, the Bulwark host hardening agent.
+
+bulwarkctl talks to bulwarkd over its Unix socket. Reading state (status,
+health, generations, audit) needs membership in group `bulwark`; changing it
+(apply, confirm, rollback) needs root or group `bulwark-admin`. `validate`
+works offline and needs no daemon.
+
+A typical change:
+  bulwarkctl validate /etc/bulwark/profile.toml
+  bulwarkctl apply --dry-run /etc/bulwark/profile.toml
+  bulwarkctl apply --confirm 120 /etc/bulwark/profile.toml
+  bulwarkctl confirm";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  refused or failed (invalid profile, apply failed, permission denied,
+     broken audit chain)
+  2  usage error
+  3  daemon unreachable
+  health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN";
+
+/// Top-level arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bulwarkctl",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXIT_CODES,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// bulwarkd's API socket
+    #[arg(long, global = true, value_name = "PATH", env = "BULWARK_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Print the API's JSON response instead of the human summary (exit
+    /// codes stay the same)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Show each request and the full cause of connection errors on stderr
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a profile offline, exactly as bulwarkd would
+    #[command(long_about = "\
+Check a profile offline, exactly as bulwarkd would.
+
+Reports every problem at once, one per line (file: path: reason), and exits 1
+if there is any. No daemon is needed.
+
+Example:
+  bulwarkctl validate /etc/bulwark/profile.toml")]
+    Validate {
+        /// Profile to check (TOML)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+
+    /// Apply a profile: validate, show the plan, make it the new generation
+    #[command(long_about = "\
+Apply a profile: validate it, show the plan, and make it the new generation.
+
+The profile is validated locally first, so errors look the same whether or not
+the daemon is reachable. When run over SSH, bulwarkctl refuses a profile that
+would drop the SSH connection it runs in, unless --confirm or --force is given.
+
+With --confirm SECS the change reverts to the previous generation after SECS
+seconds unless `bulwarkctl confirm` is run in time: use it whenever a change
+could cut you off.
+
+Examples:
+  bulwarkctl apply --dry-run profile.toml
+  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm")]
+    Apply(ApplyArgs),
+
+    /// Keep the change made by `apply --confirm` before it reverts
+    Confirm,
+
+    /// Restore an earlier generation (the one before the current by default)
+    #[command(long_about = "\
+Restore an earlier generation: its profile becomes the one in force again.
+
+Without GEN, restores the generation before the current one. `bulwarkctl
+generations` lists them.
+
+Example:
+  bulwarkctl rollback 3")]
+    Rollback {
+        /// Generation to restore
+        #[arg(value_name = "GEN")]
+        generation: Option<u64>,
+    },
+
+    /// List the generations bulwarkd keeps (`*` marks the one in force)
+    Generations,
+
+    /// Show what bulwarkd enforces and whether the host matches it
+    Status,
+
+    /// Run the health checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    #[command(long_about = "\
+Run the health checks and print each one with the overall level.
+
+The exit code follows the monitoring plug-in convention, so this can be used
+directly as a Nagios/Icinga check: 0 OK, 1 WARNING, 2 CRITICAL, and 3 UNKNOWN
+when the daemon is unreachable or its answer cannot be read.")]
+    Health,
+
+    /// Read or verify the hash-chained audit log
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+
+    /// Print a shell completion script to stdout
+    #[command(long_about = "\
+Print a shell completion script to stdout.
+
+Example:
+  bulwarkctl completions bash > /etc/bash_completion.d/bulwarkctl")]
+    Completions {
+        /// Shell to generate completions for
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+
+    /// Write man pages (bulwarkctl.1 and one per subcommand) into DIR
+    #[command(long_about = "\
+Write man pages into DIR: bulwarkctl.1 and one page per subcommand, such as
+bulwarkctl-apply.1.
+
+Example:
+  bulwarkctl man /usr/local/share/man/man1")]
+    Man {
+        /// Directory to write into (created if missing)
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Profile to apply (TOML)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Validate and show the plan; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Revert unless `bulwarkctl confirm` is run within SECS seconds
+    #[arg(long, value_name = "SECS", conflicts_with = "dry_run",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub confirm: Option<u64>,
+
+    /// Apply even if the profile would drop this SSH connection
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the last audit events, oldest first
+    #[command(long_about = "\
+Print the last audit events, oldest first, one per line:
+time, event id, severity, uid, result and message.
+
+Example:
+  bulwarkctl audit tail -n 50")]
+    Tail {
+        /// Number of events
+        #[arg(short = 'n', value_name = "N", default_value_t = 20,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        n: u64,
+    },
+
+    /// Check the audit log's hash chain (exit 1 when broken)
+    Verify,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bulwarkctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn apply_takes_its_flags_and_the_globals_anywhere() {
+        let cli = parse(&[
+            "apply",
+            "p.toml",
+            "--confirm",
+            "90",
+            "--force",
+            "--json",
+            "--socket",
+            "/tmp/s",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.socket, PathBuf::from("/tmp/s"));
+        let Command::Apply(a) = cli.command else {
+            panic!("not apply")
+        };
+        assert_eq!(a.file, PathBuf::from("p.toml"));
+        assert_eq!(a.confirm, Some(90));
+        assert!(a.force && !a.dry_run);
+    }
+
+    #[test]
+    fn confirm_window_must_be_positive_and_excludes_dry_run() {
+        assert_eq!(
+            parse(&["apply", "p.toml", "--confirm", "0"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ValueValidation
+        );
+        let err = parse(&["apply", "p.toml", "--confirm", "5", "--dry-run"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for args in [
+            &["frobnicate"][..],
+            &["apply"],
+            &["rollback", "x"],
+            &["audit"],
+            &["completions", "cmd.exe"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&["audit", "tail"]).unwrap();
+        assert!(!cli.json && !cli.verbose);
+        assert!(matches!(
+            cli.command,
+            Command::Audit {
+                command: AuditCommand::Tail { n: 20 }
+            }
+        ));
+        // The socket default comes from BULWARK_SOCKET when set, so only
+        // check it when the test environment leaves it alone.
+        if std::env::var_os("BULWARK_SOCKET").is_none() {
+            assert_eq!(cli.socket, PathBuf::from(DEFAULT_SOCKET));
+        }
+        let cli = parse(&["rollback"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Rollback { generation: None }
+        ));
+        let cli = parse(&["man"]).unwrap();
+        assert!(matches!(cli.command, Command::Man { dir } if dir == PathBuf::from(".")));
+    }
+
+    #[test]
+    fn short_flags() {
+        let cli = parse(&["-v", "audit", "tail", "-n", "5"]).unwrap();
+        assert!(cli.verbose);
+        assert!(matches!(
+            cli.command,
+            Command::Audit {
+                command: AuditCommand::Tail { n: 5 }
+            }
+        ));
+        let cli = parse(&["rollback", "7"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Rollback {
+                generation: Some(7)
+            }
+        ));
+    }
+}

@@ -1,0 +1,307 @@
+//! HTTP/JSON client for bulwarkd's Unix socket.
+//!
+//! Responses come back as raw JSON values so `--json` can print exactly what
+//! the daemon sent, fields this version does not know included; callers decode
+//! the typed view with [`decode`]. Failures are sorted by what they mean to
+//! the operator: the daemon could not be reached (nothing happened), the
+//! connection broke mid-request (something may have happened), or the daemon
+//! answered with an error body.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bulwark_model::api::ErrorBody;
+use reqwest::blocking::{Client as Http, RequestBuilder};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Host part of request URLs; with a Unix socket it only fills the Host header.
+const BASE: &str = "http://localhost";
+/// Long enough for an apply that reloads a large ruleset, short enough that a
+/// hung daemon does not hang a monitoring check forever.
+const TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting failed: the request was never sent.
+    #[error("daemon unreachable at {}: {cause}{}", socket.display(), hint(*kind))]
+    Unreachable {
+        socket: PathBuf,
+        cause: String,
+        kind: Option<std::io::ErrorKind>,
+    },
+
+    /// The connection broke after the request was sent, or timed out.
+    #[error(
+        "lost the connection to bulwarkd at {} during {method} {path}: {cause}; \
+         the request may have taken effect, check `bulwarkctl status`",
+        socket.display()
+    )]
+    Transport {
+        socket: PathBuf,
+        method: &'static str,
+        path: String,
+        cause: String,
+    },
+
+    /// The daemon answered with a non-2xx status.
+    #[error("bulwarkd {} ({status} {}): {}", if *status >= 500 { "failed" } else { "refused the request" }, body.kind, body.error)]
+    Api {
+        status: u16,
+        body: ErrorBody,
+        raw: Option<Value>,
+    },
+
+    /// The daemon answered 2xx with a body this version cannot read.
+    #[error("unreadable answer from bulwarkd to {method} {path}")]
+    BadResponse {
+        method: &'static str,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] reqwest::Error),
+}
+
+fn hint(kind: Option<std::io::ErrorKind>) -> &'static str {
+    use std::io::ErrorKind as K;
+    match kind {
+        Some(K::NotFound | K::ConnectionRefused) => {
+            " (is bulwarkd running? --socket or BULWARK_SOCKET choose another socket)"
+        }
+        Some(K::PermissionDenied) => " (run as root or as a member of group bulwark)",
+        _ => "",
+    }
+}
+
+impl ClientError {
+    /// The daemon was never reached, so nothing happened.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. })
+    }
+}
+
+pub struct Client {
+    http: Http,
+    socket: PathBuf,
+    verbose: bool,
+}
+
+impl Client {
+    pub fn new(socket: &Path, verbose: bool) -> Result<Client, ClientError> {
+        let http = Http::builder()
+            .unix_socket(socket.to_path_buf())
+            .no_proxy()
+            .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("bulwarkctl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError::Setup)?;
+        Ok(Client {
+            http,
+            socket: socket.to_path_buf(),
+            verbose,
+        })
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send("GET", path, self.http.get(url(path)))
+    }
+
+    /// POST `body` as JSON, or an empty body when `None`.
+    pub fn post<B: Serialize>(&self, path: &str, body: Option<&B>) -> Result<Value, ClientError> {
+        let mut req = self.http.post(url(path));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        self.send("POST", path, req)
+    }
+
+    fn send(
+        &self,
+        method: &'static str,
+        path: &str,
+        req: RequestBuilder,
+    ) -> Result<Value, ClientError> {
+        self.trace(format_args!(
+            "{method} {path} via {}",
+            self.socket.display()
+        ));
+        let resp = req
+            .send()
+            .map_err(|e| self.transport_error(method, path, &e))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .map_err(|e| self.transport_error(method, path, &e))?;
+        self.trace(format_args!("{status} ({} bytes)", bytes.len()));
+        if !status.is_success() {
+            return Err(api_error(
+                status.as_u16(),
+                status.canonical_reason(),
+                &bytes,
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::BadResponse {
+            method,
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn transport_error(&self, method: &'static str, path: &str, e: &reqwest::Error) -> ClientError {
+        if self.verbose {
+            let mut chain = String::new();
+            let mut cur: Option<&dyn std::error::Error> = Some(e);
+            while let Some(err) = cur {
+                chain.push_str(&format!("\n  {err}"));
+                cur = err.source();
+            }
+            self.trace(format_args!("{method} {path} failed:{chain}"));
+        }
+        let (cause, kind) = root_cause(e);
+        if e.is_connect() {
+            ClientError::Unreachable {
+                socket: self.socket.clone(),
+                cause,
+                kind,
+            }
+        } else {
+            ClientError::Transport {
+                socket: self.socket.clone(),
+                method,
+                path: path.to_owned(),
+                cause,
+            }
+        }
+    }
+
+    fn trace(&self, what: std::fmt::Arguments<'_>) {
+        if self.verbose {
+            // Tracing must never fail the command, so a closed stderr is ignored.
+            let _ = writeln!(std::io::stderr(), "bulwarkctl: {what}");
+        }
+    }
+}
+
+fn url(path: &str) -> String {
+    format!("{BASE}{path}")
+}
+
+/// The innermost error says what actually happened ("No such file or
+/// directory"); reqwest's outer layers only say that a request failed.
+fn root_cause(e: &reqwest::Error) -> (String, Option<std::io::ErrorKind>) {
+    let mut last: &dyn std::error::Error = e;
+    let mut kind = None;
+    while let Some(next) = last.source() {
+        last = next;
+        if let Some(io) = last.downcast_ref::<std::io::Error>() {
+            kind = Some(io.kind());
+        }
+    }
+    if e.is_timeout() {
+        return (format!("timed out ({last})"), kind);
+    }
+    (last.to_string(), kind)
+}
+
+/// Build the error for a non-2xx answer. A body that is not an [`ErrorBody`]
+/// (a proxy, an older daemon) still yields a readable message.
+fn api_error(status: u16, reason: Option<&str>, bytes: &[u8]) -> ClientError {
+    let raw: Option<Value> = serde_json::from_slice(bytes).ok();
+    let body = raw
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<ErrorBody>(v.clone()).ok())
+        .filter(|b| !b.kind.is_empty() || !b.error.is_empty());
+    let body = body.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        ErrorBody {
+            kind: reason.unwrap_or("error").to_lowercase().replace(' ', "_"),
+            error: if text.is_empty() {
+                "no details given".to_owned()
+            } else {
+                text.chars().take(200).collect()
+            },
+            profile_errors: Vec::new(),
+        }
+    });
+    ClientError::Api { status, body, raw }
+}
+
+/// Decode the typed view of a response.
+pub fn decode<T: DeserializeOwned>(
+    method: &'static str,
+    path: &str,
+    value: Value,
+) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|source| ClientError::BadResponse {
+        method,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_error_keeps_the_daemons_body() {
+        let body = br#"{"kind":"forbidden","error":"uid 1000 is not in group bulwark-admin","profile_errors":[]}"#;
+        let err = api_error(403, Some("Forbidden"), body);
+        assert_eq!(
+            err.to_string(),
+            "bulwarkd refused the request (403 forbidden): uid 1000 is not in group bulwark-admin"
+        );
+        let ClientError::Api { raw, .. } = err else {
+            panic!()
+        };
+        assert!(raw.is_some());
+    }
+
+    #[test]
+    fn api_error_without_json_body_is_still_readable() {
+        let err = api_error(502, Some("Bad Gateway"), b"upstream down\n");
+        assert_eq!(
+            err.to_string(),
+            "bulwarkd failed (502 bad_gateway): upstream down"
+        );
+        let err = api_error(500, Some("Internal Server Error"), b"");
+        assert_eq!(
+            err.to_string(),
+            "bulwarkd failed (500 internal_server_error): no details given"
+        );
+    }
+
+    #[test]
+    fn unreachable_names_the_socket_and_hints() {
+        let err = ClientError::Unreachable {
+            socket: "/run/x.sock".into(),
+            cause: "No such file or directory (os error 2)".into(),
+            kind: Some(std::io::ErrorKind::NotFound),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(
+                "daemon unreachable at /run/x.sock: No such file or directory (os error 2)"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("is bulwarkd running?"));
+    }
+
+    #[test]
+    fn connecting_to_a_missing_socket_is_unreachable() {
+        let dir = std::env::temp_dir().join(format!("bulwarkctl-test-{}", std::process::id()));
+        let client = Client::new(&dir.join("missing.sock"), false).unwrap();
+        let err = client.get("/v1/status").unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+    }
+}

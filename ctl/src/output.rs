@@ -1,0 +1,566 @@
+//! Human output: short, aligned, and readable in an 80-column terminal.
+//!
+//! Every formatter is a pure function from API types (and the current time
+//! where relative times are shown) to text, so the layout is unit-tested
+//! without a daemon. Machine readers use `--json` instead.
+
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bulwark_model::api::{ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, Status};
+
+/// Target terminal width.
+pub const WIDTH: usize = 80;
+/// Below this the last column is not wrapped: a narrow column of fragments
+/// reads worse than a long line.
+const MIN_WRAP: usize = 24;
+const GAP: &str = "  ";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// A table whose columns are as wide as their widest cell and whose last
+/// column wraps at [`WIDTH`].
+pub struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+    header: bool,
+}
+
+impl Table {
+    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+            header: true,
+        }
+    }
+
+    /// A table printed without its header line (log-like output).
+    pub fn headless(columns: &[(&'static str, Align)]) -> Table {
+        Table {
+            header: false,
+            ..Table::new(columns)
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self, wrap_last: bool) -> String {
+        let n = self.columns.len();
+        let mut widths: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|(h, _)| if self.header { h.chars().count() } else { 0 })
+            .collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let indent: usize = widths[..n.saturating_sub(1)]
+            .iter()
+            .map(|w| w + GAP.len())
+            .sum();
+        let last_width = WIDTH.saturating_sub(indent);
+        let mut out = String::new();
+        let header: Vec<String> = self.columns.iter().map(|(h, _)| (*h).to_owned()).collect();
+        let lines = self.header.then_some(&header).into_iter().chain(&self.rows);
+        for row in lines {
+            let mut line = String::new();
+            for (i, ((_, align), w)) in self.columns.iter().zip(&widths).enumerate() {
+                let cell = row.get(i).map(String::as_str).unwrap_or("");
+                if i + 1 == n && *align == Align::Right {
+                    write!(line, "{cell:>w$}").ok();
+                } else if i + 1 == n {
+                    let parts = if wrap_last && last_width >= MIN_WRAP {
+                        wrap(cell, last_width)
+                    } else {
+                        vec![cell.to_owned()]
+                    };
+                    let pad = " ".repeat(indent);
+                    line.push_str(&parts.join(&format!("\n{pad}")));
+                } else {
+                    match align {
+                        Align::Left => write!(line, "{cell:<w$}{GAP}"),
+                        Align::Right => write!(line, "{cell:>w$}{GAP}"),
+                    }
+                    .ok();
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Split `text` into lines of at most `width` characters at spaces; a word
+/// longer than `width` stays whole on its own line.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// `key: value` lines with the values aligned; long values wrap under
+/// themselves.
+pub fn key_values(pairs: &[(&str, String)]) -> String {
+    let key_width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count() + 1)
+        .max()
+        .unwrap_or(0);
+    let indent = key_width + GAP.len();
+    let mut out = String::new();
+    for (k, v) in pairs {
+        let key = format!("{k}:");
+        let parts = if WIDTH.saturating_sub(indent) >= MIN_WRAP {
+            wrap(v, WIDTH - indent)
+        } else {
+            vec![v.clone()]
+        };
+        let value = parts.join(&format!("\n{}", " ".repeat(indent)));
+        out.push_str(format!("{key:<key_width$}{GAP}{value}").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Unix seconds as RFC 3339 UTC, e.g. `2024-05-01T10:00:00Z`.
+pub fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// A deadline with the time left: `2024-05-01T10:02:00Z (in 2m)`.
+pub fn deadline(unix: u64, now: u64) -> String {
+    let when = rfc3339(unix);
+    match unix.checked_sub(now) {
+        Some(left) if left > 0 => format!(
+            "{when} (in {})",
+            humantime::format_duration(Duration::from_secs(left))
+        ),
+        _ => format!("{when} (passed)"),
+    }
+}
+
+pub fn health(h: &Health) -> String {
+    // The first line carries the verdict: monitoring systems show only that.
+    let mut out = format!("overall: {}\n", h.level);
+    if !h.checks.is_empty() {
+        let mut t = Table::new(&[
+            ("NAME", Align::Left),
+            ("LEVEL", Align::Left),
+            ("REASON", Align::Left),
+        ]);
+        for c in &h.checks {
+            t.row(vec![c.name.clone(), c.level.to_string(), c.reason.clone()]);
+        }
+        out.push_str(&t.render(true));
+    }
+    out
+}
+
+pub fn generations(gens: &[GenerationInfo]) -> String {
+    if gens.is_empty() {
+        return "no generations yet\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("", Align::Left),
+        ("GEN", Align::Right),
+        ("CREATED", Align::Left),
+        ("PROFILE", Align::Left),
+        ("REASON", Align::Left),
+        ("UID", Align::Right),
+    ]);
+    for g in gens {
+        t.row(vec![
+            if g.current { "*" } else { "" }.to_owned(),
+            g.number.to_string(),
+            rfc3339(g.created),
+            g.profile.clone(),
+            g.reason.clone(),
+            g.uid.to_string(),
+        ]);
+    }
+    t.render(false)
+}
+
+pub fn status(s: &Status, now: u64) -> String {
+    let none = || "none".to_owned();
+    let pending = s.pending_confirm.as_ref().map_or_else(none, |p| {
+        let back = p.revert_to.map_or_else(
+            || "the state before it".to_owned(),
+            |g| format!("generation {g}"),
+        );
+        format!(
+            "generation {} reverts to {back} at {}; run `bulwarkctl confirm`",
+            p.generation,
+            deadline(p.deadline, now)
+        )
+    });
+    let fw = &s.firewall;
+    let firewall = if fw.present {
+        format!(
+            "table inet bulwark {}, {} set elements, {} drift repairs",
+            if fw.in_sync { "in sync" } else { "DRIFTED" },
+            fw.set_elements,
+            fw.drift_repairs
+        )
+    } else {
+        "table inet bulwark MISSING".to_owned()
+    };
+    let drift = if s.drift_interval_secs > 0 {
+        format!(
+            "{}, checked every {}",
+            s.drift,
+            humantime::format_duration(Duration::from_secs(s.drift_interval_secs))
+        )
+    } else {
+        s.drift.clone()
+    };
+    key_values(&[
+        ("version", s.version.clone()),
+        ("root", s.root.clone()),
+        ("profile", s.profile.clone().unwrap_or_else(none)),
+        (
+            "generation",
+            s.generation.map_or_else(none, |g| g.to_string()),
+        ),
+        ("pending confirm", pending),
+        ("drift", drift),
+        ("firewall", firewall),
+        ("health", s.health.to_string()),
+        ("last error", s.last_error.clone().unwrap_or_else(none)),
+    ])
+}
+
+/// One line per event: time, event, severity, uid, result, message.
+pub fn audit(events: &[AuditEvent]) -> String {
+    if events.is_empty() {
+        return "no audit events\n".to_owned();
+    }
+    let mut t = Table::headless(&[
+        ("TIME", Align::Left),
+        ("EVENT", Align::Left),
+        ("SEVERITY", Align::Left),
+        ("UID", Align::Left),
+        ("RESULT", Align::Left),
+        ("MESSAGE", Align::Left),
+    ]);
+    for e in events {
+        t.row(vec![
+            e.time.clone(),
+            e.event.clone(),
+            e.severity.clone(),
+            format!("uid={}", e.uid),
+            e.result.clone(),
+            e.message.clone(),
+        ]);
+    }
+    // One event per line, never wrapped, so grep and cut keep working.
+    t.render(false)
+}
+
+pub fn audit_verify(v: &AuditVerify) -> String {
+    if v.ok {
+        format!("audit chain ok: {} events verified\n", v.events)
+    } else {
+        let why = v.error.as_deref().unwrap_or("no reason given");
+        format!("audit chain BROKEN after {} events: {why}\n", v.events)
+    }
+}
+
+/// What an apply, rollback or confirm did.
+pub enum Action {
+    Apply,
+    Rollback,
+    Confirm,
+}
+
+pub fn outcome(r: &ApplyResponse, action: Action, now: u64) -> String {
+    let mut out = String::new();
+    if !matches!(action, Action::Confirm) {
+        for c in &r.plan.changes {
+            writeln!(out, "{c}").ok();
+        }
+    }
+    let gen = r
+        .generation
+        .map_or_else(|| "?".to_owned(), |g| g.to_string());
+    let profile = if r.profile.is_empty() {
+        String::new()
+    } else {
+        format!(" (profile {})", r.profile)
+    };
+    let summary = match action {
+        _ if r.dry_run => {
+            if r.plan.is_empty() {
+                out.push_str("no changes\n");
+            }
+            "dry run: nothing changed".to_owned()
+        }
+        Action::Confirm => format!("confirmed generation {gen}{profile}"),
+        Action::Apply if r.changed => format!("applied generation {gen}{profile}"),
+        Action::Rollback if r.changed => {
+            format!("rolled back: generation {gen}{profile} is in force")
+        }
+        Action::Apply | Action::Rollback => "no changes".to_owned(),
+    };
+    writeln!(out, "{summary}").ok();
+    if let Some(d) = r.confirm_deadline {
+        writeln!(
+            out,
+            "reverts at {} unless confirmed: run `bulwarkctl confirm`",
+            deadline(d, now)
+        )
+        .ok();
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use bulwark_model::api::{Change, ChangeOp, Check, Level, PendingConfirm, Plan};
+
+    #[test]
+    fn rfc3339_is_utc_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_714_557_600), "2024-05-01T10:00:00Z");
+        assert_eq!(
+            deadline(1_714_557_720, 1_714_557_600),
+            "2024-05-01T10:02:00Z (in 2m)"
+        );
+        assert_eq!(
+            deadline(1_714_557_600, 1_714_557_700),
+            "2024-05-01T10:00:00Z (passed)"
+        );
+    }
+
+    #[test]
+    fn health_puts_the_verdict_first_and_aligns_checks() {
+        let h = Health::from_checks(vec![
+            Check {
+                name: "firewall".into(),
+                level: Level::Ok,
+                reason: "in sync".into(),
+            },
+            Check {
+                name: "confirm".into(),
+                level: Level::Warning,
+                reason: "a confirm window is open".into(),
+            },
+        ]);
+        assert_eq!(
+            health(&h),
+            "overall: WARNING\n\
+             NAME      LEVEL    REASON\n\
+             firewall  OK       in sync\n\
+             confirm   WARNING  a confirm window is open\n"
+        );
+    }
+
+    #[test]
+    fn long_reasons_wrap_under_their_column_within_80() {
+        let reason = "the live table differs from generation 4: chain input has 3 extra rules and set admin_v4 lost 2 elements";
+        let h = Health::from_checks(vec![Check {
+            name: "drift".into(),
+            level: Level::Critical,
+            reason: reason.into(),
+        }]);
+        let text = health(&h);
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() > 3);
+        assert!(
+            lines[3].starts_with(&" ".repeat("drift  CRITICAL  ".len())),
+            "{text}"
+        );
+        let rejoined: Vec<&str> = lines[2..].iter().map(|l| l.trim()).collect();
+        assert!(rejoined.join(" ").ends_with(reason));
+    }
+
+    #[test]
+    fn generations_table_marks_current() {
+        let gens = vec![
+            GenerationInfo {
+                number: 1,
+                profile: "default".into(),
+                created: 1_714_557_600,
+                uid: 0,
+                reason: "boot".into(),
+                current: false,
+            },
+            GenerationInfo {
+                number: 12,
+                profile: "vps-k3s".into(),
+                created: 1_714_561_200,
+                uid: 1000,
+                reason: "apply".into(),
+                current: true,
+            },
+        ];
+        assert_eq!(
+            generations(&gens),
+            "   GEN  CREATED               PROFILE  REASON   UID\n    \
+                 1  2024-05-01T10:00:00Z  default  boot       0\n\
+             *   12  2024-05-01T11:00:00Z  vps-k3s  apply   1000\n"
+        );
+        assert_eq!(generations(&[]), "no generations yet\n");
+    }
+
+    #[test]
+    fn status_aligns_keys() {
+        let s = Status {
+            version: "0.1.0".into(),
+            root: "/".into(),
+            profile: Some("vps-k3s".into()),
+            generation: Some(4),
+            drift: "repair".into(),
+            drift_interval_secs: 30,
+            pending_confirm: Some(PendingConfirm {
+                generation: 4,
+                revert_to: Some(3),
+                deadline: 1_714_557_720,
+            }),
+            ..Status::default()
+        };
+        let text = status(&s, 1_714_557_600);
+        assert!(
+            text.starts_with("version:          0.1.0\nroot:             /\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ndrift:            repair, checked every 30s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("generation 4 reverts to generation 3 at 2024-05-01T10:02:00Z (in 2m)"),
+            "{text}"
+        );
+        assert!(text.contains("\nlast error:       none\n"));
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+    }
+
+    #[test]
+    fn audit_lines_are_aligned_and_whole() {
+        let ev = |seq, event: &str, sev: &str, msg: &str| AuditEvent {
+            seq,
+            time: "2024-05-01T10:00:00Z".into(),
+            event: event.into(),
+            severity: sev.into(),
+            result: "success".into(),
+            message: msg.into(),
+            ..AuditEvent::default()
+        };
+        let text = audit(&[
+            ev(1, "BWK-SYS-0001", "info", "started"),
+            ev(2, "BWK-CHG-0001", "notice", "applied"),
+        ]);
+        assert_eq!(
+            text,
+            "2024-05-01T10:00:00Z  BWK-SYS-0001  info    uid=0  success  started\n\
+             2024-05-01T10:00:00Z  BWK-CHG-0001  notice  uid=0  success  applied\n"
+        );
+    }
+
+    #[test]
+    fn outcome_lines() {
+        let plan = Plan {
+            changes: vec![Change {
+                module: "firewall".into(),
+                op: ChangeOp::Add,
+                what: "tcp dport 443 accept".into(),
+            }],
+        };
+        let applied = ApplyResponse {
+            profile: "web".into(),
+            generation: Some(5),
+            plan: plan.clone(),
+            changed: true,
+            dry_run: false,
+            confirm_deadline: Some(160),
+        };
+        assert_eq!(
+            outcome(&applied, Action::Apply, 100),
+            "+ firewall: tcp dport 443 accept\napplied generation 5 (profile web)\n\
+             reverts at 1970-01-01T00:02:40Z (in 1m) unless confirmed: run `bulwarkctl confirm`\n"
+        );
+        let dry = ApplyResponse {
+            dry_run: true,
+            changed: false,
+            confirm_deadline: None,
+            ..applied.clone()
+        };
+        assert_eq!(
+            outcome(&dry, Action::Apply, 0),
+            "+ firewall: tcp dport 443 accept\ndry run: nothing changed\n"
+        );
+        let empty_dry = ApplyResponse {
+            plan: Plan::default(),
+            ..dry
+        };
+        assert_eq!(
+            outcome(&empty_dry, Action::Apply, 0),
+            "no changes\ndry run: nothing changed\n"
+        );
+        let same = ApplyResponse {
+            plan: Plan::default(),
+            changed: false,
+            confirm_deadline: None,
+            ..applied
+        };
+        assert_eq!(outcome(&same, Action::Apply, 0), "no changes\n");
+        assert_eq!(
+            outcome(&same, Action::Confirm, 0),
+            "confirmed generation 5 (profile web)\n"
+        );
+    }
+
+    #[test]
+    fn wrap_keeps_long_words_whole() {
+        assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefgh x", 4), vec!["abcdefgh", "x"]);
+        assert_eq!(wrap("", 10), vec![""]);
+    }
+
+    #[test]
+    fn audit_verify_lines() {
+        assert_eq!(
+            audit_verify(&AuditVerify {
+                ok: true,
+                events: 3,
+                error: None
+            }),
+            "audit chain ok: 3 events verified\n"
+        );
+        let broken = AuditVerify {
+            ok: false,
+            events: 2,
+            error: Some("line 3: hash mismatch".into()),
+        };
+        assert_eq!(
+            audit_verify(&broken),
+            "audit chain BROKEN after 2 events: line 3: hash mismatch\n"
+        );
+    }
+}
