@@ -258,3 +258,45 @@ pub struct ErrorBody {
     /// Validation errors of a refused profile, one per field.
     pub profile_errors: Vec<ProfileError>,
 }
+
+/// `POST /v1/peers`: onboard an admin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddPeerRequest {
+    /// Unique name: 1-32 of a-z A-Z 0-9 . _ - (starting with a letter or digit).
+    pub name: String,
+    /// The admin's own public key (base64); Bulwark generates a key pair when absent.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// A specific VPN address; the next free one when absent.
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// Lifetime such as "90d"; the profile's `peer_expiry` when absent.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+/// Response of `POST /v1/peers`: the only time the client config is shown.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AddPeerResponse {
+    pub peer: PeerInfo,
+    /// wg-quick configuration for the admin; holds the private key when
+    /// Bulwark generated it, a placeholder otherwise. Not stored by Bulwark.
+    pub client_config: String,
+}
+
+/// One WireGuard peer (`GET /v1/peers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerInfo {
+    pub name: String,
+    pub address: String,
+    pub public_key: String,
+    /// Unix times.
+    pub created: u64,
+    pub expires: Option<u64>,
+    pub last_handshake: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}

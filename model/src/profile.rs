@@ -16,7 +16,7 @@ use toml::{Table, Value};
 use crate::cidr;
 
 /// Top-level tables a profile may contain.
-const SECTIONS: &[&str] = &["profile", "firewall"];
+const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring"];
 const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval"];
 const FIREWALL_KEYS: &[&str] = &[
     "admin_cidrs",
@@ -29,6 +29,19 @@ const FIREWALL_KEYS: &[&str] = &[
     "cluster_interfaces",
     "log_drops",
 ];
+
+const WIREGUARD_KEYS: &[&str] = &[
+    "interface",
+    "address",
+    "listen_port",
+    "endpoint",
+    "backend",
+    "client_allowed_ips",
+    "keepalive",
+    "peer_expiry",
+];
+const K3S_KEYS: &[&str] = &["bind", "tls_san", "restart"];
+const MONITORING_KEYS: &[&str] = &["listen"];
 
 /// Shortest and longest drift interval a profile may ask for.
 const DRIFT_INTERVAL_MIN: Duration = Duration::from_secs(1);
@@ -45,6 +58,82 @@ pub struct Profile {
     #[serde(with = "humantime_secs")]
     pub drift_interval: Duration,
     pub firewall: Firewall,
+    /// `[wireguard]`: the admin VPN; absent means no VPN is managed.
+    pub wireguard: Option<WireGuard>,
+    /// `[k3s]`: bind the K3s API to the VPN; absent means K3s is left alone.
+    pub k3s: Option<K3s>,
+    /// `[monitoring]`: optional TCP listener for Prometheus.
+    pub monitoring: Monitoring,
+}
+
+/// `[wireguard]`: the interface admins reach the host through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WireGuard {
+    pub interface: String,
+    /// The server's address on the VPN with its prefix, e.g. `10.8.0.1/24`.
+    pub address: Ipv4Net,
+    /// UDP port; opened to everyone in the firewall automatically.
+    pub listen_port: u16,
+    /// `host:port` written into client configs.
+    pub endpoint: String,
+    pub backend: Backend,
+    /// What clients route into the tunnel; defaults to the VPN subnet.
+    pub client_allowed_ips: Vec<IpNet>,
+    /// Persistent keepalive written into client configs (seconds; 0 = off).
+    pub keepalive: u16,
+    /// Default lifetime of new peers; `None` = no expiry.
+    #[serde(with = "humantime_opt")]
+    pub peer_expiry: Option<Duration>,
+}
+
+/// How the WireGuard interface is provided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The kernel module, through netlink.
+    Kernel,
+    /// `wireguard-go`, supervised by bulwarkd.
+    Userspace,
+    /// Kernel when the module is available, else userspace.
+    Auto,
+}
+
+/// `[k3s]`: where the K3s API server binds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct K3s {
+    /// bind-address, advertise-address and node-ip.
+    pub bind: K3sBind,
+    /// Extra subject alternative names for the API server certificate.
+    pub tls_san: Vec<String>,
+    /// Restart k3s.service when Bulwark's drop-in changed.
+    pub restart: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum K3sBind {
+    /// The WireGuard address (requires `[wireguard]`).
+    Vpn,
+    /// An explicit address.
+    #[serde(untagged)]
+    Ip(IpAddr),
+}
+
+/// `[monitoring]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Monitoring {
+    /// TCP address of the Prometheus listener: loopback or the VPN address only.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Profile {
+    /// The address K3s binds to, when the profile manages K3s.
+    pub fn k3s_bind_ip(&self) -> Option<IpAddr> {
+        match self.k3s.as_ref()?.bind {
+            K3sBind::Vpn => self.wireguard.as_ref().map(|w| IpAddr::V4(w.address.addr())),
+            K3sBind::Ip(ip) => Some(ip),
+        }
+    }
 }
 
 /// What to do when the host drifts from the applied generation.
@@ -198,8 +287,21 @@ impl Checker<'_> {
         let drift_interval = meta
             .and_then(|t| self.duration(t, "profile", "drift_interval", DRIFT_INTERVAL_MIN, DRIFT_INTERVAL_MAX))
             .unwrap_or(Duration::from_secs(30));
-        let firewall = self.section(doc, "firewall", false).map(|t| self.firewall(t)).unwrap_or_default();
-        Some(Profile { name: name?, drift, drift_interval, firewall })
+        let mut firewall = self.section(doc, "firewall", false).map(|t| self.firewall(t)).unwrap_or_default();
+        let wireguard = self.section(doc, "wireguard", false).and_then(|t| self.wireguard(t));
+        if let Some(wg) = &wireguard {
+            // The VPN must be reachable to be useful: open its port to everyone.
+            if !firewall.public_udp.contains(&wg.listen_port) {
+                firewall.public_udp.push(wg.listen_port);
+                firewall.public_udp.sort_unstable();
+            }
+        }
+        let k3s = self.section(doc, "k3s", false).and_then(|t| self.k3s(t, wireguard.as_ref()));
+        let monitoring = self
+            .section(doc, "monitoring", false)
+            .map(|t| self.monitoring(t, wireguard.as_ref()))
+            .unwrap_or_default();
+        Some(Profile { name: name?, drift, drift_interval, firewall, wireguard, k3s, monitoring })
     }
 
     /// A top-level table; `required` ones are reported when missing.
@@ -384,6 +486,180 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// A required string field.
+    fn string(&mut self, t: &Table, prefix: &str, key: &str) -> Option<String> {
+        let path = join(prefix, key);
+        match t.get(key) {
+            None => {
+                self.err(path, "missing");
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) => {
+                self.err(path, format!("expected a string, found {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn one_port(&mut self, t: &Table, prefix: &str, key: &str) -> Option<u16> {
+        let v = t.get(key)?;
+        port(v).map_err(|reason| self.err(join(prefix, key), reason)).ok()
+    }
+
+    fn wireguard(&mut self, t: &Table) -> Option<WireGuard> {
+        const P: &str = "wireguard";
+        self.unknown_keys(P, t, WIREGUARD_KEYS);
+        let interface = match t.get("interface") {
+            None => Some("wg0".to_owned()),
+            Some(Value::String(s)) => {
+                interface_name(s).map(str::to_owned).map_err(|r| self.err("wireguard.interface", r)).ok()
+            }
+            Some(v) => {
+                self.err("wireguard.interface", format!("expected a string, found {}", v.type_str()));
+                None
+            }
+        };
+        let address = self.string(t, P, "address").and_then(|s| {
+            vpn_address(&s).map_err(|r| self.err("wireguard.address", r)).ok()
+        });
+        let listen_port = self.one_port(t, P, "listen_port").unwrap_or(51820);
+        let endpoint = self.string(t, P, "endpoint").and_then(|s| {
+            endpoint(&s).map(|()| s.clone()).map_err(|r| self.err("wireguard.endpoint", r)).ok()
+        });
+        let backend = match self.choice(t, P, "backend", &["kernel", "userspace", "auto"]) {
+            Some("kernel") => Backend::Kernel,
+            Some("userspace") => Backend::Userspace,
+            _ => Backend::Auto,
+        };
+        let mut client_allowed_ips = self.cidrs(t, P, "client_allowed_ips");
+        if !t.contains_key("client_allowed_ips") {
+            client_allowed_ips = address.iter().map(|a| IpNet::V4(a.trunc())).collect();
+        }
+        let keepalive = match t.get("keepalive") {
+            None => 25,
+            Some(Value::Integer(n)) if (0..=65535).contains(n) => *n as u16,
+            Some(v) => {
+                self.err("wireguard.keepalive", format!("expected seconds in 0-65535, found {v}"));
+                0
+            }
+        };
+        let peer_expiry = self.duration(t, P, "peer_expiry", Duration::from_secs(60), Duration::from_secs(3650 * 86400));
+        Some(WireGuard {
+            interface: interface?,
+            address: address?,
+            listen_port,
+            endpoint: endpoint?,
+            backend,
+            client_allowed_ips,
+            keepalive,
+            peer_expiry,
+        })
+    }
+
+    fn k3s(&mut self, t: &Table, wireguard: Option<&WireGuard>) -> Option<K3s> {
+        const P: &str = "k3s";
+        self.unknown_keys(P, t, K3S_KEYS);
+        let bind = match t.get("bind").map(|v| (v, v.as_str())) {
+            None | Some((_, Some("vpn"))) => {
+                if wireguard.is_none() {
+                    self.err("k3s.bind", "\"vpn\" needs a [wireguard] section; add one or give an IP address");
+                }
+                Some(K3sBind::Vpn)
+            }
+            Some((_, Some(s))) => match s.parse::<IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => Some(K3sBind::Ip(ip)),
+                Ok(ip) => {
+                    self.err("k3s.bind", format!("{ip} would expose the API on every interface; use \"vpn\" or one address"));
+                    None
+                }
+                Err(_) => {
+                    self.err("k3s.bind", format!("{s:?} is neither \"vpn\" nor an IP address"));
+                    None
+                }
+            },
+            Some((v, None)) => {
+                self.err("k3s.bind", format!("expected \"vpn\" or an IP address, found {}", v.type_str()));
+                None
+            }
+        };
+        let tls_san = self.array(t, P, "tls_san", "IP addresses or DNS names", |v| {
+            let s = v.as_str().ok_or_else(|| format!("expected a string, found {}", v.type_str()))?;
+            san(s).map(|()| s.to_owned())
+        });
+        let restart = self.bool(t, P, "restart").unwrap_or(true);
+        Some(K3s { bind: bind?, tls_san, restart })
+    }
+
+    fn monitoring(&mut self, t: &Table, wireguard: Option<&WireGuard>) -> Monitoring {
+        self.unknown_keys("monitoring", t, MONITORING_KEYS);
+        let Some(v) = t.get("listen") else { return Monitoring::default() };
+        let Some(s) = v.as_str() else {
+            self.err("monitoring.listen", format!("expected \"address:port\", found {}", v.type_str()));
+            return Monitoring::default();
+        };
+        let addr = match s.parse::<std::net::SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.err("monitoring.listen", format!("{s:?} is not an address:port such as \"127.0.0.1:9469\""));
+                return Monitoring::default();
+            }
+        };
+        let vpn = wireguard.map(|w| IpAddr::V4(w.address.addr()));
+        if !(addr.ip().is_loopback() || Some(addr.ip()) == vpn) {
+            let allowed = vpn.map_or("loopback".to_owned(), |v| format!("loopback or the VPN address {v}"));
+            self.err("monitoring.listen", format!("{} is not allowed: metrics listen only on {allowed}", addr.ip()));
+            return Monitoring::default();
+        }
+        Monitoring { listen: Some(addr) }
+    }
+}
+
+/// The server's VPN address: an IPv4 host address with its prefix.
+fn vpn_address(s: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = s.parse().map_err(|_| format!("{s:?} is not an IPv4 address with prefix such as \"10.8.0.1/24\""))?;
+    if net.prefix_len() > 30 {
+        return Err(format!("{s:?}: a /{} leaves no room for peers; use /30 or shorter", net.prefix_len()));
+    }
+    if net.addr() == net.network() || net.addr() == net.broadcast() {
+        return Err(format!("{s:?} is the network or broadcast address; give the server's own address, e.g. \"{}/{}\"",
+            std::net::Ipv4Addr::from(u32::from(net.network()) + 1), net.prefix_len()));
+    }
+    Ok(net)
+}
+
+/// `host:port` for client configs.
+fn endpoint(s: &str) -> Result<(), String> {
+    let bad = || format!("{s:?} is not host:port such as \"vps.example.org:51820\" or \"[2001:db8::1]:51820\"");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<IpAddr>().is_ok() || dns_name(host) {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+fn dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// A subject alternative name: an IP address or a DNS name.
+fn san(s: &str) -> Result<(), String> {
+    if s.parse::<IpAddr>().is_ok() || dns_name(s) {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is neither an IP address nor a DNS name"))
+    }
+}
+
 /// A TCP/UDP port number in 1..=65535.
 pub fn port(v: &Value) -> Result<u16, String> {
     match v {
@@ -413,6 +689,17 @@ pub fn interface_name(s: &str) -> Result<&str, String> {
         return Err(format!("{s:?} is not a valid interface name: no '/', ':', whitespace, \".\" or \"..\""));
     }
     Ok(s)
+}
+
+mod humantime_opt {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// Serialise durations as humantime strings ("30s") for JSON output.
