@@ -63,6 +63,8 @@ const NETWORK_2022: &[&str] = &["A.8.20", "A.8.22", "A.8.32"];
 const LOGGING_2013: &[&str] = &["A.12.4.1"];
 const LOGGING_2022: &[&str] = &["A.8.15", "A.8.16"];
 const ACCESS_2013: &[&str] = &["A.9.4.1", "A.12.4.1"];
+const PROVISION_2013: &[&str] = &["A.9.2.1"];
+const PROVISION_2022: &[&str] = &["A.5.16", "A.5.18"];
 const ACCESS_2022: &[&str] = &["A.8.3", "A.8.15"];
 
 macro_rules! events {
@@ -85,8 +87,16 @@ events! {
     CHG_INVALID = "BWK-CHG-0006", Warning, "Profile refused by validation; nothing changed", CHANGE_2013, CHANGE_2022;
     FW_DRIFT_REPAIRED = "BWK-FW-0001", Warning, "Firewall drift repaired", NETWORK_2013, NETWORK_2022;
     FW_DRIFT_DETECTED = "BWK-FW-0002", Warning, "Firewall drift detected and reported", NETWORK_2013, NETWORK_2022;
+    K3S_CONFIGURED = "BWK-K3S-0001", Notice, "K3s bind drop-ins written", NETWORK_2013, NETWORK_2022;
+    K3S_RESTARTED = "BWK-K3S-0002", Notice, "k3s.service restarted to pick up its new bind configuration", CHANGE_2013, CHANGE_2022;
+    K3S_EXPOSED = "BWK-K3S-0003", Error, "K3s API listens outside the VPN address and loopback", NETWORK_2013, NETWORK_2022;
     SYS_STARTED = "BWK-SYS-0001", Info, "bulwarkd started and restored the current generation", LOGGING_2013, LOGGING_2022;
     SYS_AUDIT_RECOVERED = "BWK-SYS-0002", Warning, "Audit log tail torn by a crash was truncated", LOGGING_2013, LOGGING_2022;
+    WG_PEER_ADDED = "BWK-WG-0001", Notice, "WireGuard admin peer added", PROVISION_2013, PROVISION_2022;
+    WG_PEER_REMOVED = "BWK-WG-0002", Notice, "WireGuard admin peer removed", PROVISION_2013, PROVISION_2022;
+    WG_PEER_EXPIRED = "BWK-WG-0003", Notice, "WireGuard admin peer expired and removed", PROVISION_2013, PROVISION_2022;
+    WG_KEY_CREATED = "BWK-WG-0004", Notice, "WireGuard server key created", PROVISION_2013, PROVISION_2022;
+    WG_DRIFT_REPAIRED = "BWK-WG-0005", Warning, "WireGuard interface or peers drifted and were restored", PROVISION_2013, PROVISION_2022;
 }
 
 /// The catalogue as a Markdown table (docs/audit-events.md is this output).

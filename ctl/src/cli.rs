@@ -26,6 +26,8 @@ A typical change:
   bulwarkctl apply --confirm 120 /etc/bulwark/profile.toml
   bulwarkctl confirm";
 
+const GLOBAL: &str = "Global options";
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -44,20 +46,20 @@ Exit codes:
     long_about = LONG_ABOUT,
     after_help = EXIT_CODES,
     propagate_version = true,
+    max_term_width = 80,
     disable_help_subcommand = true
 )]
 pub struct Cli {
     /// bulwarkd's API socket
-    #[arg(long, global = true, value_name = "PATH", env = "BULWARK_SOCKET", default_value = DEFAULT_SOCKET)]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "PATH", env = "BULWARK_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 
-    /// Print the API's JSON response instead of the human summary (exit
-    /// codes stay the same)
-    #[arg(long, global = true)]
+    /// Print the API's JSON answer instead of the summary (same exit codes)
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// Show each request and the full cause of connection errors on stderr
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub verbose: bool,
 
     #[command(subcommand)]
@@ -81,7 +83,7 @@ Example:
         file: PathBuf,
     },
 
-    /// Apply a profile: validate, show the plan, make it the new generation
+    /// Validate a profile, show the plan and make it the new generation
     #[command(long_about = "\
 Apply a profile: validate it, show the plan, and make it the new generation.
 
@@ -101,7 +103,7 @@ Examples:
     /// Keep the change made by `apply --confirm` before it reverts
     Confirm,
 
-    /// Restore an earlier generation (the one before the current by default)
+    /// Restore an earlier generation (by default the previous one)
     #[command(long_about = "\
 Restore an earlier generation: its profile becomes the one in force again.
 
@@ -122,7 +124,7 @@ Example:
     /// Show what bulwarkd enforces and whether the host matches it
     Status,
 
-    /// Run the health checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    /// Run health checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
     #[command(long_about = "\
 Run the health checks and print each one with the overall level.
 
@@ -209,6 +211,7 @@ mod tests {
     use super::*;
     use clap::error::ErrorKind;
     use clap::CommandFactory;
+    use std::path::Path;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("bulwarkctl").chain(args.iter().copied()))
@@ -289,7 +292,7 @@ mod tests {
             Command::Rollback { generation: None }
         ));
         let cli = parse(&["man"]).unwrap();
-        assert!(matches!(cli.command, Command::Man { dir } if dir == PathBuf::from(".")));
+        assert!(matches!(cli.command, Command::Man { dir } if dir == Path::new(".")));
     }
 
     #[test]

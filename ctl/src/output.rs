@@ -206,12 +206,9 @@ pub fn generations(gens: &[GenerationInfo]) -> String {
 pub fn status(s: &Status, now: u64) -> String {
     let none = || "none".to_owned();
     let pending = s.pending_confirm.as_ref().map_or_else(none, |p| {
-        let back = p.revert_to.map_or_else(
-            || "the state before it".to_owned(),
-            |g| format!("generation {g}"),
-        );
+        let back = p.revert_to.map(|g| format!(" to {g}")).unwrap_or_default();
         format!(
-            "generation {} reverts to {back} at {}; run `bulwarkctl confirm`",
+            "generation {} reverts{back} at {}",
             p.generation,
             deadline(p.deadline, now)
         )
@@ -421,9 +418,11 @@ mod tests {
         ];
         assert_eq!(
             generations(&gens),
-            "   GEN  CREATED               PROFILE  REASON   UID\n    \
-                 1  2024-05-01T10:00:00Z  default  boot       0\n\
-             *   12  2024-05-01T11:00:00Z  vps-k3s  apply   1000\n"
+            concat!(
+                "   GEN  CREATED               PROFILE  REASON   UID\n",
+                "     1  2024-05-01T10:00:00Z  default  boot       0\n",
+                "*   12  2024-05-01T11:00:00Z  vps-k3s  apply   1000\n",
+            )
         );
         assert_eq!(generations(&[]), "no generations yet\n");
     }
@@ -454,7 +453,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("generation 4 reverts to generation 3 at 2024-05-01T10:02:00Z (in 2m)"),
+            text.contains(
+                "\npending confirm:  generation 4 reverts to 3 at 2024-05-01T10:02:00Z (in 2m)\n"
+            ),
             "{text}"
         );
         assert!(text.contains("\nlast error:       none\n"));

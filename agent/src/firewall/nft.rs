@@ -53,7 +53,7 @@ pub enum FirewallError {
         #[source]
         source: io::Error,
     },
-    #[error("lost track of {} while it was to {op} table inet bulwark", .nft.display())]
+    #[error("could not wait for {} to {op} table inet bulwark", .nft.display())]
     Wait {
         nft: PathBuf,
         op: NftOp,
@@ -61,7 +61,12 @@ pub enum FirewallError {
         source: io::Error,
     },
     #[error("{} could not {op} table inet bulwark ({status}): {stderr}", .nft.display())]
-    Failed { nft: PathBuf, op: NftOp, status: ExitStatus, stderr: String },
+    Failed {
+        nft: PathBuf,
+        op: NftOp,
+        status: ExitStatus,
+        stderr: String,
+    },
     #[error("{} did not {op} table inet bulwark within {}; it was killed", .nft.display(), humantime::format_duration(*.timeout))]
     Timeout { nft: PathBuf, op: NftOp, timeout: Duration },
     #[error("could not encode the nftables batch as JSON")]
@@ -87,7 +92,10 @@ impl Default for Nft {
 impl Nft {
     /// `path` should be absolute: the daemon does not trust `$PATH`.
     pub fn new(path: impl Into<PathBuf>) -> Nft {
-        Nft { path: path.into(), timeout: DEFAULT_TIMEOUT }
+        Nft {
+            path: path.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Nft {
@@ -142,7 +150,11 @@ impl Nft {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| FirewallError::Spawn { nft: self.path.clone(), op, source })?;
+            .map_err(|source| FirewallError::Spawn {
+                nft: self.path.clone(),
+                op,
+                source,
+            })?;
 
         // Feed and drain on threads: a 50k-element batch is megabytes, far
         // more than a pipe buffers, and the timeout must hold even if nft
@@ -162,7 +174,11 @@ impl Nft {
             None => {
                 // The pipe threads end once the killed process's pipes close;
                 // do not wait for them.
-                return Err(FirewallError::Timeout { nft: self.path.clone(), op, timeout: self.timeout });
+                return Err(FirewallError::Timeout {
+                    nft: self.path.clone(),
+                    op,
+                    timeout: self.timeout,
+                });
             }
         };
         // Write errors other than a closed pipe are rare and the exit status
@@ -176,7 +192,12 @@ impl Nft {
             Ok(String::from_utf8_lossy(&stdout).into_owned())
         } else {
             let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
-            Err(FirewallError::Failed { nft: self.path.clone(), op, status, stderr })
+            Err(FirewallError::Failed {
+                nft: self.path.clone(),
+                op,
+                status,
+                stderr,
+            })
         }
     }
 
@@ -192,7 +213,11 @@ impl Nft {
                 Err(source) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(FirewallError::Wait { nft: self.path.clone(), op, source });
+                    return Err(FirewallError::Wait {
+                        nft: self.path.clone(),
+                        op,
+                        source,
+                    });
                 }
             }
             let now = Instant::now();

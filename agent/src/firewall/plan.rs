@@ -37,14 +37,23 @@ pub fn plan(desired: &Ruleset, previous: Option<&Ruleset>) -> Vec<Change> {
 }
 
 fn change(op: ChangeOp, what: String) -> Change {
-    Change { module: MODULE.to_owned(), op, what }
+    Change {
+        module: MODULE.to_owned(),
+        op,
+        what,
+    }
 }
 
 fn sets(out: &mut Vec<Change>, desired: &[NamedSet], previous: &[NamedSet]) {
     for set in desired {
         match previous.iter().find(|p| p.name == set.name) {
             None => {
-                let what = format!("set {} ({}, interval, {} elements)", set.name, set.family, set.elements.len());
+                let what = format!(
+                    "set {} ({}, interval, {} elements)",
+                    set.name,
+                    set.family,
+                    set.elements.len()
+                );
                 out.push(change(ChangeOp::Add, what));
                 elements(out, &set.name, &set.elements, &[]);
             }
@@ -58,7 +67,10 @@ fn sets(out: &mut Vec<Change>, desired: &[NamedSet], previous: &[NamedSet]) {
         }
     }
     for old in previous.iter().filter(|p| !desired.iter().any(|d| d.name == p.name)) {
-        out.push(change(ChangeOp::Remove, format!("set {} ({} elements)", old.name, old.elements.len())));
+        out.push(change(
+            ChangeOp::Remove,
+            format!("set {} ({} elements)", old.name, old.elements.len()),
+        ));
     }
 }
 
@@ -91,7 +103,10 @@ fn chains(out: &mut Vec<Change>, desired: &[Chain], previous: &[Chain]) {
     for chain in desired {
         match previous.iter().find(|p| p.name == chain.name) {
             None => {
-                out.push(change(ChangeOp::Add, format!("chain {}: {}", chain.name, chain.header())));
+                out.push(change(
+                    ChangeOp::Add,
+                    format!("chain {}: {}", chain.name, chain.header()),
+                ));
                 rules(out, &chain.name, &chain.rules, &[]);
             }
             Some(old) => {
@@ -107,7 +122,10 @@ fn chains(out: &mut Vec<Change>, desired: &[Chain], previous: &[Chain]) {
         }
     }
     for old in previous.iter().filter(|p| !desired.iter().any(|d| d.name == p.name)) {
-        out.push(change(ChangeOp::Remove, format!("chain {} ({} rules)", old.name, old.rules.len())));
+        out.push(change(
+            ChangeOp::Remove,
+            format!("chain {} ({} rules)", old.name, old.rules.len()),
+        ));
     }
 }
 
@@ -176,7 +194,13 @@ mod tests {
     #[test]
     fn a_changed_port_removes_one_rule_and_adds_another() {
         let before = render(&firewall(), None);
-        let after = render(&Firewall { public_tcp: vec![80, 8443], ..firewall() }, None);
+        let after = render(
+            &Firewall {
+                public_tcp: vec![80, 8443],
+                ..firewall()
+            },
+            None,
+        );
         assert_eq!(
             lines(&plan(&after, Some(&before))),
             [
@@ -188,7 +212,13 @@ mod tests {
 
     #[test]
     fn first_admin_network_adds_its_element_and_the_rule_using_it() {
-        let before = render(&Firewall { admin_v4: vec![], ..firewall() }, None);
+        let before = render(
+            &Firewall {
+                admin_v4: vec![],
+                ..firewall()
+            },
+            None,
+        );
         let changes = plan(&render(&firewall(), None), Some(&before));
         assert_eq!(
             lines(&changes),
@@ -204,7 +234,10 @@ mod tests {
         let before = render(&firewall(), None);
         let mut after = before.clone();
         after.chains[0].policy = Policy::Accept;
-        assert_eq!(lines(&plan(&after, Some(&before))), ["~ firewall: chain input: policy drop -> accept"]);
+        assert_eq!(
+            lines(&plan(&after, Some(&before))),
+            ["~ firewall: chain input: policy drop -> accept"]
+        );
     }
 
     #[test]
@@ -212,16 +245,33 @@ mod tests {
         let before = render(&firewall(), None);
         let mut after = before.clone();
         after.chains[0].rules.swap(0, 1);
-        assert_eq!(lines(&plan(&after, Some(&before))), ["~ firewall: chain input: rules reordered"]);
+        assert_eq!(
+            lines(&plan(&after, Some(&before))),
+            ["~ firewall: chain input: rules reordered"]
+        );
     }
 
     #[test]
     fn big_set_changes_are_summarised() {
         let nets = |range: std::ops::Range<u32>| {
-            range.map(|i| ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap()).collect()
+            range
+                .map(|i| ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap())
+                .collect()
         };
-        let before = render(&Firewall { admin_v4: nets(0..100), ..firewall() }, None);
-        let after = render(&Firewall { admin_v4: nets(3..1003), ..firewall() }, None);
+        let before = render(
+            &Firewall {
+                admin_v4: nets(0..100),
+                ..firewall()
+            },
+            None,
+        );
+        let after = render(
+            &Firewall {
+                admin_v4: nets(3..1003),
+                ..firewall()
+            },
+            None,
+        );
         let changes = plan(&after, Some(&before));
         assert_eq!(
             changes[0].to_string(),
@@ -254,6 +304,12 @@ mod tests {
         after.sets.pop();
         after.chains.pop();
         let text = lines(&plan(&after, Some(&before)));
-        assert_eq!(text, ["- firewall: set cluster_v6 (0 elements)", "- firewall: chain forward (2 rules)"]);
+        assert_eq!(
+            text,
+            [
+                "- firewall: set cluster_v6 (0 elements)",
+                "- firewall: chain forward (2 rules)"
+            ]
+        );
     }
 }

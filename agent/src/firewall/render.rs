@@ -18,11 +18,19 @@ pub const INPUT_LOG_PREFIX: &str = "bulwark drop: ";
 pub const FORWARD_LOG_PREFIX: &str = "bulwark forward drop: ";
 
 /// Enough to see what is being dropped without letting a flood fill the journal.
-const LOG_RATE: Match = Match::Limit { rate: 5, per: TimeUnit::Minute };
+const LOG_RATE: Match = Match::Limit {
+    rate: 5,
+    per: TimeUnit::Minute,
+};
 
 /// ICMP a host needs to stay reachable and debuggable: ping, and the errors
 /// that path MTU discovery and traceroute depend on.
-const ICMP_TYPES: &[&str] = &["echo-request", "destination-unreachable", "time-exceeded", "parameter-problem"];
+const ICMP_TYPES: &[&str] = &[
+    "echo-request",
+    "destination-unreachable",
+    "time-exceeded",
+    "parameter-problem",
+];
 
 /// ICMPv6 is not optional for IPv6 (RFC 4890): without packet-too-big PMTU
 /// discovery breaks, without neighbour discovery there is no link layer
@@ -63,7 +71,11 @@ pub fn render(fw: &Firewall, vpn_interface: Option<&str>) -> Ruleset {
 }
 
 fn named_set(name: &str, family: IpFamily, elements: impl Iterator<Item = IpNet>) -> NamedSet {
-    NamedSet { name: name.to_owned(), family, elements: elements.collect() }
+    NamedSet {
+        name: name.to_owned(),
+        family,
+        elements: elements.collect(),
+    }
 }
 
 fn input(fw: &Firewall, vpn_interface: Option<&str>) -> Chain {
@@ -79,11 +91,15 @@ fn input(fw: &Firewall, vpn_interface: Option<&str>) -> Chain {
     }
 
     if !fw.admin_tcp.is_empty() {
-        for (family, set, empty) in
-            [(IpFamily::Ipv4, ADMIN_V4, fw.admin_v4.is_empty()), (IpFamily::Ipv6, ADMIN_V6, fw.admin_v6.is_empty())]
-        {
+        for (family, set, empty) in [
+            (IpFamily::Ipv4, ADMIN_V4, fw.admin_v4.is_empty()),
+            (IpFamily::Ipv6, ADMIN_V6, fw.admin_v6.is_empty()),
+        ] {
             if !empty {
-                let from = Match::Saddr { family, set: set.to_owned() };
+                let from = Match::Saddr {
+                    family,
+                    set: set.to_owned(),
+                };
                 rules.push(rule(vec![dport(L4Proto::Tcp, &fw.admin_tcp), from], Action::Accept));
             }
         }
@@ -92,28 +108,46 @@ fn input(fw: &Firewall, vpn_interface: Option<&str>) -> Chain {
     if let Some(vpn) = vpn_interface {
         for (proto, ports) in [(L4Proto::Tcp, &fw.vpn_tcp), (L4Proto::Udp, &fw.vpn_udp)] {
             if !ports.is_empty() {
-                rules.push(rule(vec![Match::Iifname(vec![vpn.to_owned()]), dport(proto, ports)], Action::Accept));
+                rules.push(rule(
+                    vec![Match::Iifname(vec![vpn.to_owned()]), dport(proto, ports)],
+                    Action::Accept,
+                ));
             }
         }
     }
 
     cluster(fw, &mut rules, false);
     log(fw, &mut rules, INPUT_LOG_PREFIX);
-    Chain { name: "input".to_owned(), hook: Hook::Input, priority: 0, policy: Policy::Drop, rules }
+    Chain {
+        name: "input".to_owned(),
+        hook: Hook::Input,
+        priority: 0,
+        policy: Policy::Drop,
+        rules,
+    }
 }
 
 fn forward(fw: &Firewall) -> Chain {
     let mut rules = conntrack();
     cluster(fw, &mut rules, true);
     log(fw, &mut rules, FORWARD_LOG_PREFIX);
-    Chain { name: "forward".to_owned(), hook: Hook::Forward, priority: 0, policy: Policy::Drop, rules }
+    Chain {
+        name: "forward".to_owned(),
+        hook: Hook::Forward,
+        priority: 0,
+        policy: Policy::Drop,
+        rules,
+    }
 }
 
 /// Replies to accepted traffic pass; packets conntrack cannot place are dropped
 /// before any accept rule can let them through.
 fn conntrack() -> Vec<Rule> {
     vec![
-        rule(vec![Match::CtState(strings(&["established", "related"]))], Action::Accept),
+        rule(
+            vec![Match::CtState(strings(&["established", "related"]))],
+            Action::Accept,
+        ),
         rule(vec![Match::CtState(strings(&["invalid"]))], Action::Drop),
     ]
 }
@@ -121,21 +155,40 @@ fn conntrack() -> Vec<Rule> {
 /// Pod and service networks and CNI interfaces are trusted: K3s breaks
 /// otherwise. In forward both directions count (pod → pod crosses the host).
 fn cluster(fw: &Firewall, rules: &mut Vec<Rule>, both_directions: bool) {
-    for (family, set, empty) in
-        [(IpFamily::Ipv4, CLUSTER_V4, fw.cluster_v4.is_empty()), (IpFamily::Ipv6, CLUSTER_V6, fw.cluster_v6.is_empty())]
-    {
+    for (family, set, empty) in [
+        (IpFamily::Ipv4, CLUSTER_V4, fw.cluster_v4.is_empty()),
+        (IpFamily::Ipv6, CLUSTER_V6, fw.cluster_v6.is_empty()),
+    ] {
         if empty {
             continue;
         }
-        rules.push(rule(vec![Match::Saddr { family, set: set.to_owned() }], Action::Accept));
+        rules.push(rule(
+            vec![Match::Saddr {
+                family,
+                set: set.to_owned(),
+            }],
+            Action::Accept,
+        ));
         if both_directions {
-            rules.push(rule(vec![Match::Daddr { family, set: set.to_owned() }], Action::Accept));
+            rules.push(rule(
+                vec![Match::Daddr {
+                    family,
+                    set: set.to_owned(),
+                }],
+                Action::Accept,
+            ));
         }
     }
     if !fw.cluster_interfaces.is_empty() {
-        rules.push(rule(vec![Match::Iifname(fw.cluster_interfaces.clone())], Action::Accept));
+        rules.push(rule(
+            vec![Match::Iifname(fw.cluster_interfaces.clone())],
+            Action::Accept,
+        ));
         if both_directions {
-            rules.push(rule(vec![Match::Oifname(fw.cluster_interfaces.clone())], Action::Accept));
+            rules.push(rule(
+                vec![Match::Oifname(fw.cluster_interfaces.clone())],
+                Action::Accept,
+            ));
         }
     }
 }
@@ -143,7 +196,12 @@ fn cluster(fw: &Firewall, rules: &mut Vec<Rule>, both_directions: bool) {
 /// Last rule before the policy drop, so only dropped packets are logged.
 fn log(fw: &Firewall, rules: &mut Vec<Rule>, prefix: &str) {
     if fw.log_drops {
-        rules.push(rule(vec![LOG_RATE], Action::Log { prefix: prefix.to_owned() }));
+        rules.push(rule(
+            vec![LOG_RATE],
+            Action::Log {
+                prefix: prefix.to_owned(),
+            },
+        ));
     }
 }
 
@@ -152,7 +210,10 @@ fn rule(matches: Vec<Match>, action: Action) -> Rule {
 }
 
 fn dport(proto: L4Proto, ports: &[u16]) -> Match {
-    Match::Dport { proto, ports: ports.to_vec() }
+    Match::Dport {
+        proto,
+        ports: ports.to_vec(),
+    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -235,7 +296,10 @@ mod tests {
             headers,
             [
                 ("input", "type filter hook input priority 0; policy drop;".to_owned()),
-                ("forward", "type filter hook forward priority 0; policy drop;".to_owned()),
+                (
+                    "forward",
+                    "type filter hook forward priority 0; policy drop;".to_owned()
+                ),
             ]
         );
     }
@@ -243,12 +307,20 @@ mod tests {
     #[test]
     fn vpn_ports_open_nothing_without_a_vpn_interface() {
         let rs = render(&firewall(), None);
-        assert!(lines(&rs, "input").iter().all(|l| !l.contains("6443") && !l.contains("dport 53 ")));
+        assert!(lines(&rs, "input")
+            .iter()
+            .all(|l| !l.contains("6443") && !l.contains("dport 53 ")));
     }
 
     #[test]
     fn empty_lists_leave_out_rules_but_keep_all_four_sets() {
-        let rs = render(&Firewall { admin_tcp: vec![22], ..Firewall::default() }, Some("wg0"));
+        let rs = render(
+            &Firewall {
+                admin_tcp: vec![22],
+                ..Firewall::default()
+            },
+            Some("wg0"),
+        );
         assert_eq!(
             lines(&rs, "input"),
             [
@@ -259,8 +331,15 @@ mod tests {
                 &format!("icmpv6 type {{ {} }} accept", ICMPV6_TYPES.join(", ")),
             ]
         );
-        assert_eq!(lines(&rs, "forward"), ["ct state established,related accept", "ct state invalid drop"]);
-        let sets: Vec<_> = rs.sets.iter().map(|s| (s.name.as_str(), s.family, s.elements.len())).collect();
+        assert_eq!(
+            lines(&rs, "forward"),
+            ["ct state established,related accept", "ct state invalid drop"]
+        );
+        let sets: Vec<_> = rs
+            .sets
+            .iter()
+            .map(|s| (s.name.as_str(), s.family, s.elements.len()))
+            .collect();
         assert_eq!(
             sets,
             [
@@ -274,20 +353,38 @@ mod tests {
 
     #[test]
     fn admin_rule_needs_both_ports_and_networks() {
-        let only_v6 = Firewall { admin_v4: vec![], ..firewall() };
+        let only_v6 = Firewall {
+            admin_v4: vec![],
+            ..firewall()
+        };
         let input = lines(&render(&only_v6, None), "input");
         assert!(!input.iter().any(|l| l.contains("@admin_v4")));
         assert!(input.iter().any(|l| l.contains("@admin_v6")));
 
-        let no_ports = Firewall { admin_tcp: vec![], ..firewall() };
-        assert!(!lines(&render(&no_ports, None), "input").iter().any(|l| l.contains("@admin_")));
+        let no_ports = Firewall {
+            admin_tcp: vec![],
+            ..firewall()
+        };
+        assert!(!lines(&render(&no_ports, None), "input")
+            .iter()
+            .any(|l| l.contains("@admin_")));
     }
 
     #[test]
     fn log_drops_off_means_no_log_rule() {
-        let rs = render(&Firewall { log_drops: false, ..firewall() }, None);
+        let rs = render(
+            &Firewall {
+                log_drops: false,
+                ..firewall()
+            },
+            None,
+        );
         for chain in &rs.chains {
-            assert!(chain.rules.iter().all(|r| !matches!(r.action, Action::Log { .. })), "{}", chain.name);
+            assert!(
+                chain.rules.iter().all(|r| !matches!(r.action, Action::Log { .. })),
+                "{}",
+                chain.name
+            );
         }
     }
 
@@ -317,7 +414,10 @@ mod tests {
             let (verb, obj) = cmd.as_object().unwrap().iter().next().unwrap();
             assert_eq!(verb, "add");
             let (_, body) = obj.as_object().unwrap().iter().next().unwrap();
-            assert_eq!((body["family"].as_str(), body["table"].as_str()), (Some("inet"), Some("bulwark")));
+            assert_eq!(
+                (body["family"].as_str(), body["table"].as_str()),
+                (Some("inet"), Some("bulwark"))
+            );
         }
         let rules = rs.chains.iter().map(|c| c.rules.len()).sum::<usize>();
         assert_eq!(cmds.len(), 3 + rs.sets.len() + rs.chains.len() + rules);
@@ -332,12 +432,18 @@ mod tests {
         assert_eq!(set["name"], "admin_v4");
         assert_eq!(set["type"], "ipv4_addr");
         assert_eq!(set["flags"], serde_json::json!(["interval"]));
-        assert_eq!(set["elem"], serde_json::json!([{"prefix": {"addr": "198.51.100.0", "len": 24}}]));
+        assert_eq!(
+            set["elem"],
+            serde_json::json!([{"prefix": {"addr": "198.51.100.0", "len": 24}}])
+        );
         // Empty sets carry no element list at all.
         assert!(cmds[6]["add"]["set"].get("elem").is_none());
 
-        let admin =
-            cmds.iter().map(|c| &c["add"]["rule"]).find(|r| r["expr"].to_string().contains("@admin_v4")).unwrap();
+        let admin = cmds
+            .iter()
+            .map(|c| &c["add"]["rule"])
+            .find(|r| r["expr"].to_string().contains("@admin_v4"))
+            .unwrap();
         assert_eq!(
             admin["expr"],
             serde_json::json!([
@@ -350,9 +456,15 @@ mod tests {
 
     #[test]
     fn host_networks_are_sent_as_bare_addresses() {
-        let fw = Firewall { admin_v4: vec!["192.0.2.7/32".parse().unwrap()], ..Firewall::default() };
+        let fw = Firewall {
+            admin_v4: vec!["192.0.2.7/32".parse().unwrap()],
+            ..Firewall::default()
+        };
         let doc = serde_json::to_value(render(&fw, None).to_nftables()).unwrap();
-        assert_eq!(doc["nftables"][3]["add"]["set"]["elem"], serde_json::json!(["192.0.2.7"]));
+        assert_eq!(
+            doc["nftables"][3]["add"]["set"]["elem"],
+            serde_json::json!(["192.0.2.7"])
+        );
     }
 
     #[test]
@@ -360,7 +472,11 @@ mod tests {
         let admin_v4 = (0..50_000u32)
             .map(|i| ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap())
             .collect();
-        let fw = Firewall { admin_v4, admin_tcp: vec![22], ..Firewall::default() };
+        let fw = Firewall {
+            admin_v4,
+            admin_tcp: vec![22],
+            ..Firewall::default()
+        };
         let start = std::time::Instant::now();
         let rs = render(&fw, None);
         let json = serde_json::to_vec(&rs.to_nftables()).unwrap();

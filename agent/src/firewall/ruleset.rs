@@ -173,7 +173,11 @@ pub(crate) fn delete_batch() -> Nftables<'static> {
 }
 
 fn table() -> schema::Table<'static> {
-    schema::Table { family: NfFamily::INet, name: Cow::Borrowed(TABLE), handle: None }
+    schema::Table {
+        family: NfFamily::INet,
+        name: Cow::Borrowed(TABLE),
+        handle: None,
+    }
 }
 
 impl IpFamily {
@@ -228,7 +232,10 @@ fn element(net: &IpNet) -> Expression<'static> {
     if net.prefix_len() == net.max_prefix_len() {
         addr
     } else {
-        Expression::Named(NamedExpression::Prefix(Prefix { addr: Box::new(addr), len: u32::from(net.prefix_len()) }))
+        Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(addr),
+            len: u32::from(net.prefix_len()),
+        }))
     }
 }
 
@@ -236,7 +243,10 @@ impl Chain {
     /// The chain's declaration in nft syntax, e.g.
     /// `type filter hook input priority 0; policy drop;`.
     pub fn header(&self) -> String {
-        format!("type filter hook {} priority {}; policy {};", self.hook, self.priority, self.policy)
+        format!(
+            "type filter hook {} priority {}; policy {};",
+            self.hook, self.priority, self.policy
+        )
     }
 
     fn to_nft(&self) -> schema::Chain<'static> {
@@ -281,9 +291,17 @@ impl Match {
     fn to_nft(&self) -> Statement<'static> {
         match self {
             Match::CtState(states) => {
-                let ct = Expression::Named(NamedExpression::CT(CT { key: "state".into(), family: None, dir: None }));
+                let ct = Expression::Named(NamedExpression::CT(CT {
+                    key: "state".into(),
+                    family: None,
+                    dir: None,
+                }));
                 // ct state is a bit mask: `in` tests whether any listed bit is set.
-                matches(ct, Operator::IN, Expression::List(states.iter().map(String::as_str).map(string).collect()))
+                matches(
+                    ct,
+                    Operator::IN,
+                    Expression::List(states.iter().map(String::as_str).map(string).collect()),
+                )
             }
             Match::Iif(name) => matches(meta(MetaKey::Iif), Operator::EQ, string(name)),
             Match::Iifname(names) => matches(
@@ -296,22 +314,30 @@ impl Match {
                 Operator::EQ,
                 one_or_set(names.iter().map(String::as_str).map(string).collect()),
             ),
-            Match::IcmpType(types) => {
-                matches(payload("icmp", "type"), Operator::EQ, set(types.iter().map(String::as_str).map(string)))
-            }
-            Match::Icmpv6Type(types) => {
-                matches(payload("icmpv6", "type"), Operator::EQ, set(types.iter().map(String::as_str).map(string)))
-            }
+            Match::IcmpType(types) => matches(
+                payload("icmp", "type"),
+                Operator::EQ,
+                set(types.iter().map(String::as_str).map(string)),
+            ),
+            Match::Icmpv6Type(types) => matches(
+                payload("icmpv6", "type"),
+                Operator::EQ,
+                set(types.iter().map(String::as_str).map(string)),
+            ),
             Match::Dport { proto, ports } => {
                 let ports = ports.iter().map(|p| Expression::Number(u32::from(*p))).collect();
                 matches(payload(proto.name(), "dport"), Operator::EQ, one_or_set(ports))
             }
-            Match::Saddr { family, set } => {
-                matches(payload(family.protocol(), "saddr"), Operator::EQ, Expression::String(format!("@{set}").into()))
-            }
-            Match::Daddr { family, set } => {
-                matches(payload(family.protocol(), "daddr"), Operator::EQ, Expression::String(format!("@{set}").into()))
-            }
+            Match::Saddr { family, set } => matches(
+                payload(family.protocol(), "saddr"),
+                Operator::EQ,
+                Expression::String(format!("@{set}").into()),
+            ),
+            Match::Daddr { family, set } => matches(
+                payload(family.protocol(), "daddr"),
+                Operator::EQ,
+                Expression::String(format!("@{set}").into()),
+            ),
             Match::Limit { rate, per } => Statement::Limit(stmt::Limit {
                 rate: *rate,
                 rate_unit: None,

@@ -21,7 +21,11 @@ impl FakeNft {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("nft");
         let d = dir.path().display();
-        std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" > {d}/args\ncat > {d}/stdin\n{body}\n")).unwrap();
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$@\" > {d}/args\ncat > {d}/stdin\n{body}\n"),
+        )
+        .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         FakeNft { dir }
     }
@@ -98,7 +102,10 @@ fn a_rejected_batch_carries_nfts_stderr() {
         other => panic!("expected Failed, got {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("could not apply table inet bulwark") && text.contains("conflicting intervals"), "{text}");
+    assert!(
+        text.contains("could not apply table inet bulwark") && text.contains("conflicting intervals"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -113,13 +120,19 @@ fn list_of_a_missing_table_is_none() {
 #[test]
 fn list_returns_nfts_output_verbatim() {
     let fake = FakeNft::new("printf 'table inet bulwark {\\n}\\n'");
-    assert_eq!(retry_busy(|| fake.nft().list()).unwrap().as_deref(), Some("table inet bulwark {\n}\n"));
+    assert_eq!(
+        retry_busy(|| fake.nft().list()).unwrap().as_deref(),
+        Some("table inet bulwark {\n}\n")
+    );
 }
 
 #[test]
 fn other_list_failures_are_errors() {
     let fake = FakeNft::new("echo 'Error: Operation not permitted' >&2; exit 1");
-    assert!(matches!(retry_busy(|| fake.nft().list()), Err(FirewallError::Failed { op: NftOp::List, .. })));
+    assert!(matches!(
+        retry_busy(|| fake.nft().list()),
+        Err(FirewallError::Failed { op: NftOp::List, .. })
+    ));
 }
 
 #[test]
@@ -149,7 +162,10 @@ struct Netns {
 impl Netns {
     fn create() -> Netns {
         let name = format!("bwk-fwtest-{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip netns add");
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
         assert!(status.success(), "ip netns add {name} failed: {status}");
         Netns { name }
     }
