@@ -161,7 +161,12 @@ impl AuditLog {
         let path = dir.join("audit.log");
         let head = dir.join("audit.head");
         let torn = truncate_torn_tail(&path)?;
-        let mut log = AuditLog { path, head, seq: 0, last_hash: GENESIS.to_owned() };
+        let mut log = AuditLog {
+            path,
+            head,
+            seq: 0,
+            last_hash: GENESIS.to_owned(),
+        };
         if let Some(last) = log.read_all()?.pop() {
             log.seq = last.seq;
             log.last_hash = last.hash;
@@ -170,13 +175,24 @@ impl AuditLog {
             log.write_head()?;
         }
         if torn {
-            log.record(&SYS_AUDIT_RECOVERED, 0, Outcome::Success, "truncated a partial last line")?;
+            log.record(
+                &SYS_AUDIT_RECOVERED,
+                0,
+                Outcome::Success,
+                "truncated a partial last line",
+            )?;
         }
         Ok(log)
     }
 
     /// Append an event and mirror it to the system log.
-    pub fn record(&mut self, kind: &EventKind, uid: u32, outcome: Outcome, message: &str) -> Result<AuditEvent, StateError> {
+    pub fn record(
+        &mut self,
+        kind: &EventKind,
+        uid: u32,
+        outcome: Outcome,
+        message: &str,
+    ) -> Result<AuditEvent, StateError> {
         let mut event = AuditEvent {
             seq: self.seq + 1,
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -191,8 +207,10 @@ impl AuditLog {
             hash: String::new(),
         };
         event.hash = hash(&event);
-        let mut line = serde_json::to_vec(&event)
-            .map_err(|e| StateError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
+        let mut line = serde_json::to_vec(&event).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         line.push(b'\n');
         let mut f = OpenOptions::new()
             .append(true)
@@ -219,7 +237,13 @@ impl AuditLog {
     }
 
     fn write_head(&self) -> Result<(), StateError> {
-        state::write_json(&self.head, &Head { seq: self.seq, hash: self.last_hash.clone() })
+        state::write_json(
+            &self.head,
+            &Head {
+                seq: self.seq,
+                hash: self.last_hash.clone(),
+            },
+        )
     }
 
     fn read_all(&self) -> Result<Vec<AuditEvent>, StateError> {
@@ -249,7 +273,11 @@ impl AuditLog {
 
     /// Check the whole chain and that it ends where `audit.head` says.
     pub fn verify(&self) -> AuditVerify {
-        let fail = |events, error: String| AuditVerify { ok: false, events, error: Some(error) };
+        let fail = |events, error: String| AuditVerify {
+            ok: false,
+            events,
+            error: Some(error),
+        };
         let events = match self.read_all() {
             Ok(e) => e,
             Err(e) => return fail(0, e.to_string()),
@@ -258,21 +286,41 @@ impl AuditLog {
         for (i, e) in events.iter().enumerate() {
             let line = i + 1;
             if e.seq != line as u64 {
-                return fail(line as u64, format!("line {line}: sequence {} where {line} was expected", e.seq));
+                return fail(
+                    line as u64,
+                    format!("line {line}: sequence {} where {line} was expected", e.seq),
+                );
             }
             if e.prev != prev {
                 return fail(line as u64, format!("line {line}: does not follow the line before it"));
             }
             if hash(e) != e.hash {
-                return fail(line as u64, format!("line {line}: content does not match its hash (edited)"));
+                return fail(
+                    line as u64,
+                    format!("line {line}: content does not match its hash (edited)"),
+                );
             }
             prev = e.hash.clone();
         }
         let count = events.len() as u64;
         match state::read_json::<Head>(&self.head) {
-            Ok(Some(h)) if h.seq == count && h.hash == prev => AuditVerify { ok: true, events: count, error: None },
-            Ok(Some(h)) => fail(count, format!("log ends at event {count} but the head records event {} (lines removed)", h.seq)),
-            Ok(None) if count == 0 => AuditVerify { ok: true, events: 0, error: None },
+            Ok(Some(h)) if h.seq == count && h.hash == prev => AuditVerify {
+                ok: true,
+                events: count,
+                error: None,
+            },
+            Ok(Some(h)) => fail(
+                count,
+                format!(
+                    "log ends at event {count} but the head records event {} (lines removed)",
+                    h.seq
+                ),
+            ),
+            Ok(None) if count == 0 => AuditVerify {
+                ok: true,
+                events: 0,
+                error: None,
+            },
             Ok(None) => fail(count, "audit.head is missing".to_owned()),
             Err(e) => fail(count, e.to_string()),
         }
@@ -280,7 +328,10 @@ impl AuditLog {
 }
 
 fn hash(e: &AuditEvent) -> String {
-    let unhashed = AuditEvent { hash: String::new(), ..e.clone() };
+    let unhashed = AuditEvent {
+        hash: String::new(),
+        ..e.clone()
+    };
     let mut h = Sha256::new();
     // Serialising a struct is deterministic: fields in declaration order.
     h.update(serde_json::to_vec(&unhashed).unwrap_or_default());
@@ -313,7 +364,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = AuditLog::open(dir.path()).unwrap();
         for i in 0..n {
-            log.record(&CHG_APPLIED, 0, Outcome::Success, &format!("generation {i}")).unwrap();
+            log.record(&CHG_APPLIED, 0, Outcome::Success, &format!("generation {i}"))
+                .unwrap();
         }
         (dir, log)
     }
@@ -381,6 +433,10 @@ mod tests {
             fs::write(path, catalogue_markdown()).unwrap();
         }
         let doc = fs::read_to_string(path).unwrap_or_default();
-        assert_eq!(doc, catalogue_markdown(), "docs/audit-events.md is stale: run BULWARK_REGEN_DOCS=1 cargo test -p bulwarkd the_docs_catalogue");
+        assert_eq!(
+            doc,
+            catalogue_markdown(),
+            "docs/audit-events.md is stale: run BULWARK_REGEN_DOCS=1 cargo test -p bulwarkd the_docs_catalogue"
+        );
     }
 }

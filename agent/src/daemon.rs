@@ -91,7 +91,10 @@ fn boot_profile(args: &Args, host: &Host) -> Result<(String, String), StartError
 /// Run the daemon; returns only on a start-up failure.
 pub fn run(args: Args) -> Result<(), StartError> {
     let host = Host::new(&args.root);
-    let policy = Policy { read_gid: resolve_group(&args.read_group), admin_gid: resolve_group(&args.admin_group) };
+    let policy = Policy {
+        read_gid: resolve_group(&args.read_group),
+        admin_gid: resolve_group(&args.admin_group),
+    };
     let (source, text) = boot_profile(&args, &host)?;
 
     // Everything up to spawning the engine thread runs single-threaded, so the
@@ -99,20 +102,29 @@ pub fn run(args: Args) -> Result<(), StartError> {
     let mut engine = Engine::new(host.clone(), Nft::new(&args.nft))?;
     engine.start((&source, &text))?;
     let socket = args.socket.clone().unwrap_or_else(|| host.default_socket());
-    let listener = api::listen(&socket, policy.read_gid)?;
-    listener.set_nonblocking(true).map_err(|source| StartError::Runtime { what: "socket", source })?;
+    let listener = api::listen(&socket, policy)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Runtime { what: "socket", source })?;
     let status = engine.status();
-    let handle = task::spawn(engine, crate::notify::watchdog_interval())
-        .map_err(|source| StartError::Runtime { what: "engine thread", source })?;
+    let handle = task::spawn(engine, crate::notify::watchdog_interval()).map_err(|source| StartError::Runtime {
+        what: "engine thread",
+        source,
+    })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|source| StartError::Runtime { what: "async runtime", source })?;
+        .map_err(|source| StartError::Runtime {
+            what: "async runtime",
+            source,
+        })?;
     runtime.block_on(async move {
-        let listener = tokio::net::UnixListener::from_std(listener)
-            .map_err(|source| StartError::Runtime { what: "listener", source })?;
+        let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| StartError::Runtime {
+            what: "listener",
+            source,
+        })?;
         let summary = format!(
             "generation {} ({}) in force",
             status.generation.unwrap_or(0),

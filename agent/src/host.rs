@@ -58,6 +58,9 @@ mod tests {
         let h = Host::new("/tmp/r");
         assert_eq!(h.state_dir(), PathBuf::from("/tmp/r/var/lib/bulwark"));
         assert_eq!(h.default_socket(), PathBuf::from("/tmp/r/run/bulwark/bulwarkd.sock"));
-        assert_eq!(Host::new("/").default_profile(), PathBuf::from("/etc/bulwark/profile.toml"));
+        assert_eq!(
+            Host::new("/").default_profile(),
+            PathBuf::from("/etc/bulwark/profile.toml")
+        );
     }
 }

@@ -42,7 +42,13 @@ impl Log for Stderr {
         }
         let mut fields = Fields(String::new());
         let _ = record.key_values().visit(&mut fields);
-        eprintln!("bulwarkd[{}] {}: {}{}", std::process::id(), record.level(), record.args(), fields.0);
+        eprintln!(
+            "bulwarkd[{}] {}: {}{}",
+            std::process::id(),
+            record.level(),
+            record.args(),
+            fields.0
+        );
     }
 
     fn flush(&self) {}

@@ -2,7 +2,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = bulwark_agent::daemon::Args::parse();
-    let level = if args.verbose { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    let level = if args.verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
     bulwark_agent::logging::init(level);
     match bulwark_agent::daemon::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

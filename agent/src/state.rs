@@ -34,7 +34,11 @@ pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -
 
 /// Create `dir` (and parents) and force its mode to `mode`.
 pub fn private_dir(dir: &Path, mode: u32) -> Result<(), StateError> {
-    fs::DirBuilder::new().recursive(true).mode(mode).create(dir).map_err(io("create directory", dir))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(io("create directory", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io("set mode of", dir))
 }
 
@@ -49,7 +53,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .open(&tmp)
         .map_err(io("create", &tmp))?;
     // The mode argument is filtered by the umask; set it outright.
-    f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io("set mode of", &tmp))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io("set mode of", &tmp))?;
     f.write_all(bytes).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
     drop(f);
@@ -59,8 +64,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 
 /// Write JSON atomically (0600).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| StateError::Corrupt { path: path.to_owned(), reason: e.to_string() })?;
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
     bytes.push(b'\n');
     write_atomic(path, &bytes)
 }
@@ -70,7 +77,10 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StateError::Corrupt { path: path.to_owned(), reason: e.to_string() }),
+            .map_err(|e| StateError::Corrupt {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path)(e)),
     }
@@ -87,7 +97,9 @@ pub fn remove(path: &Path) -> Result<(), StateError> {
 
 /// fsync a directory so a rename or unlink in it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
 }
 
 pub fn tmp_path(path: &Path) -> PathBuf {

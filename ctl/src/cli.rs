@@ -26,6 +26,12 @@ A typical change:
   bulwarkctl apply --confirm 120 /etc/bulwark/profile.toml
   bulwarkctl confirm";
 
+/// A confirm window is for "did I just lock myself out?"; longer than a day
+/// it only leaves a revert pending that nobody remembers.
+const MAX_CONFIRM_SECS: u64 = 24 * 3600;
+/// Enough for any terminal session; the daemon bounds its answer anyway.
+const MAX_TAIL: u64 = 100_000;
+
 const GLOBAL: &str = "Global options";
 
 const EXIT_CODES: &str = "\
@@ -46,8 +52,7 @@ Exit codes:
     long_about = LONG_ABOUT,
     after_help = EXIT_CODES,
     propagate_version = true,
-    max_term_width = 80,
-    disable_help_subcommand = true
+    max_term_width = 80
 )]
 pub struct Cli {
     /// bulwarkd's API socket
@@ -175,9 +180,10 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Revert unless `bulwarkctl confirm` is run within SECS seconds
+    /// Revert unless `bulwarkctl confirm` is run within SECS seconds (at
+    /// most a day)
     #[arg(long, value_name = "SECS", conflicts_with = "dry_run",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CONFIRM_SECS))]
     pub confirm: Option<u64>,
 
     /// Apply even if the profile would drop this SSH connection
@@ -197,7 +203,7 @@ Example:
     Tail {
         /// Number of events
         #[arg(short = 'n', value_name = "N", default_value_t = 20,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=MAX_TAIL))]
         n: u64,
     },
 
@@ -248,9 +254,7 @@ mod tests {
     #[test]
     fn confirm_window_must_be_positive_and_excludes_dry_run() {
         assert_eq!(
-            parse(&["apply", "p.toml", "--confirm", "0"])
-                .unwrap_err()
-                .kind(),
+            parse(&["apply", "p.toml", "--confirm", "0"]).unwrap_err().kind(),
             ErrorKind::ValueValidation
         );
         let err = parse(&["apply", "p.toml", "--confirm", "5", "--dry-run"]).unwrap_err();
@@ -287,10 +291,7 @@ mod tests {
             assert_eq!(cli.socket, PathBuf::from(DEFAULT_SOCKET));
         }
         let cli = parse(&["rollback"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Rollback { generation: None }
-        ));
+        assert!(matches!(cli.command, Command::Rollback { generation: None }));
         let cli = parse(&["man"]).unwrap();
         assert!(matches!(cli.command, Command::Man { dir } if dir == Path::new(".")));
     }
@@ -306,11 +307,6 @@ mod tests {
             }
         ));
         let cli = parse(&["rollback", "7"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Rollback {
-                generation: Some(7)
-            }
-        ));
+        assert!(matches!(cli.command, Command::Rollback { generation: Some(7) }));
     }
 }

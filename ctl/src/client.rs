@@ -15,7 +15,6 @@ use bulwark_model::api::ErrorBody;
 use reqwest::blocking::{Client as Http, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
 /// Host part of request URLs; with a Unix socket it only fills the Host header.
 const BASE: &str = "http://localhost";
@@ -36,9 +35,10 @@ pub enum ClientError {
 
     /// The connection broke after the request was sent, or timed out.
     #[error(
-        "lost the connection to bulwarkd at {} during {method} {path}: {cause}; \
-         the request may have taken effect, check `bulwarkctl status`",
-        socket.display()
+        "lost the connection to bulwarkd at {} during {method} {path}: {cause}{}",
+        socket.display(),
+        // A change may have gone through before the connection broke.
+        if *method == "GET" { "" } else { "; it may have taken effect, check `bulwarkctl status`" }
     )]
     Transport {
         socket: PathBuf,
@@ -52,7 +52,8 @@ pub enum ClientError {
     Api {
         status: u16,
         body: ErrorBody,
-        raw: Option<Value>,
+        /// The body re-indented, when it was JSON (for `--json`).
+        raw: Option<String>,
     },
 
     /// The daemon answered 2xx with a body this version cannot read.
@@ -72,9 +73,9 @@ fn hint(kind: Option<std::io::ErrorKind>) -> &'static str {
     use std::io::ErrorKind as K;
     match kind {
         Some(K::NotFound | K::ConnectionRefused) => {
-            " (is bulwarkd running? --socket or BULWARK_SOCKET choose another socket)"
+            "; is bulwarkd running? (--socket or BULWARK_SOCKET selects another socket)"
         }
-        Some(K::PermissionDenied) => " (run as root or as a member of group bulwark)",
+        Some(K::PermissionDenied) => "; run as root or as a member of group bulwark",
         _ => "",
     }
 }
@@ -109,12 +110,12 @@ impl Client {
         })
     }
 
-    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+    pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
         self.send("GET", path, self.http.get(url(path)))
     }
 
     /// POST `body` as JSON, or an empty body when `None`.
-    pub fn post<B: Serialize>(&self, path: &str, body: Option<&B>) -> Result<Value, ClientError> {
+    pub fn post<B: Serialize>(&self, path: &str, body: Option<&B>) -> Result<Answer, ClientError> {
         let mut req = self.http.post(url(path));
         if let Some(body) = body {
             req = req.json(body);
@@ -122,36 +123,24 @@ impl Client {
         self.send("POST", path, req)
     }
 
-    fn send(
-        &self,
-        method: &'static str,
-        path: &str,
-        req: RequestBuilder,
-    ) -> Result<Value, ClientError> {
-        self.trace(format_args!(
-            "{method} {path} via {}",
-            self.socket.display()
-        ));
-        let resp = req
-            .send()
-            .map_err(|e| self.transport_error(method, path, &e))?;
+    fn send(&self, method: &'static str, path: &str, req: RequestBuilder) -> Result<Answer, ClientError> {
+        self.trace(format_args!("{method} {path} via {}", self.socket.display()));
+        let resp = req.send().map_err(|e| self.transport_error(method, path, &e))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .map_err(|e| self.transport_error(method, path, &e))?;
+        let bytes = resp.bytes().map_err(|e| self.transport_error(method, path, &e))?;
         self.trace(format_args!("{status} ({} bytes)", bytes.len()));
         if !status.is_success() {
-            return Err(api_error(
-                status.as_u16(),
-                status.canonical_reason(),
-                &bytes,
-            ));
+            return Err(api_error(status.as_u16(), status.canonical_reason(), &bytes));
         }
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::BadResponse {
+        let answer = Answer {
             method,
             path: path.to_owned(),
-            source,
-        })
+            body: bytes.to_vec(),
+        };
+        // Reject what is not JSON at all here, so even `--json` never passes
+        // garbage on as an answer.
+        answer.decode::<serde::de::IgnoredAny>()?;
+        Ok(answer)
     }
 
     fn transport_error(&self, method: &'static str, path: &str, e: &reqwest::Error) -> ClientError {
@@ -213,10 +202,10 @@ fn root_cause(e: &reqwest::Error) -> (String, Option<std::io::ErrorKind>) {
 /// Build the error for a non-2xx answer. A body that is not an [`ErrorBody`]
 /// (a proxy, an older daemon) still yields a readable message.
 fn api_error(status: u16, reason: Option<&str>, bytes: &[u8]) -> ClientError {
-    let raw: Option<Value> = serde_json::from_slice(bytes).ok();
-    let body = raw
-        .as_ref()
-        .and_then(|v| serde_json::from_value::<ErrorBody>(v.clone()).ok())
+    let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+    let raw = is_json.then(|| pretty_json(bytes));
+    let body = serde_json::from_slice::<ErrorBody>(bytes)
+        .ok()
         .filter(|b| !b.kind.is_empty() || !b.error.is_empty());
     let body = body.unwrap_or_else(|| {
         let text = String::from_utf8_lossy(bytes);
@@ -234,17 +223,85 @@ fn api_error(status: u16, reason: Option<&str>, bytes: &[u8]) -> ClientError {
     ClientError::Api { status, body, raw }
 }
 
-/// Decode the typed view of a response.
-pub fn decode<T: DeserializeOwned>(
+/// A 2xx answer: its body is known to be JSON.
+#[derive(Debug)]
+pub struct Answer {
     method: &'static str,
-    path: &str,
-    value: Value,
-) -> Result<T, ClientError> {
-    serde_json::from_value(value).map_err(|source| ClientError::BadResponse {
-        method,
-        path: path.to_owned(),
-        source,
-    })
+    path: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The typed view of the answer.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|source| ClientError::BadResponse {
+            method: self.method,
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// The answer as the daemon sent it, indented, for `--json`.
+    pub fn pretty(&self) -> String {
+        pretty_json(&self.body)
+    }
+}
+
+/// Indent JSON text without parsing it into a map, so the daemon's key order
+/// (and any field this version does not know) is kept as sent. The input
+/// must be valid JSON; the output matches `serde_json::to_string_pretty`
+/// plus a final newline.
+pub fn pretty_json(json: &[u8]) -> String {
+    fn newline(out: &mut String, depth: usize) {
+        out.push('\n');
+        out.push_str(&"  ".repeat(depth));
+    }
+    let text = String::from_utf8_lossy(json);
+    let mut chars = text.chars().peekable();
+    let mut out = String::with_capacity(json.len() * 2);
+    let mut depth = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push(c);
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    out.push(c);
+                    match c {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '{' | '[' => {
+                let close = if c == '{' { '}' } else { ']' };
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                out.push(c);
+                if chars.next_if_eq(&close).is_some() {
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]
@@ -260,19 +317,31 @@ mod tests {
             err.to_string(),
             "bulwarkd refused the request (403 forbidden): uid 1000 is not in group bulwark-admin"
         );
-        let ClientError::Api { raw, .. } = err else {
-            panic!()
-        };
-        assert!(raw.is_some());
+        let ClientError::Api { raw, .. } = err else { panic!() };
+        assert!(raw.unwrap().starts_with("{\n  \"kind\": \"forbidden\",\n"));
+    }
+
+    #[test]
+    fn pretty_json_keeps_key_order_and_matches_serde_json() {
+        let compact = br#"{"z":1,"a":[],"m":{},"s":"x, y: {\"q\"} \\","l":[1,{"k":null}],"t":true}"#;
+        let text = pretty_json(compact);
+        assert!(text.starts_with("{\n  \"z\": 1,\n  \"a\": [],\n  \"m\": {},"), "{text}");
+        // Same layout as serde_json's own pretty printer, key order aside.
+        let value: serde_json::Value = serde_json::from_slice(compact).unwrap();
+        let sorted = serde_json::to_vec(&value).unwrap();
+        assert_eq!(
+            pretty_json(&sorted),
+            serde_json::to_string_pretty(&value).unwrap() + "\n"
+        );
+        // Whitespace already in the answer does not change the result.
+        let spaced = serde_json::to_string_pretty(&value).unwrap();
+        assert_eq!(pretty_json(spaced.as_bytes()), pretty_json(&sorted));
     }
 
     #[test]
     fn api_error_without_json_body_is_still_readable() {
         let err = api_error(502, Some("Bad Gateway"), b"upstream down\n");
-        assert_eq!(
-            err.to_string(),
-            "bulwarkd failed (502 bad_gateway): upstream down"
-        );
+        assert_eq!(err.to_string(), "bulwarkd failed (502 bad_gateway): upstream down");
         let err = api_error(500, Some("Internal Server Error"), b"");
         assert_eq!(
             err.to_string(),
@@ -289,9 +358,7 @@ mod tests {
         };
         let msg = err.to_string();
         assert!(
-            msg.starts_with(
-                "daemon unreachable at /run/x.sock: No such file or directory (os error 2)"
-            ),
+            msg.starts_with("daemon unreachable at /run/x.sock: No such file or directory (os error 2)"),
             "{msg}"
         );
         assert!(msg.contains("is bulwarkd running?"));

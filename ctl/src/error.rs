@@ -18,20 +18,31 @@ pub const FAILED: u8 = 1;
 pub const UNREACHABLE: u8 = 3;
 // 2 (usage error) is produced by clap itself.
 
-/// A profile that failed validation, locally or in the daemon (422).
+/// A profile that failed local validation. (A 422 from the daemon stays a
+/// `ClientError::Api`; its profile errors print the same way.)
 #[derive(Debug, thiserror::Error)]
-#[error("{file} is not a valid profile ({} error{}); nothing was applied", errors.len(), if errors.len() == 1 { "" } else { "s" })]
+#[error("{}; nothing was applied", self.summary())]
 pub struct InvalidProfile {
     pub file: String,
     pub errors: Vec<ProfileError>,
 }
 
 impl InvalidProfile {
+    /// `FILE is not a valid profile (N errors)`.
+    pub fn summary(&self) -> String {
+        let n = self.errors.len();
+        format!(
+            "{} is not a valid profile ({n} error{})",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )
+    }
+
     /// The body the daemon answers with for this profile, for `--json`.
-    pub fn body(&self) -> ErrorBody {
+    pub fn body(&self, error: String) -> ErrorBody {
         ErrorBody {
             kind: "invalid_profile".to_owned(),
-            error: self.to_string(),
+            error,
             profile_errors: self.errors.clone(),
         }
     }
@@ -79,16 +90,21 @@ pub fn report(err: &anyhow::Error, json: bool) {
         return;
     }
     let (profile_errors, body) = if let Some(inv) = err.downcast_ref::<InvalidProfile>() {
-        (inv.errors.as_slice(), serde_json::to_value(inv.body()).ok())
+        (
+            inv.errors.as_slice(),
+            serde_json::to_string_pretty(&inv.body(inv.to_string()))
+                .ok()
+                .map(|t| t + "\n"),
+        )
     } else if let Some(ClientError::Api { body, raw, .. }) = err.downcast_ref::<ClientError>() {
         (body.profile_errors.as_slice(), raw.clone())
     } else {
         (&[][..], None)
     };
     if json {
-        if let Some(body) = body.and_then(|b| serde_json::to_string_pretty(&b).ok()) {
+        if let Some(body) = body {
             // Nothing sensible is left to do if stdout is gone.
-            let _ = writeln!(io::stdout(), "{body}");
+            let _ = io::stdout().write_all(body.as_bytes());
         }
     }
     let mut text = String::new();
@@ -157,8 +173,7 @@ mod tests {
 
     #[test]
     fn broken_pipe_is_success() {
-        let err = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe))
-            .context("writing output");
+        let err = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing output");
         assert_eq!(exit_code(&err), 0);
         assert_eq!(health_exit_code(&err), 0);
         let other = anyhow::Error::from(io::Error::from(io::ErrorKind::PermissionDenied));
@@ -198,6 +213,6 @@ mod tests {
             errors: vec![e.clone(), e],
         };
         assert!(two.to_string().contains("(2 errors)"));
-        assert_eq!(two.body().kind, "invalid_profile");
+        assert_eq!(two.body(two.summary()).kind, "invalid_profile");
     }
 }

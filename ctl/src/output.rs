@@ -63,10 +63,7 @@ impl Table {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        let indent: usize = widths[..n.saturating_sub(1)]
-            .iter()
-            .map(|w| w + GAP.len())
-            .sum();
+        let indent: usize = widths[..n.saturating_sub(1)].iter().map(|w| w + GAP.len()).sum();
         let last_width = WIDTH.saturating_sub(indent);
         let mut out = String::new();
         let header: Vec<String> = self.columns.iter().map(|(h, _)| (*h).to_owned()).collect();
@@ -123,11 +120,7 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 /// `key: value` lines with the values aligned; long values wrap under
 /// themselves.
 pub fn key_values(pairs: &[(&str, String)]) -> String {
-    let key_width = pairs
-        .iter()
-        .map(|(k, _)| k.chars().count() + 1)
-        .max()
-        .unwrap_or(0);
+    let key_width = pairs.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
     let indent = key_width + GAP.len();
     let mut out = String::new();
     for (k, v) in pairs {
@@ -153,23 +146,23 @@ pub fn rfc3339(unix: u64) -> String {
 pub fn deadline(unix: u64, now: u64) -> String {
     let when = rfc3339(unix);
     match unix.checked_sub(now) {
-        Some(left) if left > 0 => format!(
-            "{when} (in {})",
-            humantime::format_duration(Duration::from_secs(left))
-        ),
+        Some(left) if left > 0 => format!("{when} (in {})", coarse(left)),
         _ => format!("{when} (passed)"),
     }
+}
+
+/// A duration in its two largest units ("1h 5m"): seconds do not matter
+/// once hours are involved.
+fn coarse(secs: u64) -> String {
+    let full = humantime::format_duration(Duration::from_secs(secs)).to_string();
+    full.split(' ').take(2).collect::<Vec<_>>().join(" ")
 }
 
 pub fn health(h: &Health) -> String {
     // The first line carries the verdict: monitoring systems show only that.
     let mut out = format!("overall: {}\n", h.level);
     if !h.checks.is_empty() {
-        let mut t = Table::new(&[
-            ("NAME", Align::Left),
-            ("LEVEL", Align::Left),
-            ("REASON", Align::Left),
-        ]);
+        let mut t = Table::new(&[("NAME", Align::Left), ("LEVEL", Align::Left), ("REASON", Align::Left)]);
         for c in &h.checks {
             t.row(vec![c.name.clone(), c.level.to_string(), c.reason.clone()]);
         }
@@ -216,7 +209,7 @@ pub fn status(s: &Status, now: u64) -> String {
     let fw = &s.firewall;
     let firewall = if fw.present {
         format!(
-            "table inet bulwark {}, {} set elements, {} drift repairs",
+            "table inet bulwark {}, set elements {}, drift repairs {}",
             if fw.in_sync { "in sync" } else { "DRIFTED" },
             fw.set_elements,
             fw.drift_repairs
@@ -237,10 +230,7 @@ pub fn status(s: &Status, now: u64) -> String {
         ("version", s.version.clone()),
         ("root", s.root.clone()),
         ("profile", s.profile.clone().unwrap_or_else(none)),
-        (
-            "generation",
-            s.generation.map_or_else(none, |g| g.to_string()),
-        ),
+        ("generation", s.generation.map_or_else(none, |g| g.to_string())),
         ("pending confirm", pending),
         ("drift", drift),
         ("firewall", firewall),
@@ -299,9 +289,7 @@ pub fn outcome(r: &ApplyResponse, action: Action, now: u64) -> String {
             writeln!(out, "{c}").ok();
         }
     }
-    let gen = r
-        .generation
-        .map_or_else(|| "?".to_owned(), |g| g.to_string());
+    let gen = r.generation.map_or_else(|| "?".to_owned(), |g| g.to_string());
     let profile = if r.profile.is_empty() {
         String::new()
     } else {
@@ -325,7 +313,7 @@ pub fn outcome(r: &ApplyResponse, action: Action, now: u64) -> String {
     if let Some(d) = r.confirm_deadline {
         writeln!(
             out,
-            "reverts at {} unless confirmed: run `bulwarkctl confirm`",
+            "reverts at {}; keep it with `bulwarkctl confirm`",
             deadline(d, now)
         )
         .ok();
@@ -343,14 +331,10 @@ mod tests {
     fn rfc3339_is_utc_seconds() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_714_557_600), "2024-05-01T10:00:00Z");
-        assert_eq!(
-            deadline(1_714_557_720, 1_714_557_600),
-            "2024-05-01T10:02:00Z (in 2m)"
-        );
-        assert_eq!(
-            deadline(1_714_557_600, 1_714_557_700),
-            "2024-05-01T10:00:00Z (passed)"
-        );
+        assert_eq!(deadline(1_714_557_720, 1_714_557_600), "2024-05-01T10:02:00Z (in 2m)");
+        assert_eq!(deadline(1_714_557_600, 1_714_557_700), "2024-05-01T10:00:00Z (passed)");
+        assert_eq!(coarse(3 * 3600 + 125), "3h 2m");
+        assert_eq!(coarse(59), "59s");
     }
 
     #[test]
@@ -378,7 +362,8 @@ mod tests {
 
     #[test]
     fn long_reasons_wrap_under_their_column_within_80() {
-        let reason = "the live table differs from generation 4: chain input has 3 extra rules and set admin_v4 lost 2 elements";
+        let reason =
+            "the live table differs from generation 4: chain input has 3 extra rules and set admin_v4 lost 2 elements";
         let h = Health::from_checks(vec![Check {
             name: "drift".into(),
             level: Level::Critical,
@@ -388,10 +373,7 @@ mod tests {
         assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.len() > 3);
-        assert!(
-            lines[3].starts_with(&" ".repeat("drift  CRITICAL  ".len())),
-            "{text}"
-        );
+        assert!(lines[3].starts_with(&" ".repeat("drift  CRITICAL  ".len())), "{text}");
         let rejoined: Vec<&str> = lines[2..].iter().map(|l| l.trim()).collect();
         assert!(rejoined.join(" ").ends_with(reason));
     }
@@ -453,9 +435,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(
-                "\npending confirm:  generation 4 reverts to 3 at 2024-05-01T10:02:00Z (in 2m)\n"
-            ),
+            text.contains("\npending confirm:  generation 4 reverts to 3 at 2024-05-01T10:02:00Z (in 2m)\n"),
             "{text}"
         );
         assert!(text.contains("\nlast error:       none\n"));
@@ -504,7 +484,7 @@ mod tests {
         assert_eq!(
             outcome(&applied, Action::Apply, 100),
             "+ firewall: tcp dport 443 accept\napplied generation 5 (profile web)\n\
-             reverts at 1970-01-01T00:02:40Z (in 1m) unless confirmed: run `bulwarkctl confirm`\n"
+             reverts at 1970-01-01T00:02:40Z (in 1m); keep it with `bulwarkctl confirm`\n"
         );
         let dry = ApplyResponse {
             dry_run: true,

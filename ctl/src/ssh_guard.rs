@@ -26,9 +26,7 @@ pub fn parse(value: &str) -> Result<SshSession, String> {
     };
     // sshd may append an interface scope to link-local addresses.
     let client = client.split('%').next().unwrap_or(client);
-    let client: IpAddr = client
-        .parse()
-        .map_err(|_| format!("{client:?} is not an IP address"))?;
+    let client: IpAddr = client.parse().map_err(|_| format!("{client:?} is not an IP address"))?;
     // On a dual-stack socket IPv4 clients appear as ::ffff:a.b.c.d, but
     // netfilter sees them as IPv4.
     let client = match client {
@@ -40,10 +38,7 @@ pub fn parse(value: &str) -> Result<SshSession, String> {
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("{server_port:?} is not a port number"))?;
-    Ok(SshSession {
-        client,
-        server_port,
-    })
+    Ok(SshSession { client, server_port })
 }
 
 /// What `apply` should do about the SSH session.
@@ -153,12 +148,9 @@ mod tests {
     use bulwark_model::Profile;
 
     fn firewall(toml: &str) -> Firewall {
-        Profile::parse(
-            "t.toml",
-            &format!("[profile]\nname = \"t\"\n[firewall]\n{toml}"),
-        )
-        .unwrap()
-        .firewall
+        Profile::parse("t.toml", &format!("[profile]\nname = \"t\"\n[firewall]\n{toml}"))
+            .unwrap()
+            .firewall
     }
 
     const SSH: &str = "198.51.100.7 51022 203.0.113.5 22";
@@ -230,20 +222,14 @@ mod tests {
         // Right network, wrong port (sshd on 2222).
         let other_port = "198.51.100.7 51022 203.0.113.5 2222";
         let fw = firewall("admin_cidrs = [\"198.51.100.0/24\"]\nadmin_tcp = [22]");
-        assert!(matches!(
-            decide(Some(other_port), &fw, REFUSE),
-            Verdict::Refuse(_)
-        ));
+        assert!(matches!(decide(Some(other_port), &fw, REFUSE), Verdict::Refuse(_)));
     }
 
     #[test]
     fn force_confirm_and_dry_run_only_warn() {
         let fw = firewall("");
         for flags in [
-            Flags {
-                force: true,
-                ..REFUSE
-            },
+            Flags { force: true, ..REFUSE },
             Flags {
                 confirm_secs: Some(60),
                 ..REFUSE
@@ -271,18 +257,11 @@ mod tests {
     #[test]
     fn reads_proc_formats() {
         assert_eq!(
-            env_var(
-                b"A=1\0SSH_CONNECTION=1.2.3.4 5 6.7.8.9 22\0B=2\0",
-                "SSH_CONNECTION"
-            )
-            .as_deref(),
+            env_var(b"A=1\0SSH_CONNECTION=1.2.3.4 5 6.7.8.9 22\0B=2\0", "SSH_CONNECTION").as_deref(),
             Some("1.2.3.4 5 6.7.8.9 22")
         );
         assert_eq!(env_var(b"SSH_CONNECTIONX=1\0", "SSH_CONNECTION"), None);
-        assert_eq!(
-            parent_of("1234 (my (odd) cmd) S 99 1234 1234 0 -1"),
-            Some(99)
-        );
+        assert_eq!(parent_of("1234 (my (odd) cmd) S 99 1234 1234 0 -1"), Some(99));
         assert_eq!(parent_of("garbage"), None);
     }
 }

@@ -38,7 +38,12 @@ mod tests {
 
     #[test]
     fn nested_networks_collapse_into_the_outer_one() {
-        let (v4, v6) = merge(&nets(&["10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32", "2001:db8:1::/48"]));
+        let (v4, v6) = merge(&nets(&[
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "2001:db8::/32",
+            "2001:db8:1::/48",
+        ]));
         assert_eq!(v4, vec!["10.0.0.0/8".parse::<Ipv4Net>().unwrap()]);
         assert_eq!(v6, vec!["2001:db8::/32".parse::<Ipv6Net>().unwrap()]);
     }

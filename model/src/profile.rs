@@ -191,7 +191,10 @@ impl Firewall {
 }
 
 fn nets(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> Vec<IpNet> {
-    v4.iter().map(|n| IpNet::V4(*n)).chain(v6.iter().map(|n| IpNet::V6(*n))).collect()
+    v4.iter()
+        .map(|n| IpNet::V4(*n))
+        .chain(v6.iter().map(|n| IpNet::V6(*n)))
+        .collect()
 }
 
 /// One problem found in a profile.
@@ -242,17 +245,26 @@ impl Profile {
 
     /// Parse and validate a profile. `file` only labels the errors.
     pub fn parse(file: &str, text: &str) -> Result<Profile, ValidationErrors> {
-        let mut c = Checker { file, errors: Vec::new() };
+        let mut c = Checker {
+            file,
+            errors: Vec::new(),
+        };
         let profile = match text.parse::<Table>() {
             Ok(doc) => c.profile(&doc),
             Err(e) => {
-                c.err("", format!("not valid TOML: {}", e.to_string().trim_end().replace('\n', " ")));
+                c.err(
+                    "",
+                    format!("not valid TOML: {}", e.to_string().trim_end().replace('\n', " ")),
+                );
                 None
             }
         };
         match profile {
             Some(p) if c.errors.is_empty() => Ok(p),
-            _ => Err(ValidationErrors { file: file.to_owned(), errors: c.errors }),
+            _ => Err(ValidationErrors {
+                file: file.to_owned(),
+                errors: c.errors,
+            }),
         }
     }
 }
@@ -273,7 +285,11 @@ fn join(prefix: &str, key: &str) -> String {
 
 impl Checker<'_> {
     fn err(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.errors.push(ProfileError { file: self.file.to_owned(), path: path.into(), reason: reason.into() });
+        self.errors.push(ProfileError {
+            file: self.file.to_owned(),
+            path: path.into(),
+            reason: reason.into(),
+        });
     }
 
     fn profile(&mut self, doc: &Table) -> Option<Profile> {
@@ -287,7 +303,10 @@ impl Checker<'_> {
         let drift_interval = meta
             .and_then(|t| self.duration(t, "profile", "drift_interval", DRIFT_INTERVAL_MIN, DRIFT_INTERVAL_MAX))
             .unwrap_or(Duration::from_secs(30));
-        let mut firewall = self.section(doc, "firewall", false).map(|t| self.firewall(t)).unwrap_or_default();
+        let mut firewall = self
+            .section(doc, "firewall", false)
+            .map(|t| self.firewall(t))
+            .unwrap_or_default();
         let wireguard = self.section(doc, "wireguard", false).and_then(|t| self.wireguard(t));
         if let Some(wg) = &wireguard {
             // The VPN must be reachable to be useful: open its port to everyone.
@@ -296,12 +315,22 @@ impl Checker<'_> {
                 firewall.public_udp.sort_unstable();
             }
         }
-        let k3s = self.section(doc, "k3s", false).and_then(|t| self.k3s(t, wireguard.as_ref()));
+        let k3s = self
+            .section(doc, "k3s", false)
+            .and_then(|t| self.k3s(t, wireguard.as_ref()));
         let monitoring = self
             .section(doc, "monitoring", false)
             .map(|t| self.monitoring(t, wireguard.as_ref()))
             .unwrap_or_default();
-        Some(Profile { name: name?, drift, drift_interval, firewall, wireguard, k3s, monitoring })
+        Some(Profile {
+            name: name?,
+            drift,
+            drift_interval,
+            firewall,
+            wireguard,
+            k3s,
+            monitoring,
+        })
     }
 
     /// A top-level table; `required` ones are reported when missing.
@@ -349,9 +378,14 @@ impl Checker<'_> {
         };
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
-            self.err("profile.name", format!("{name:?} is not a valid name: use 1-64 of A-Z a-z 0-9 . _ -"));
+            self.err(
+                "profile.name",
+                format!("{name:?} is not a valid name: use 1-64 of A-Z a-z 0-9 . _ -"),
+            );
             return None;
         }
         Some(name.to_owned())
@@ -376,7 +410,10 @@ impl Checker<'_> {
         let path = join(prefix, key);
         let v = t.get(key)?;
         let Some(s) = v.as_str() else {
-            self.err(path, format!("expected a duration string such as \"30s\", found {}", v.type_str()));
+            self.err(
+                path,
+                format!("expected a duration string such as \"30s\", found {}", v.type_str()),
+            );
             return None;
         };
         match humantime::parse_duration(s) {
@@ -387,7 +424,10 @@ impl Checker<'_> {
                 None
             }
             Err(e) => {
-                self.err(path, format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"90d\""));
+                self.err(
+                    path,
+                    format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"90d\""),
+                );
                 None
             }
         }
@@ -398,7 +438,10 @@ impl Checker<'_> {
         match v.as_bool() {
             Some(b) => Some(b),
             None => {
-                self.err(join(prefix, key), format!("expected true or false, found {}", v.type_str()));
+                self.err(
+                    join(prefix, key),
+                    format!("expected true or false, found {}", v.type_str()),
+                );
                 None
             }
         }
@@ -439,7 +482,9 @@ impl Checker<'_> {
 
     fn cidrs(&mut self, t: &Table, prefix: &str, key: &str) -> Vec<IpNet> {
         self.array(t, prefix, key, "CIDR strings", |v| {
-            let s = v.as_str().ok_or_else(|| format!("expected a CIDR string, found {}", v.type_str()))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("expected a CIDR string, found {}", v.type_str()))?;
             parse_cidr(s)
         })
     }
@@ -462,7 +507,9 @@ impl Checker<'_> {
             cluster_v4,
             cluster_v6,
             cluster_interfaces: self.array(t, P, "cluster_interfaces", "interface names", |v| {
-                let s = v.as_str().ok_or_else(|| format!("expected an interface name, found {}", v.type_str()))?;
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| format!("expected an interface name, found {}", v.type_str()))?;
                 interface_name(s).map(str::to_owned)
             }),
             log_drops: self.bool(t, P, "log_drops").unwrap_or(false),
@@ -472,7 +519,9 @@ impl Checker<'_> {
             for p in list.iter().filter(|p| fw.public_tcp.contains(p)) {
                 self.err(
                     format!("{P}.{restricted}"),
-                    format!("port {p} is also in firewall.public_tcp, which opens it to everyone; list it in one place"),
+                    format!(
+                        "port {p} is also in firewall.public_tcp, which opens it to everyone; list it in one place"
+                    ),
                 );
             }
         }
@@ -513,20 +562,27 @@ impl Checker<'_> {
         self.unknown_keys(P, t, WIREGUARD_KEYS);
         let interface = match t.get("interface") {
             None => Some("wg0".to_owned()),
-            Some(Value::String(s)) => {
-                interface_name(s).map(str::to_owned).map_err(|r| self.err("wireguard.interface", r)).ok()
-            }
+            Some(Value::String(s)) => interface_name(s)
+                .map(str::to_owned)
+                .map_err(|r| self.err("wireguard.interface", r))
+                .ok(),
             Some(v) => {
-                self.err("wireguard.interface", format!("expected a string, found {}", v.type_str()));
+                self.err(
+                    "wireguard.interface",
+                    format!("expected a string, found {}", v.type_str()),
+                );
                 None
             }
         };
-        let address = self.string(t, P, "address").and_then(|s| {
-            vpn_address(&s).map_err(|r| self.err("wireguard.address", r)).ok()
-        });
+        let address = self
+            .string(t, P, "address")
+            .and_then(|s| vpn_address(&s).map_err(|r| self.err("wireguard.address", r)).ok());
         let listen_port = self.one_port(t, P, "listen_port").unwrap_or(51820);
         let endpoint = self.string(t, P, "endpoint").and_then(|s| {
-            endpoint(&s).map(|()| s.clone()).map_err(|r| self.err("wireguard.endpoint", r)).ok()
+            endpoint(&s)
+                .map(|()| s.clone())
+                .map_err(|r| self.err("wireguard.endpoint", r))
+                .ok()
         });
         let backend = match self.choice(t, P, "backend", &["kernel", "userspace", "auto"]) {
             Some("kernel") => Backend::Kernel,
@@ -545,7 +601,13 @@ impl Checker<'_> {
                 0
             }
         };
-        let peer_expiry = self.duration(t, P, "peer_expiry", Duration::from_secs(60), Duration::from_secs(3650 * 86400));
+        let peer_expiry = self.duration(
+            t,
+            P,
+            "peer_expiry",
+            Duration::from_secs(60),
+            Duration::from_secs(3650 * 86400),
+        );
         Some(WireGuard {
             interface: interface?,
             address: address?,
@@ -564,14 +626,20 @@ impl Checker<'_> {
         let bind = match t.get("bind").map(|v| (v, v.as_str())) {
             None | Some((_, Some("vpn"))) => {
                 if wireguard.is_none() {
-                    self.err("k3s.bind", "\"vpn\" needs a [wireguard] section; add one or give an IP address");
+                    self.err(
+                        "k3s.bind",
+                        "\"vpn\" needs a [wireguard] section; add one or give an IP address",
+                    );
                 }
                 Some(K3sBind::Vpn)
             }
             Some((_, Some(s))) => match s.parse::<IpAddr>() {
                 Ok(ip) if !ip.is_unspecified() => Some(K3sBind::Ip(ip)),
                 Ok(ip) => {
-                    self.err("k3s.bind", format!("{ip} would expose the API on every interface; use \"vpn\" or one address"));
+                    self.err(
+                        "k3s.bind",
+                        format!("{ip} would expose the API on every interface; use \"vpn\" or one address"),
+                    );
                     None
                 }
                 Err(_) => {
@@ -580,36 +648,56 @@ impl Checker<'_> {
                 }
             },
             Some((v, None)) => {
-                self.err("k3s.bind", format!("expected \"vpn\" or an IP address, found {}", v.type_str()));
+                self.err(
+                    "k3s.bind",
+                    format!("expected \"vpn\" or an IP address, found {}", v.type_str()),
+                );
                 None
             }
         };
         let tls_san = self.array(t, P, "tls_san", "IP addresses or DNS names", |v| {
-            let s = v.as_str().ok_or_else(|| format!("expected a string, found {}", v.type_str()))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("expected a string, found {}", v.type_str()))?;
             san(s).map(|()| s.to_owned())
         });
         let restart = self.bool(t, P, "restart").unwrap_or(true);
-        Some(K3s { bind: bind?, tls_san, restart })
+        Some(K3s {
+            bind: bind?,
+            tls_san,
+            restart,
+        })
     }
 
     fn monitoring(&mut self, t: &Table, wireguard: Option<&WireGuard>) -> Monitoring {
         self.unknown_keys("monitoring", t, MONITORING_KEYS);
-        let Some(v) = t.get("listen") else { return Monitoring::default() };
+        let Some(v) = t.get("listen") else {
+            return Monitoring::default();
+        };
         let Some(s) = v.as_str() else {
-            self.err("monitoring.listen", format!("expected \"address:port\", found {}", v.type_str()));
+            self.err(
+                "monitoring.listen",
+                format!("expected \"address:port\", found {}", v.type_str()),
+            );
             return Monitoring::default();
         };
         let addr = match s.parse::<std::net::SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                self.err("monitoring.listen", format!("{s:?} is not an address:port such as \"127.0.0.1:9469\""));
+                self.err(
+                    "monitoring.listen",
+                    format!("{s:?} is not an address:port such as \"127.0.0.1:9469\""),
+                );
                 return Monitoring::default();
             }
         };
         let vpn = wireguard.map(|w| IpAddr::V4(w.address.addr()));
         if !(addr.ip().is_loopback() || Some(addr.ip()) == vpn) {
             let allowed = vpn.map_or("loopback".to_owned(), |v| format!("loopback or the VPN address {v}"));
-            self.err("monitoring.listen", format!("{} is not allowed: metrics listen only on {allowed}", addr.ip()));
+            self.err(
+                "monitoring.listen",
+                format!("{} is not allowed: metrics listen only on {allowed}", addr.ip()),
+            );
             return Monitoring::default();
         }
         Monitoring { listen: Some(addr) }
@@ -618,13 +706,21 @@ impl Checker<'_> {
 
 /// The server's VPN address: an IPv4 host address with its prefix.
 fn vpn_address(s: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = s.parse().map_err(|_| format!("{s:?} is not an IPv4 address with prefix such as \"10.8.0.1/24\""))?;
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address with prefix such as \"10.8.0.1/24\""))?;
     if net.prefix_len() > 30 {
-        return Err(format!("{s:?}: a /{} leaves no room for peers; use /30 or shorter", net.prefix_len()));
+        return Err(format!(
+            "{s:?}: a /{} leaves no room for peers; use /30 or shorter",
+            net.prefix_len()
+        ));
     }
     if net.addr() == net.network() || net.addr() == net.broadcast() {
-        return Err(format!("{s:?} is the network or broadcast address; give the server's own address, e.g. \"{}/{}\"",
-            std::net::Ipv4Addr::from(u32::from(net.network()) + 1), net.prefix_len()));
+        return Err(format!(
+            "{s:?} is the network or broadcast address; give the server's own address, e.g. \"{}/{}\"",
+            std::net::Ipv4Addr::from(u32::from(net.network()) + 1),
+            net.prefix_len()
+        ));
     }
     Ok(net)
 }
@@ -646,7 +742,10 @@ fn dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
@@ -673,7 +772,9 @@ pub fn port(v: &Value) -> Result<u16, String> {
 
 /// A network in CIDR notation with no host bits set.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    let net: IpNet = s.parse().map_err(|_| format!("{s:?} is not a CIDR such as \"192.0.2.0/24\" or \"2001:db8::/32\""))?;
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a CIDR such as \"192.0.2.0/24\" or \"2001:db8::/32\""))?;
     if net.trunc() != net {
         return Err(format!("{s:?} has host bits set; did you mean \"{}\"?", net.trunc()));
     }
@@ -685,8 +786,14 @@ pub fn interface_name(s: &str) -> Result<&str, String> {
     if s.is_empty() || s.len() > 15 {
         return Err(format!("{s:?} is not a valid interface name: it must be 1-15 bytes"));
     }
-    if s == "." || s == ".." || s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
-        return Err(format!("{s:?} is not a valid interface name: no '/', ':', whitespace, \".\" or \"..\""));
+    if s == "."
+        || s == ".."
+        || s.chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{s:?} is not a valid interface name: no '/', ':', whitespace, \".\" or \"..\""
+        ));
     }
     Ok(s)
 }

@@ -88,7 +88,11 @@ pub fn bin(name: &str) -> PathBuf {
         }
     };
     let path = dir.join(name);
-    assert!(path.is_file(), "{} is missing: run `cargo build --workspace` first", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
     path
 }
 
@@ -161,7 +165,12 @@ pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Ran {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run `{text}`: {e}"));
-    child.stdin.take().expect("piped stdin").write_all(input).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .expect("write stdin");
     Ran::from_output(text, child.wait_with_output().expect("wait"))
 }
 
@@ -232,7 +241,12 @@ pub fn probe(ns: &str, targets: &[(IpAddr, u16)]) -> Vec<bool> {
 /// in the order given: easy to compare with `assert_eq!`.
 pub fn reachable(ns: &str, addr: IpAddr, ports: &[u16]) -> Vec<u16> {
     let targets: Vec<_> = ports.iter().map(|&p| (addr, p)).collect();
-    ports.iter().zip(probe(ns, &targets)).filter(|(_, ok)| *ok).map(|(p, _)| *p).collect()
+    ports
+        .iter()
+        .zip(probe(ns, &targets))
+        .filter(|(_, ok)| *ok)
+        .map(|(p, _)| *p)
+        .collect()
 }
 
 /// The three namespaces of one test. Deleted by name on drop.
@@ -265,10 +279,29 @@ impl Net {
         // names only need to be unique per namespace (and <= 15 bytes).
         let (vps, admin, inet) = (net.vps.clone(), net.admin.clone(), net.inet.clone());
         for (peer_ns, here, v4, v6, peer_v4, peer_v6) in [
-            (&admin, "bw-admin", "198.51.100.1/24", "2001:db8:10::1/64", "198.51.100.2/24", "2001:db8:10::2/64"),
-            (&inet, "bw-inet", "203.0.113.1/24", "2001:db8:20::1/64", "203.0.113.2/24", "2001:db8:20::2/64"),
+            (
+                &admin,
+                "bw-admin",
+                "198.51.100.1/24",
+                "2001:db8:10::1/64",
+                "198.51.100.2/24",
+                "2001:db8:10::2/64",
+            ),
+            (
+                &inet,
+                "bw-inet",
+                "203.0.113.1/24",
+                "2001:db8:20::1/64",
+                "203.0.113.2/24",
+                "2001:db8:20::2/64",
+            ),
         ] {
-            ip(&vps, &["link", "add", here, "type", "veth", "peer", "name", "bw-vps", "netns", peer_ns]);
+            ip(
+                &vps,
+                &[
+                    "link", "add", here, "type", "veth", "peer", "name", "bw-vps", "netns", peer_ns,
+                ],
+            );
             ip(&vps, &["addr", "add", v4, "dev", here]);
             ip(&vps, &["addr", "add", v6, "dev", here, "nodad"]);
             ip(&vps, &["link", "set", here, "up"]);
@@ -313,7 +346,10 @@ impl Net {
             }
         });
         match rx.recv() {
-            Ok(Ok(())) => Listeners { stop, thread: Some(thread) },
+            Ok(Ok(())) => Listeners {
+                stop,
+                thread: Some(thread),
+            },
             Ok(Err(e)) => panic!("listener: {e}"),
             Err(_) => panic!("listener thread died: {:?}", thread.join().err()),
         }
@@ -365,13 +401,23 @@ impl Daemon {
     /// Prepares a root directory; nothing runs until [`Daemon::start`].
     pub fn new(vps: &str) -> Daemon {
         require_root();
-        let dir = tempfile::Builder::new().prefix("bulwark-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("bulwark-test-")
+            .tempdir()
+            .expect("tempdir");
         // Traversable by the unprivileged uids of the authorisation tests.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod root");
         let root = dir.path().to_path_buf();
         fs::create_dir_all(root.join("profiles")).expect("mkdir profiles");
         fs::set_permissions(root.join("profiles"), fs::Permissions::from_mode(0o755)).expect("chmod profiles");
-        Daemon { root, _dir: dir, vps: vps.to_owned(), profile: None, child: None, starts: 0 }
+        Daemon {
+            root,
+            _dir: dir,
+            vps: vps.to_owned(),
+            profile: None,
+            child: None,
+            starts: 0,
+        }
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -418,7 +464,11 @@ impl Daemon {
     fn spawn(&mut self) {
         self.starts += 1;
         let open = |stream: &str| {
-            let mut f = OpenOptions::new().create(true).append(true).open(self.log_path(stream)).expect("log file");
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path(stream))
+                .expect("log file");
             writeln!(f, "===== start {} =====", self.starts).expect("write log");
             f
         };
@@ -428,7 +478,12 @@ impl Daemon {
             .arg(bin("bulwarkd"))
             .arg("--root")
             .arg(&self.root)
-            .args(["--read-group", &READ_GID.to_string(), "--admin-group", &ADMIN_GID.to_string()]);
+            .args([
+                "--read-group",
+                &READ_GID.to_string(),
+                "--admin-group",
+                &ADMIN_GID.to_string(),
+            ]);
         if let Some(p) = &self.profile {
             cmd.arg("--profile").arg(p);
         }
@@ -493,6 +548,16 @@ impl Daemon {
         run(self.ctl_cmd().arg("--socket").arg(self.socket()).args(args))
     }
 
+    /// `bulwarkctl --socket <socket> ARGS` as root with extra environment variables.
+    pub fn ctl_env(&self, env: &[(&str, &str)], args: &[&str]) -> Ran {
+        let mut cmd = self.ctl_cmd();
+        cmd.envs(env.iter().copied())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args);
+        run(&mut cmd)
+    }
+
     /// Like [`Daemon::ctl`], panicking (with the daemon's log) unless it succeeds.
     pub fn ctl_ok(&self, args: &[&str]) -> Ran {
         let r = self.ctl(args);
@@ -505,20 +570,29 @@ impl Daemon {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let r = self.ctl_ok(&all);
-        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("`--json` output is not the expected JSON ({e}):\n{r}"))
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("`--json` output is not the expected JSON ({e}):\n{r}"))
     }
 
     /// `bulwarkctl ARGS` as another uid with the given supplementary groups.
     pub fn ctl_as(&self, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Ran {
         let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string(), "--groups", &groups.join(","), "--"])
-            .arg(bin("bulwarkctl"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .env_remove("SSH_CONNECTION")
-            .env_remove("BULWARK_SOCKET");
+        cmd.args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &gid.to_string(),
+            "--groups",
+            &groups.join(","),
+            "--",
+        ])
+        .arg(bin("bulwarkctl"))
+        .arg("--socket")
+        .arg(self.socket())
+        .args(args)
+        .env_remove("SSH_CONNECTION")
+        .env_remove("BULWARK_SOCKET");
         run(&mut cmd)
     }
 
@@ -529,7 +603,10 @@ impl Daemon {
 
     /// `nft -f -` with `script` inside the vps namespace.
     pub fn nft_script(&self, script: &str) -> Ran {
-        run_with_stdin(Command::new("ip").args(["netns", "exec", &self.vps, "nft", "-f", "-"]), script.as_bytes())
+        run_with_stdin(
+            Command::new("ip").args(["netns", "exec", &self.vps, "nft", "-f", "-"]),
+            script.as_bytes(),
+        )
     }
 
     /// `nft list table inet bulwark` in the vps namespace; `None` when the table is absent.
@@ -543,13 +620,17 @@ impl Daemon {
         if r.ok() {
             return Some(r.stdout);
         }
-        assert!(r.stderr.contains("No such file or directory"), "nft failed unexpectedly:\n{r}");
+        assert!(
+            r.stderr.contains("No such file or directory"),
+            "nft failed unexpectedly:\n{r}"
+        );
         None
     }
 
     /// The live ruleset, panicking when the table is absent.
     pub fn ruleset_present(&self) -> String {
-        self.ruleset().unwrap_or_else(|| panic!("table inet bulwark is absent\n{}", self.logs()))
+        self.ruleset()
+            .unwrap_or_else(|| panic!("table inet bulwark is absent\n{}", self.logs()))
     }
 
     /// Waits up to `timeout` for the live ruleset to equal `want`.
@@ -601,7 +682,10 @@ impl Daemon {
         cmd.arg(format!("http://localhost{path}"));
         let r = run(&mut cmd);
         let (body, code) = r.stdout.rsplit_once('\n').unwrap_or(("", r.stdout.as_str()));
-        let code = code.trim().parse().unwrap_or_else(|_| panic!("curl printed no HTTP status:\n{r}"));
+        let code = code
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl printed no HTTP status:\n{r}"));
         (code, body.to_owned())
     }
 
@@ -672,13 +756,16 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn from_env() -> Rng {
-        let seed = std::env::var("BULWARK_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1);
-            nanos ^ u64::from(std::process::id())
-        });
+        let seed = std::env::var("BULWARK_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1);
+                nanos ^ u64::from(std::process::id())
+            });
         eprintln!("random seed: {seed} (set BULWARK_TEST_SEED={seed} to repeat)");
         Rng(seed.max(1))
     }

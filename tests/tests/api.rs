@@ -42,7 +42,11 @@ fn read_group_may_read_but_apply_is_forbidden_and_audited() {
 
     for read in [&["status"][..], &["generations"], &["audit", "tail"]] {
         let r = d.ctl_as(READER, READER, &[READ_GID], read);
-        assert!(r.ok(), "a member of the read group may run {read:?}:\n{r}\n{}", d.logs());
+        assert!(
+            r.ok(),
+            "a member of the read group may run {read:?}:\n{r}\n{}",
+            d.logs()
+        );
     }
     let r = d.ctl_as(READER, READER, &[READ_GID], &["health"]);
     assert_eq!(r.code, Some(0), "a member of the read group may read health:\n{r}");
@@ -55,13 +59,26 @@ fn read_group_may_read_but_apply_is_forbidden_and_audited() {
         assert_eq!(r.code, Some(1), "{change:?} by a reader must be refused:\n{r}");
         assert!(forbidden(&r.stderr), "the refusal should say forbidden/403:\n{r}");
     }
-    assert_eq!(d.ruleset().as_deref(), Some(rules.as_str()), "a refused apply changed the ruleset");
+    assert_eq!(
+        d.ruleset().as_deref(),
+        Some(rules.as_str()),
+        "a refused apply changed the ruleset"
+    );
     assert_eq!(d.generations().len(), gens, "a refused apply recorded a generation");
 
     let events = d.audit_tail(50);
-    let refused: Vec<_> = events.iter().filter(|e| e.event.starts_with("BWK-API-") && e.uid == READER).collect();
-    assert!(!refused.is_empty(), "no BWK-API-* event for uid {READER} in the audit log: {events:#?}");
-    assert!(refused.iter().all(|e| e.result == "refused"), "refusal events must have result \"refused\": {refused:#?}");
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.starts_with("BWK-API-") && e.uid == READER)
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "no BWK-API-* event for uid {READER} in the audit log: {events:#?}"
+    );
+    assert!(
+        refused.iter().all(|e| e.result == "refused"),
+        "refusal events must have result \"refused\": {refused:#?}"
+    );
 }
 
 #[test]
@@ -74,26 +91,55 @@ fn uid_in_neither_group_is_refused_and_changes_nothing() {
     // Refused either at connect time (socket mode: exit 3) or by the API (403: exit 1).
     for args in [&["status"][..], &["apply", b.to_str().unwrap()], &["rollback"]] {
         let r = d.ctl_as(STRANGER, STRANGER, &[OTHER_GID], args);
-        assert!(matches!(r.code, Some(1) | Some(3)), "{args:?} by a uid in neither group must be refused:\n{r}");
+        assert!(
+            matches!(r.code, Some(1) | Some(3)),
+            "{args:?} by a uid in neither group must be refused:\n{r}"
+        );
         if r.code == Some(1) {
             assert!(forbidden(&r.stderr), "exit 1 should be a 403:\n{r}");
         }
     }
-    assert_eq!(d.ruleset().as_deref(), Some(rules.as_str()), "a refused caller changed the ruleset");
+    assert_eq!(
+        d.ruleset().as_deref(),
+        Some(rules.as_str()),
+        "a refused caller changed the ruleset"
+    );
     assert_eq!(d.generations().len(), gens, "a refused caller recorded a generation");
+}
+
+/// `apply` as an unprivileged uid with `groups`; asserts success and that the
+/// new generation records that uid.
+fn apply_as_admin(tag: &str, groups: &[u32]) {
+    let mut lab = Lab::new(tag);
+    let b = with_a_applied(&mut lab);
+    let d = &lab.daemon;
+
+    let r = d.ctl_as(ADMIN, ADMIN, groups, &["apply", b.to_str().unwrap()]);
+    assert!(
+        r.ok(),
+        "a member of the admin group (groups {groups:?}) may apply:\n{r}\n{}",
+        d.logs()
+    );
+    let gens = d.generations();
+    let cur = gens.iter().find(|g| g.current).expect("a current generation");
+    assert_eq!(
+        (cur.profile.as_str(), cur.uid),
+        ("gen-b", ADMIN),
+        "generation after an admin's apply: {gens:#?}"
+    );
 }
 
 #[test]
 fn admin_group_may_apply_and_the_generation_names_the_caller() {
-    let mut lab = Lab::new("api-admin");
-    let b = with_a_applied(&mut lab);
-    let d = &lab.daemon;
+    // An operator in both groups, as a package would typically set one up.
+    apply_as_admin("api-admin", &[READ_GID, ADMIN_GID]);
+}
 
-    let r = d.ctl_as(ADMIN, ADMIN, &[ADMIN_GID], &["apply", b.to_str().unwrap()]);
-    assert!(r.ok(), "a member of the admin group may apply:\n{r}\n{}", d.logs());
-    let gens = d.generations();
-    let cur = gens.iter().find(|g| g.current).expect("a current generation");
-    assert_eq!((cur.profile.as_str(), cur.uid), ("gen-b", ADMIN), "generation after an admin's apply: {gens:#?}");
+#[test]
+fn admin_group_alone_is_enough_to_apply() {
+    // The contract gives the admin group the right to change state; that must
+    // not depend on also being in the read group (e.g. through the socket's mode).
+    apply_as_admin("api-admin-only", &[ADMIN_GID]);
 }
 
 #[test]
@@ -108,13 +154,18 @@ fn version_is_served_to_any_connecting_caller() {
     assert!(v.api_versions.iter().any(|a| a == "v1"), "{v:?}");
 
     // A reader without any rights beyond connecting gets it too.
-    let r = run(
-        Command::new("setpriv")
-            .args(["--reuid", &READER.to_string(), "--regid", &READER.to_string(), "--groups", &READ_GID.to_string()])
-            .args(["curl", "-sS", "--max-time", "10", "--unix-socket"])
-            .arg(d.socket())
-            .arg("http://localhost/version"),
-    );
+    let r = run(Command::new("setpriv")
+        .args([
+            "--reuid",
+            &READER.to_string(),
+            "--regid",
+            &READER.to_string(),
+            "--groups",
+            &READ_GID.to_string(),
+        ])
+        .args(["curl", "-sS", "--max-time", "10", "--unix-socket"])
+        .arg(d.socket())
+        .arg("http://localhost/version"));
     assert!(r.ok() && r.stdout.contains("v1"), "GET /version as uid {READER}:\n{r}");
 }
 
@@ -138,7 +189,8 @@ fn oversized_body_is_refused_with_413_and_changes_nothing() {
     let big = apply_body(d, "big.json", 1024 * 1024 + 100 * 1024, false);
     let (code, body) = d.http("POST", "/v1/apply", Some(&big));
     assert_eq!(code, 413, "an apply body over 1 MiB: {body}\n{}", d.logs());
-    let err: ErrorBody = serde_json::from_str(&body).unwrap_or_else(|e| panic!("413 body is not an ErrorBody ({e}): {body}"));
+    let err: ErrorBody =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("413 body is not an ErrorBody ({e}): {body}"));
     assert_eq!(err.kind, "too_large", "{err:?}");
 
     // Just under the limit is a normal (dry-run) request.
@@ -164,14 +216,29 @@ fn errors_carry_the_contracted_status_and_a_json_body() {
     };
 
     let cases = [
-        ("POST", "/v1/apply", Some(json("garbage.json", "{not json")), 400, "bad_request"),
+        (
+            "POST",
+            "/v1/apply",
+            Some(json("garbage.json", "{not json")),
+            400,
+            "bad_request",
+        ),
         ("GET", "/v1/no-such-route", None, 404, "not_found"),
-        ("POST", "/v1/rollback", Some(json("rb.json", r#"{"generation": 999999}"#)), 404, "not_found"),
+        (
+            "POST",
+            "/v1/rollback",
+            Some(json("rb.json", r#"{"generation": 999999}"#)),
+            404,
+            "not_found",
+        ),
         ("POST", "/v1/confirm", None, 409, "conflict"),
         (
             "POST",
             "/v1/apply",
-            Some(json("invalid.json", r#"{"profile": "[profile]\nname = \"x\"\n[firewall]\npublic_tcp = [70000]\n"}"#)),
+            Some(json(
+                "invalid.json",
+                r#"{"profile": "[profile]\nname = \"x\"\n[firewall]\npublic_tcp = [70000]\n"}"#,
+            )),
             422,
             "invalid_profile",
         ),
@@ -182,9 +249,16 @@ fn errors_carry_the_contracted_status_and_a_json_body() {
         assert_eq!(code, want, "{method} {path}: {text}");
         let err = err.unwrap_or_else(|e| panic!("{method} {path}: body is not an ErrorBody ({e}): {text}"));
         assert_eq!(err.kind, kind, "{method} {path}: {err:?}");
-        assert!(!err.error.is_empty(), "{method} {path}: the error says nothing: {err:?}");
+        assert!(
+            !err.error.is_empty(),
+            "{method} {path}: the error says nothing: {err:?}"
+        );
     }
-    assert_eq!(d.ruleset().as_deref(), Some(rules.as_str()), "a refused request changed the ruleset");
+    assert_eq!(
+        d.ruleset().as_deref(),
+        Some(rules.as_str()),
+        "a refused request changed the ruleset"
+    );
 }
 
 #[test]
@@ -204,6 +278,10 @@ fn idle_clients_do_not_block_other_callers() {
     let t0 = Instant::now();
     let r = d.ctl(&["status"]);
     assert!(r.ok(), "status while 4 clients idle:\n{r}\n{}", d.logs());
-    assert!(t0.elapsed() < Duration::from_secs(5), "status took {:?} while 4 clients idle", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "status took {:?} while 4 clients idle",
+        t0.elapsed()
+    );
     drop(idle);
 }

@@ -30,8 +30,17 @@ fn only_declared_ports_answer_from_each_source_v4_and_v6() {
 
     // Without a firewall every listener answers: a closed port below is the
     // firewall's doing, not the topology's.
-    for (ns, dst) in [(&net.inet, VPS_INET_V4), (&net.inet, VPS_INET_V6), (&net.admin, VPS_ADMIN_V4), (&net.admin, VPS_ADMIN_V6)] {
-        assert_eq!(reachable(ns, dst, &PORTS), PORTS.to_vec(), "baseline from {ns} to {dst}");
+    for (ns, dst) in [
+        (&net.inet, VPS_INET_V4),
+        (&net.inet, VPS_INET_V6),
+        (&net.admin, VPS_ADMIN_V4),
+        (&net.admin, VPS_ADMIN_V6),
+    ] {
+        assert_eq!(
+            reachable(ns, dst, &PORTS),
+            PORTS.to_vec(),
+            "baseline from {ns} to {dst}"
+        );
     }
 
     let file = d.write_profile("firewall", FIREWALL);
@@ -39,10 +48,26 @@ fn only_declared_ports_answer_from_each_source_v4_and_v6() {
     let d = &lab.daemon;
     d.apply(&file, &[]);
 
-    assert_eq!(reachable(&net.inet, VPS_INET_V4, &PORTS), vec![8080], "internet -> vps over IPv4");
-    assert_eq!(reachable(&net.inet, VPS_INET_V6, &PORTS), vec![8080], "internet -> vps over IPv6");
-    assert_eq!(reachable(&net.admin, VPS_ADMIN_V4, &PORTS), vec![8080, 22, 443], "admin -> vps over IPv4");
-    assert_eq!(reachable(&net.admin, VPS_ADMIN_V6, &PORTS), vec![8080, 22, 443], "admin -> vps over IPv6");
+    assert_eq!(
+        reachable(&net.inet, VPS_INET_V4, &PORTS),
+        vec![8080],
+        "internet -> vps over IPv4"
+    );
+    assert_eq!(
+        reachable(&net.inet, VPS_INET_V6, &PORTS),
+        vec![8080],
+        "internet -> vps over IPv6"
+    );
+    assert_eq!(
+        reachable(&net.admin, VPS_ADMIN_V4, &PORTS),
+        vec![8080, 22, 443],
+        "admin -> vps over IPv4"
+    );
+    assert_eq!(
+        reachable(&net.admin, VPS_ADMIN_V6, &PORTS),
+        vec![8080, 22, 443],
+        "admin -> vps over IPv6"
+    );
 }
 
 #[test]
@@ -55,7 +80,11 @@ fn foreign_table_is_untouched_by_applies_drift_repair_and_restart() {
     lab.daemon.start(None);
     let d = &lab.daemon;
     let same = |when: &str| {
-        assert_eq!(d.table("inet", "k3s_foreign").as_deref(), Some(foreign.as_str()), "foreign table changed {when}");
+        assert_eq!(
+            d.table("inet", "k3s_foreign").as_deref(),
+            Some(foreign.as_str()),
+            "foreign table changed {when}"
+        );
     };
     same("by the boot converge");
 
@@ -69,7 +98,10 @@ fn foreign_table_is_untouched_by_applies_drift_repair_and_restart() {
     let r = d.nft(&["delete", "table", "inet", "bulwark"]);
     assert!(r.ok(), "{r}");
     if let Err(last) = d.wait_ruleset(Some(&ours), Duration::from_secs(10)) {
-        panic!("table inet bulwark was not repaired within 10 s; last seen:\n{last:?}\n{}", d.logs());
+        panic!(
+            "table inet bulwark was not repaired within 10 s; last seen:\n{last:?}\n{}",
+            d.logs()
+        );
     }
     same("by a drift repair");
 
@@ -77,9 +109,16 @@ fn foreign_table_is_untouched_by_applies_drift_repair_and_restart() {
     lab.daemon.restart();
     let d = &lab.daemon;
     if let Err(last) = d.wait_ruleset(Some(&ours), Duration::from_secs(5)) {
-        panic!("after a restart the ruleset is not the last generation's; last seen:\n{last:?}\n{}", d.logs());
+        panic!(
+            "after a restart the ruleset is not the last generation's; last seen:\n{last:?}\n{}",
+            d.logs()
+        );
     }
-    assert_eq!(d.table("inet", "k3s_foreign").as_deref(), Some(foreign.as_str()), "foreign table changed by a restart");
+    assert_eq!(
+        d.table("inet", "k3s_foreign").as_deref(),
+        Some(foreign.as_str()),
+        "foreign table changed by a restart"
+    );
 }
 
 #[test]
@@ -89,7 +128,10 @@ fn identical_reapply_has_an_empty_plan_and_leaves_the_ruleset_byte_identical() {
     let d = &lab.daemon;
     let file = d.write_profile("firewall", FIREWALL);
     let first = d.apply(&file, &[]);
-    assert!(first.changed, "the first apply of a new profile changes the host: {first:?}");
+    assert!(
+        first.changed,
+        "the first apply of a new profile changes the host: {first:?}"
+    );
     let before = d.ruleset_present();
     let generations = d.generations().len();
 
@@ -100,13 +142,32 @@ fn identical_reapply_has_an_empty_plan_and_leaves_the_ruleset_byte_identical() {
         said.contains("no change") || said.contains("unchanged") || said.contains("nothing to"),
         "a no-op apply should say there are no changes:\n{r}"
     );
-    assert_eq!(d.ruleset().as_deref(), Some(before.as_str()), "ruleset changed by a no-op apply");
+    assert_eq!(
+        d.ruleset().as_deref(),
+        Some(before.as_str()),
+        "ruleset changed by a no-op apply"
+    );
 
     // And so does the API's own answer.
     let again = d.apply(&file, &[]);
-    assert!(again.plan.is_empty(), "plan of an identical re-apply is not empty: {:?}", again.plan);
+    assert!(
+        again.plan.is_empty(),
+        "plan of an identical re-apply is not empty: {:?}",
+        again.plan
+    );
     assert!(!again.changed, "identical re-apply reports a change: {again:?}");
-    assert_eq!(again.generation, first.generation, "identical re-apply made a new generation");
-    assert_eq!(d.ruleset().as_deref(), Some(before.as_str()), "ruleset changed by a no-op apply");
-    assert_eq!(d.generations().len(), generations, "a no-op apply recorded a generation");
+    assert_eq!(
+        again.generation, first.generation,
+        "identical re-apply made a new generation"
+    );
+    assert_eq!(
+        d.ruleset().as_deref(),
+        Some(before.as_str()),
+        "ruleset changed by a no-op apply"
+    );
+    assert_eq!(
+        d.generations().len(),
+        generations,
+        "a no-op apply recorded a generation"
+    );
 }

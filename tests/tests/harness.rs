@@ -22,7 +22,10 @@ fn topology_carries_v4_and_v6_from_both_neighbours_without_a_firewall() {
 fn sockets_made_in_ns_live_in_that_namespace() {
     let net = Net::new("harness");
     let addrs = in_ns(&net.admin, || {
-        let out = Command::new("ip").args(["-o", "addr", "show", "dev", "bw-vps"]).output().unwrap();
+        let out = Command::new("ip")
+            .args(["-o", "addr", "show", "dev", "bw-vps"])
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap()
     });
     assert!(addrs.contains("198.51.100.2/24"), "{addrs}");
@@ -37,6 +40,9 @@ fn namespaces_are_deleted_on_drop() {
     };
     let list = run_ok(Command::new("ip").args(["netns", "list"])).stdout;
     for n in names {
-        assert!(!list.lines().any(|l| l.split_whitespace().next() == Some(n.as_str())), "{n} left behind:\n{list}");
+        assert!(
+            !list.lines().any(|l| l.split_whitespace().next() == Some(n.as_str())),
+            "{n} left behind:\n{list}"
+        );
     }
 }

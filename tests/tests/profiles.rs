@@ -18,7 +18,11 @@ struct Bad {
 }
 
 const fn bad(name: &'static str, text: &'static str, names: &'static str) -> Bad {
-    Bad { name, text: text.as_bytes(), names }
+    Bad {
+        name,
+        text: text.as_bytes(),
+        names,
+    }
 }
 
 /// Builds a profile from the valid head plus a `[firewall]` body at compile time.
@@ -29,37 +33,105 @@ macro_rules! fw {
 }
 
 const BAD: &[Bad] = &[
-    bad("cidr-prefix-too-long", fw!("admin_cidrs = [\"198.51.100.0/33\"]\n"), "firewall.admin_cidrs[0]"),
-    bad("cidr-not-an-address", fw!("admin_cidrs = [\"198.51.100.0/24\", \"not-a-cidr\"]\n"), "firewall.admin_cidrs[1]"),
-    bad("cidr-host-bits-v4", fw!("admin_cidrs = [\"198.51.100.1/24\"]\n"), "firewall.admin_cidrs[0]"),
-    bad("cidr-host-bits-v6", fw!("admin_cidrs = [\"2001:db8:10::1/64\"]\n"), "firewall.admin_cidrs[0]"),
-    bad("cidr-not-a-string", fw!("cluster_cidrs = [10]\n"), "firewall.cluster_cidrs[0]"),
+    bad(
+        "cidr-prefix-too-long",
+        fw!("admin_cidrs = [\"198.51.100.0/33\"]\n"),
+        "firewall.admin_cidrs[0]",
+    ),
+    bad(
+        "cidr-not-an-address",
+        fw!("admin_cidrs = [\"198.51.100.0/24\", \"not-a-cidr\"]\n"),
+        "firewall.admin_cidrs[1]",
+    ),
+    bad(
+        "cidr-host-bits-v4",
+        fw!("admin_cidrs = [\"198.51.100.1/24\"]\n"),
+        "firewall.admin_cidrs[0]",
+    ),
+    bad(
+        "cidr-host-bits-v6",
+        fw!("admin_cidrs = [\"2001:db8:10::1/64\"]\n"),
+        "firewall.admin_cidrs[0]",
+    ),
+    bad(
+        "cidr-not-a-string",
+        fw!("cluster_cidrs = [10]\n"),
+        "firewall.cluster_cidrs[0]",
+    ),
     bad("port-70000", fw!("public_tcp = [70000]\n"), "firewall.public_tcp[0]"),
     bad("port-zero", fw!("admin_tcp = [22, 0]\n"), "firewall.admin_tcp[1]"),
     bad("port-negative", fw!("public_udp = [-1]\n"), "firewall.public_udp[0]"),
     bad("port-as-string", fw!("vpn_tcp = [\"6443\"]\n"), "firewall.vpn_tcp[0]"),
     bad("ports-not-an-array", fw!("public_tcp = 8080\n"), "firewall.public_tcp"),
-    bad("port-public-and-admin", fw!("public_tcp = [22]\nadmin_tcp = [22]\n"), "firewall.admin_tcp"),
-    bad("unknown-firewall-key", fw!("admin_cidr = [\"198.51.100.0/24\"]\n"), "firewall.admin_cidr"),
-    bad("unknown-profile-key", "[profile]\nname = \"bad\"\ndrfit = \"repair\"\n", "profile.drfit"),
-    bad("unknown-table", "[profile]\nname = \"bad\"\n[wireguardd]\n", "wireguardd"),
+    bad(
+        "port-public-and-admin",
+        fw!("public_tcp = [22]\nadmin_tcp = [22]\n"),
+        "firewall.admin_tcp",
+    ),
+    bad(
+        "unknown-firewall-key",
+        fw!("admin_cidr = [\"198.51.100.0/24\"]\n"),
+        "firewall.admin_cidr",
+    ),
+    bad(
+        "unknown-profile-key",
+        "[profile]\nname = \"bad\"\ndrfit = \"repair\"\n",
+        "profile.drfit",
+    ),
+    bad(
+        "unknown-table",
+        "[profile]\nname = \"bad\"\n[wireguardd]\n",
+        "wireguardd",
+    ),
     bad("bool-as-string", fw!("log_drops = \"yes\"\n"), "firewall.log_drops"),
-    bad("section-not-a-table", "firewall = 5\n[profile]\nname = \"bad\"\n", "firewall"),
-    bad("drift-bad-enum", "[profile]\nname = \"bad\"\ndrift = \"fix\"\n", "profile.drift"),
-    bad("drift-interval-not-a-duration", "[profile]\nname = \"bad\"\ndrift_interval = \"soon\"\n", "profile.drift_interval"),
-    bad("drift-interval-too-short", "[profile]\nname = \"bad\"\ndrift_interval = \"100ms\"\n", "profile.drift_interval"),
-    bad("drift-interval-a-number", "[profile]\nname = \"bad\"\ndrift_interval = 30\n", "profile.drift_interval"),
+    bad(
+        "section-not-a-table",
+        "firewall = 5\n[profile]\nname = \"bad\"\n",
+        "firewall",
+    ),
+    bad(
+        "drift-bad-enum",
+        "[profile]\nname = \"bad\"\ndrift = \"fix\"\n",
+        "profile.drift",
+    ),
+    bad(
+        "drift-interval-not-a-duration",
+        "[profile]\nname = \"bad\"\ndrift_interval = \"soon\"\n",
+        "profile.drift_interval",
+    ),
+    bad(
+        "drift-interval-too-short",
+        "[profile]\nname = \"bad\"\ndrift_interval = \"100ms\"\n",
+        "profile.drift_interval",
+    ),
+    bad(
+        "drift-interval-a-number",
+        "[profile]\nname = \"bad\"\ndrift_interval = 30\n",
+        "profile.drift_interval",
+    ),
     bad("name-missing", "[profile]\ndrift = \"repair\"\n", "profile.name"),
     bad("name-invalid", "[profile]\nname = \"bad name!\"\n", "profile.name"),
     bad("name-not-a-string", "[profile]\nname = 5\n", "profile.name"),
-    bad("interface-too-long", fw!("cluster_interfaces = [\"averyveryverylongname\"]\n"), "firewall.cluster_interfaces[0]"),
-    bad("interface-with-slash", fw!("cluster_interfaces = [\"cni0\", \"eth/0\"]\n"), "firewall.cluster_interfaces[1]"),
+    bad(
+        "interface-too-long",
+        fw!("cluster_interfaces = [\"averyveryverylongname\"]\n"),
+        "firewall.cluster_interfaces[0]",
+    ),
+    bad(
+        "interface-with-slash",
+        fw!("cluster_interfaces = [\"cni0\", \"eth/0\"]\n"),
+        "firewall.cluster_interfaces[1]",
+    ),
     bad("empty-file", "", "profile"),
     bad("only-comments", "# nothing here\n", "profile"),
     bad("truncated-string", "[profile]\nname = \"trunc", "line 2"),
     bad("truncated-table-header", "[profile]\nname = \"bad\"\n[firew", "line 3"),
     bad("duplicate-key", "[profile]\nname = \"a\"\nname = \"b\"\n", "line 3"),
-    Bad { name: "binary-garbage", text: b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00\x00[profile]\x80\x81", names: "utf-8" },
+    Bad {
+        name: "binary-garbage",
+        text: b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00\x00[profile]\x80\x81",
+        names: "utf-8",
+    },
 ];
 
 /// Whether `stderr` mentions `field` as a whole token: `profile` in
@@ -73,13 +145,15 @@ fn names(stderr: &str, field: &str) -> bool {
         let mut after = rest.chars();
         let (a1, a2) = (after.next(), after.next());
         let starts = !before.is_some_and(|c| word(c) || c == '/' || c == '.');
-        let ends = !a1.is_some_and(word) && !(a1 == Some('.') && a2.is_some_and(word));
+        let ends = !(a1.is_some_and(word) || (a1 == Some('.') && a2.is_some_and(word)));
         starts && ends
     })
 }
 
 fn write_all(lab: &Lab) -> Vec<(std::path::PathBuf, &'static Bad)> {
-    BAD.iter().map(|b| (lab.daemon.write_profile(b.name, b.text), b)).collect()
+    BAD.iter()
+        .map(|b| (lab.daemon.write_profile(b.name, b.text), b))
+        .collect()
 }
 
 #[test]
@@ -96,15 +170,32 @@ fn malformed_profiles_are_refused_with_the_field_named_and_the_ruleset_untouched
     for (file, b) in write_all(&lab) {
         let r = d.ctl(&["apply", file.to_str().unwrap()]);
         if r.code != Some(1) || !names(&r.stderr, b.names) {
-            failures.push(format!("[{}] expected exit 1 and stderr naming `{}`:\n{r}", b.name, b.names));
+            failures.push(format!(
+                "[{}] expected exit 1 and stderr naming `{}`:\n{r}",
+                b.name, b.names
+            ));
         }
         if d.ruleset().as_deref() != Some(rules.as_str()) {
             failures.push(format!("[{}] the refused apply changed the ruleset", b.name));
         }
     }
-    assert!(failures.is_empty(), "{} of {} malformed profiles mishandled:\n\n{}", failures.len(), BAD.len(), failures.join("\n\n"));
-    assert_eq!(d.ruleset().as_deref(), Some(rules.as_str()), "ruleset changed by refused applies");
-    assert_eq!(d.generations().len(), gens.len(), "refused applies recorded generations");
+    assert!(
+        failures.is_empty(),
+        "{} of {} malformed profiles mishandled:\n\n{}",
+        failures.len(),
+        BAD.len(),
+        failures.join("\n\n")
+    );
+    assert_eq!(
+        d.ruleset().as_deref(),
+        Some(rules.as_str()),
+        "ruleset changed by refused applies"
+    );
+    assert_eq!(
+        d.generations().len(),
+        gens.len(),
+        "refused applies recorded generations"
+    );
 }
 
 #[test]
@@ -117,20 +208,31 @@ fn the_daemon_itself_refuses_malformed_profiles_with_422_and_profile_errors() {
 
     let mut failures = Vec::new();
     // Documents that are not TOML (or not text) have no field to name.
-    let fields = BAD.iter().filter(|b| std::str::from_utf8(b.text).is_ok() && !b.names.starts_with("line ") && b.names != "utf-8");
+    let fields = BAD
+        .iter()
+        .filter(|b| std::str::from_utf8(b.text).is_ok() && !b.names.starts_with("line ") && b.names != "utf-8");
     for b in fields {
         let req = serde_json::json!({ "profile": std::str::from_utf8(b.text).unwrap(), "source": format!("{}.toml", b.name) });
         let path = d.root.join(format!("{}.json", b.name));
         std::fs::write(&path, req.to_string()).unwrap();
         let (code, body) = d.http("POST", "/v1/apply", Some(&path));
         let err: Option<ErrorBody> = serde_json::from_str(&body).ok();
-        let named = err.as_ref().is_some_and(|e| e.kind == "invalid_profile" && e.profile_errors.iter().any(|pe| pe.path == b.names));
+        let named = err
+            .as_ref()
+            .is_some_and(|e| e.kind == "invalid_profile" && e.profile_errors.iter().any(|pe| pe.path == b.names));
         if code != 422 || !named {
-            failures.push(format!("[{}] expected 422 invalid_profile with path `{}`, got {code}: {body}", b.name, b.names));
+            failures.push(format!(
+                "[{}] expected 422 invalid_profile with path `{}`, got {code}: {body}",
+                b.name, b.names
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(d.ruleset().as_deref(), Some(rules.as_str()), "ruleset changed by refused applies");
+    assert_eq!(
+        d.ruleset().as_deref(),
+        Some(rules.as_str()),
+        "ruleset changed by refused applies"
+    );
 }
 
 #[test]
@@ -142,8 +244,16 @@ fn all_errors_of_a_profile_are_reported_together() {
         "many",
         "[profile]\nname = \"many\"\ndrift = \"sometimes\"\n[firewall]\nadmin_cidrs = [\"10.0.0.1/8\"]\npublic_tcp = [70000]\nlog_drop = true\n",
     );
-    let want = ["profile.drift", "firewall.admin_cidrs[0]", "firewall.public_tcp[0]", "firewall.log_drop"];
-    for r in [d.ctl(&["apply", file.to_str().unwrap()]), d.ctl(&["validate", file.to_str().unwrap()])] {
+    let want = [
+        "profile.drift",
+        "firewall.admin_cidrs[0]",
+        "firewall.public_tcp[0]",
+        "firewall.log_drop",
+    ];
+    for r in [
+        d.ctl(&["apply", file.to_str().unwrap()]),
+        d.ctl(&["validate", file.to_str().unwrap()]),
+    ] {
         assert_eq!(r.code, Some(1), "{r}");
         for w in want {
             assert!(r.stderr.contains(w), "`{w}` missing from the errors:\n{r}");
@@ -169,7 +279,9 @@ fn validate_refuses_malformed_profiles_offline() {
     let r = ctl(&good);
     assert_eq!(r.code, Some(0), "a valid profile validates offline:\n{r}");
     for shipped in ["default.toml", "vps-k3s.toml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles").join(shipped);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../profiles")
+            .join(shipped);
         let r = ctl(&path);
         assert_eq!(r.code, Some(0), "shipped profile {shipped} validates:\n{r}");
     }
@@ -180,8 +292,17 @@ fn validate_refuses_malformed_profiles_offline() {
         std::fs::write(&file, b.text).unwrap();
         let r = ctl(&file);
         if r.code != Some(1) || !names(&r.stderr, b.names) {
-            failures.push(format!("[{}] expected exit 1 and stderr naming `{}`:\n{r}", b.name, b.names));
+            failures.push(format!(
+                "[{}] expected exit 1 and stderr naming `{}`:\n{r}",
+                b.name, b.names
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} malformed profiles mishandled offline:\n\n{}", failures.len(), BAD.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} malformed profiles mishandled offline:\n\n{}",
+        failures.len(),
+        BAD.len(),
+        failures.join("\n\n")
+    );
 }

@@ -15,7 +15,11 @@ pub enum ApiError {
     #[error(transparent)]
     Gone(#[from] EngineGone),
     #[error("uid {uid} is not allowed to {action}: it needs {needs}")]
-    Forbidden { uid: u32, action: String, needs: &'static str },
+    Forbidden {
+        uid: u32,
+        action: String,
+        needs: &'static str,
+    },
     #[error("request body is not valid: {0}")]
     BadRequest(String),
     #[error("request body exceeds {limit} bytes")]
@@ -57,7 +61,11 @@ impl IntoResponse for ApiError {
             ApiError::Engine(EngineError::Invalid(v)) => v.errors.clone(),
             _ => Vec::new(),
         };
-        let body = ErrorBody { kind: kind.to_owned(), error: chain(&self), profile_errors };
+        let body = ErrorBody {
+            kind: kind.to_owned(),
+            error: chain(&self),
+            profile_errors,
+        };
         (status, Json(body)).into_response()
     }
 }

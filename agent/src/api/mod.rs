@@ -54,11 +54,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts.extensions.get::<Peer>().cloned().map(Caller).ok_or_else(|| ApiError::Forbidden {
-            uid: u32::MAX,
-            action: "call the API".to_owned(),
-            needs: "a Unix socket peer",
-        })
+        parts
+            .extensions
+            .get::<Peer>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::Forbidden {
+                uid: u32::MAX,
+                action: "call the API".to_owned(),
+                needs: "a Unix socket peer",
+            })
     }
 }
 
@@ -91,9 +96,23 @@ async fn authorize(State((ctx, needs)): State<(Ctx, Role)>, caller: Caller, req:
         return next.run(req).await;
     }
     let action = format!("{} {}", req.method(), req.uri().path());
-    let needed = if needs == Role::Admin { "root or group bulwark-admin" } else { "group bulwark or bulwark-admin" };
-    ctx.engine.record(&audit::API_REFUSED, caller.0.uid, Outcome::Refused, format!("{action} needs {needed}"));
-    ApiError::Forbidden { uid: caller.0.uid, action, needs: needed }.into_response()
+    let needed = if needs == Role::Admin {
+        "root or group bulwark-admin"
+    } else {
+        "group bulwark or bulwark-admin"
+    };
+    ctx.engine.record(
+        &audit::API_REFUSED,
+        caller.0.uid,
+        Outcome::Refused,
+        format!("{action} needs {needed}"),
+    );
+    ApiError::Forbidden {
+        uid: caller.0.uid,
+        action,
+        needs: needed,
+    }
+    .into_response()
 }
 
 /// One log line per request: method, path, caller, status.
@@ -164,7 +183,7 @@ pub enum SocketError {
 /// one at `path`, mode 0660, group `group`. It is bound under a temporary name
 /// with a umask that makes it 0660 from birth, given its group, then renamed
 /// into place, so it is never reachable with wider rights.
-pub fn listen(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListener, SocketError> {
+pub fn listen(path: &Path, policy: Policy) -> Result<std::os::unix::net::UnixListener, SocketError> {
     use std::os::fd::FromRawFd;
     let mut fds = sd_notify::listen_fds().map_err(SocketError::Activation)?;
     if let Some(fd) = fds.next() {
@@ -187,10 +206,41 @@ pub fn listen(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::Uni
     let bound = std::os::unix::net::UnixListener::bind(&tmp);
     nix::sys::stat::umask(old);
     let listener = bound.map_err(io("bind", &tmp))?;
-    if let Some(gid) = group {
-        nix::unistd::chown(&tmp, None, Some(nix::unistd::Gid::from_raw(gid)))
-            .map_err(|e| SocketError::Io { op: "chown", path: tmp.clone(), source: e.into() })?;
+    if let Some(gid) = policy.read_gid {
+        nix::unistd::chown(&tmp, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| SocketError::Io {
+            op: "chown",
+            path: tmp.clone(),
+            source: e.into(),
+        })?;
+    }
+    if let Some(gid) = policy.admin_gid.filter(|g| Some(*g) != policy.read_gid) {
+        // The admin group needs to connect too, without joining the read group:
+        // an ACL entry grants it rw, and the mode stays 0660 for everyone else.
+        if let Err(e) = xattr::set(&tmp, "system.posix_acl_access", &socket_acl(gid)) {
+            log::warn!(error:display = e; "cannot give group {gid} access to the socket (no ACL support?); admins must also be in the read group");
+        }
     }
     std::fs::rename(&tmp, path).map_err(io("rename into", path))?;
     Ok(listener)
+}
+
+/// A POSIX access ACL (the kernel's xattr format, version 2) granting
+/// owner rw, owning group rw, `admin_gid` rw, others nothing.
+fn socket_acl(admin_gid: u32) -> Vec<u8> {
+    const UNDEFINED: u32 = u32::MAX;
+    // (tag, permissions, id), in the tag order the kernel requires.
+    let entries: [(u16, u16, u32); 5] = [
+        (0x01, 6, UNDEFINED), // user owner
+        (0x04, 6, UNDEFINED), // owning group
+        (0x08, 6, admin_gid), // named group
+        (0x10, 6, UNDEFINED), // mask
+        (0x20, 0, UNDEFINED), // other
+    ];
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    acl
 }

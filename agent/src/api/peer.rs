@@ -49,7 +49,11 @@ impl Policy {
 impl Peer {
     pub fn of(stream: &UnixStream) -> std::io::Result<Peer> {
         let cred = stream.peer_cred()?;
-        Ok(Peer { uid: cred.uid(), gid: cred.gid(), groups: peer_groups(stream.as_raw_fd())? })
+        Ok(Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            groups: peer_groups(stream.as_raw_fd())?,
+        })
     }
 }
 
@@ -62,7 +66,13 @@ fn peer_groups(fd: std::os::fd::RawFd) -> std::io::Result<Vec<u32>> {
         // SAFETY: `groups` is a live buffer of exactly `len` bytes, and the
         // kernel writes at most `len` bytes into it and updates `len`.
         let rc = unsafe {
-            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERGROUPS, groups.as_mut_ptr().cast(), &mut len)
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
         };
         let count = len as usize / std::mem::size_of::<libc::gid_t>();
         if rc == 0 {
@@ -84,12 +94,19 @@ mod tests {
     use super::*;
 
     fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
-        Peer { uid, gid, groups: groups.to_vec() }
+        Peer {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
     }
 
     #[test]
     fn roles_follow_uid_and_groups() {
-        let p = Policy { read_gid: Some(100), admin_gid: Some(200) };
+        let p = Policy {
+            read_gid: Some(100),
+            admin_gid: Some(200),
+        };
         assert_eq!(p.role(&peer(0, 0, &[])), Role::Admin);
         assert_eq!(p.role(&peer(1000, 1000, &[200])), Role::Admin);
         assert_eq!(p.role(&peer(1000, 200, &[])), Role::Admin);

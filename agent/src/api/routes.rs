@@ -5,8 +5,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::Json;
 use bulwark_model::api::{
-    ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, RollbackRequest, Status,
-    VersionInfo, API_VERSION, MAX_BODY_BYTES,
+    ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, RollbackRequest, Status, VersionInfo,
+    API_VERSION, MAX_BODY_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -29,8 +29,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 ApiError::BadRequest(e.body_text())
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes).map(Body).map_err(|e| ApiError::BadRequest(e.to_string()))
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(Body)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
     }
 }
 
@@ -93,5 +99,9 @@ pub async fn rollback(
     caller: Caller,
     Body(req): Body<RollbackRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::Rollback(req.generation, caller.0.uid, r)).await??))
+    Ok(Json(
+        ctx.engine
+            .call(|r| Command::Rollback(req.generation, caller.0.uid, r))
+            .await??,
+    ))
 }

@@ -79,11 +79,18 @@ impl Store {
             return Ok(None);
         };
         let Some(ruleset) = state::read_json::<Ruleset>(&dir.join(RULESET_FILE))? else {
-            return Err(StateError::Corrupt { path: dir, reason: format!("{RULESET_FILE} is missing") });
+            return Err(StateError::Corrupt {
+                path: dir,
+                reason: format!("{RULESET_FILE} is missing"),
+            });
         };
         let profile_path = dir.join(PROFILE_FILE);
         let profile_text = fs::read_to_string(&profile_path).map_err(io("read", &profile_path))?;
-        Ok(Some(Generation { meta, profile_text, ruleset }))
+        Ok(Some(Generation {
+            meta,
+            profile_text,
+            ruleset,
+        }))
     }
 
     /// Write a generation whole, then make it visible with one rename.
@@ -106,7 +113,9 @@ impl Store {
         let current = numbers.last().copied();
         let mut out = Vec::with_capacity(numbers.len());
         for n in numbers {
-            let Some(meta) = state::read_json::<Meta>(&self.path(n).join(META_FILE))? else { continue };
+            let Some(meta) = state::read_json::<Meta>(&self.path(n).join(META_FILE))? else {
+                continue;
+            };
             out.push(GenerationInfo {
                 number: meta.number,
                 profile: meta.profile,

@@ -10,8 +10,7 @@ pub mod task;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_model::api::{
-    ApplyRequest, ApplyResponse, Change, ChangeOp, Check, FirewallStatus, Health, Level, PendingConfirm, Plan,
-    Status,
+    ApplyRequest, ApplyResponse, Change, ChangeOp, Check, FirewallStatus, Health, Level, PendingConfirm, Plan, Status,
 };
 use bulwark_model::profile::DriftMode;
 use bulwark_model::{Profile, ValidationErrors};
@@ -89,7 +88,10 @@ pub struct Engine {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Engine {
@@ -156,16 +158,30 @@ impl Engine {
     }
 
     fn load(&self, number: u64) -> Result<Generation, EngineError> {
-        self.store.load(number)?.ok_or_else(|| EngineError::NotFound(format!("generation {number} does not exist")))
+        self.store
+            .load(number)?
+            .ok_or_else(|| EngineError::NotFound(format!("generation {number} does not exist")))
     }
 
     /// Make `generation` the one in force in the kernel (no new generation).
     fn install(&mut self, generation: Generation) -> Result<(), EngineError> {
         let profile = Profile::parse(&generation.meta.source, &generation.profile_text)?;
-        self.nft.apply(&generation.ruleset).map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
-        let snapshot = self.nft.list().map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
-        self.drift = Drift { repairs: self.drift.repairs, ..Drift::default() };
-        self.current = Some(Current { generation, profile, snapshot });
+        self.nft
+            .apply(&generation.ruleset)
+            .map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
+        let snapshot = self
+            .nft
+            .list()
+            .map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
+        self.drift = Drift {
+            repairs: self.drift.repairs,
+            ..Drift::default()
+        };
+        self.current = Some(Current {
+            generation,
+            profile,
+            snapshot,
+        });
         self.schedule_drift_check();
         Ok(())
     }
@@ -188,7 +204,9 @@ impl Engine {
         };
         if let Some(secs) = req.confirm_secs {
             if secs == 0 || Duration::from_secs(secs) > CONFIRM_MAX {
-                return Err(EngineError::BadRequest(format!("confirm window {secs}s is outside 1..=3600 seconds")));
+                return Err(EngineError::BadRequest(format!(
+                    "confirm window {secs}s is outside 1..=3600 seconds"
+                )));
             }
         }
         if let (Some(p), false) = (&self.pending, req.dry_run) {
@@ -209,7 +227,10 @@ impl Engine {
             confirm_deadline: None,
         };
         if req.dry_run {
-            self.nft.check(&desired).map_err(|source| EngineError::Firewall { kept: "nothing was changed", source })?;
+            self.nft.check(&desired).map_err(|source| EngineError::Firewall {
+                kept: "nothing was changed",
+                source,
+            })?;
             return Ok(response);
         }
         if response.plan.is_empty() && in_sync {
@@ -220,8 +241,11 @@ impl Engine {
         if let Some(secs) = req.confirm_secs {
             // Written before the kernel changes: a crash at any later point
             // still reverts when the window closes.
-            let pending =
-                PendingConfirm { generation: number, revert_to: self.current_number(), deadline: now_unix() + secs };
+            let pending = PendingConfirm {
+                generation: number,
+                revert_to: self.current_number(),
+                deadline: now_unix() + secs,
+            };
             state::write_json(&self.pending_path(), &pending)?;
             self.pending = Some(pending);
         }
@@ -239,7 +263,11 @@ impl Engine {
         };
         match self.commit(generation) {
             Ok(()) => {
-                let msg = format!("generation {number} from profile {} ({} change(s))", profile.name, response.plan.changes.len());
+                let msg = format!(
+                    "generation {number} from profile {} ({} change(s))",
+                    profile.name,
+                    response.plan.changes.len()
+                );
                 self.audit.record(&audit::CHG_APPLIED, uid, Outcome::Success, &msg)?;
                 self.last = Some(LastChange { ok: true, message: msg });
                 response.generation = Some(number);
@@ -253,7 +281,10 @@ impl Engine {
                 }
                 let msg = format!("profile {}: {e}", profile.name);
                 self.audit.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg)?;
-                self.last = Some(LastChange { ok: false, message: msg });
+                self.last = Some(LastChange {
+                    ok: false,
+                    message: msg,
+                });
                 Err(e)
             }
         }
@@ -263,17 +294,35 @@ impl Engine {
     /// failure after the kernel changed, the previous generation is put back.
     fn commit(&mut self, generation: Generation) -> Result<(), EngineError> {
         let profile = Profile::parse(&generation.meta.source, &generation.profile_text)?;
-        self.nft.apply(&generation.ruleset).map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
+        self.nft
+            .apply(&generation.ruleset)
+            .map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
         // Verify by reading back before recording anything.
         let recorded = match self.nft.list() {
-            Ok(Some(snapshot)) => self.store.commit(&generation).map(|()| snapshot).map_err(EngineError::from),
-            Ok(None) => Err(EngineError::Verify("table inet bulwark is missing right after the apply".to_owned())),
-            Err(source) => Err(EngineError::Firewall { kept: "restoring the previous ruleset", source }),
+            Ok(Some(snapshot)) => self
+                .store
+                .commit(&generation)
+                .map(|()| snapshot)
+                .map_err(EngineError::from),
+            Ok(None) => Err(EngineError::Verify(
+                "table inet bulwark is missing right after the apply".to_owned(),
+            )),
+            Err(source) => Err(EngineError::Firewall {
+                kept: "restoring the previous ruleset",
+                source,
+            }),
         };
         match recorded {
             Ok(snapshot) => {
-                self.drift = Drift { repairs: self.drift.repairs, ..Drift::default() };
-                self.current = Some(Current { generation, profile, snapshot: Some(snapshot) });
+                self.drift = Drift {
+                    repairs: self.drift.repairs,
+                    ..Drift::default()
+                };
+                self.current = Some(Current {
+                    generation,
+                    profile,
+                    snapshot: Some(snapshot),
+                });
                 self.schedule_drift_check();
                 self.notify_status();
                 Ok(())
@@ -301,20 +350,32 @@ impl Engine {
     /// The plan from what is in force to `desired`, and whether the live table
     /// still matches the snapshot of the current generation.
     fn plan(&self, profile: &Profile, desired: &Ruleset) -> Result<(Plan, bool), EngineError> {
-        let live = self.nft.list().map_err(|source| EngineError::Firewall { kept: "nothing was changed", source })?;
+        let live = self.nft.list().map_err(|source| EngineError::Firewall {
+            kept: "nothing was changed",
+            source,
+        })?;
         let mut changes = Vec::new();
         let in_sync = match &self.current {
             Some(cur) => {
-                let setting = |what: String| Change { module: "profile".to_owned(), op: ChangeOp::Change, what };
+                let setting = |what: String| Change {
+                    module: "profile".to_owned(),
+                    op: ChangeOp::Change,
+                    what,
+                };
                 let old = &cur.profile;
                 if old.name != profile.name {
                     changes.push(setting(format!("name {} -> {}", old.name, profile.name)));
                 }
                 if old.drift != profile.drift {
-                    changes.push(setting(format!("drift {:?} -> {:?}", old.drift, profile.drift).to_lowercase()));
+                    changes.push(setting(
+                        format!("drift {:?} -> {:?}", old.drift, profile.drift).to_lowercase(),
+                    ));
                 }
                 if old.drift_interval != profile.drift_interval {
-                    let (a, b) = (humantime::format_duration(old.drift_interval), humantime::format_duration(profile.drift_interval));
+                    let (a, b) = (
+                        humantime::format_duration(old.drift_interval),
+                        humantime::format_duration(profile.drift_interval),
+                    );
                     changes.push(setting(format!("drift_interval {a} -> {b}")));
                 }
                 changes.extend(firewall::plan(desired, Some(&cur.generation.ruleset)));
@@ -348,7 +409,11 @@ impl Engine {
 
     fn response_for(&self, generation: u64) -> ApplyResponse {
         ApplyResponse {
-            profile: self.current.as_ref().map(|c| c.profile.name.clone()).unwrap_or_default(),
+            profile: self
+                .current
+                .as_ref()
+                .map(|c| c.profile.name.clone())
+                .unwrap_or_default(),
             generation: Some(generation),
             ..ApplyResponse::default()
         }
@@ -359,21 +424,27 @@ impl Engine {
     pub fn rollback(&mut self, target: Option<u64>, uid: u32) -> Result<ApplyResponse, EngineError> {
         let numbers = self.store.numbers()?;
         let current = numbers.last().copied();
-        let target = match target {
-            Some(n) if numbers.contains(&n) => n,
-            Some(n) => return Err(EngineError::NotFound(format!("generation {n} does not exist; see `bulwarkctl generations`"))),
-            None => numbers
-                .iter()
-                .rev()
-                .nth(1)
-                .copied()
-                .ok_or_else(|| EngineError::NotFound("there is no earlier generation to roll back to".to_owned()))?,
-        };
+        let target =
+            match target {
+                Some(n) if numbers.contains(&n) => n,
+                Some(n) => {
+                    return Err(EngineError::NotFound(format!(
+                        "generation {n} does not exist; see `bulwarkctl generations`"
+                    )))
+                }
+                None => numbers.iter().rev().nth(1).copied().ok_or_else(|| {
+                    EngineError::NotFound("there is no earlier generation to roll back to".to_owned())
+                })?,
+            };
         let response = self.reinstall(target, uid, "rollback")?;
         if self.pending.take().is_some() {
             state::remove(&self.pending_path())?;
         }
-        let msg = format!("generation {} restores generation {target} (was {})", response.generation.unwrap_or(0), current.unwrap_or(0));
+        let msg = format!(
+            "generation {} restores generation {target} (was {})",
+            response.generation.unwrap_or(0),
+            current.unwrap_or(0)
+        );
         self.audit.record(&audit::CHG_ROLLBACK, uid, Outcome::Success, &msg)?;
         Ok(response)
     }
@@ -383,20 +454,40 @@ impl Engine {
         let old = self.load(target)?;
         let previous = self.current.as_ref().map(|c| c.generation.ruleset.clone());
         let number = self.store.latest()?.map_or(1, |n| n + 1);
-        let plan = Plan { changes: firewall::plan(&old.ruleset, previous.as_ref()) };
+        let plan = Plan {
+            changes: firewall::plan(&old.ruleset, previous.as_ref()),
+        };
         let generation = Generation {
-            meta: Meta { number, created: now_unix(), uid, reason: reason.to_owned(), ..old.meta },
+            meta: Meta {
+                number,
+                created: now_unix(),
+                uid,
+                reason: reason.to_owned(),
+                ..old.meta
+            },
             ..old
         };
         let profile = generation.meta.profile.clone();
         if let Err(e) = self.commit(generation) {
             let msg = format!("{reason} to generation {target}: {e}");
             self.audit.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg)?;
-            self.last = Some(LastChange { ok: false, message: msg });
+            self.last = Some(LastChange {
+                ok: false,
+                message: msg,
+            });
             return Err(e);
         }
-        self.last = Some(LastChange { ok: true, message: format!("{reason} to generation {target}") });
-        Ok(ApplyResponse { profile, generation: Some(number), plan, changed: true, ..ApplyResponse::default() })
+        self.last = Some(LastChange {
+            ok: true,
+            message: format!("{reason} to generation {target}"),
+        });
+        Ok(ApplyResponse {
+            profile,
+            generation: Some(number),
+            plan,
+            changed: true,
+            ..ApplyResponse::default()
+        })
     }
 
     /// Timers: close an expired confirmation window, run a due drift check.
@@ -437,7 +528,9 @@ impl Engine {
                     p.revert_to.map_or("it".to_owned(), |n| n.to_string())
                 );
                 if let Err(e) = state::remove(&self.pending_path()).and_then(|()| {
-                    self.audit.record(&audit::CHG_REVERTED, 0, Outcome::Success, &msg).map(drop)
+                    self.audit
+                        .record(&audit::CHG_REVERTED, 0, Outcome::Success, &msg)
+                        .map(drop)
                 }) {
                     log::error!(error:display = e; "could not record the revert");
                 }
@@ -465,7 +558,11 @@ impl Engine {
             self.drift.detected = false;
             return;
         }
-        let what = if live.is_none() { "table inet bulwark was deleted" } else { "table inet bulwark was modified" };
+        let what = if live.is_none() {
+            "table inet bulwark was deleted"
+        } else {
+            "table inet bulwark was modified"
+        };
         match cur.profile.drift {
             DriftMode::Repair => {
                 let generation = cur.generation.clone();
@@ -505,7 +602,9 @@ impl Engine {
             root: self.host.root().display().to_string(),
             profile: cur.map(|c| c.profile.name.clone()),
             generation: cur.map(|c| c.generation.meta.number),
-            drift: cur.map(|c| format!("{:?}", c.profile.drift).to_lowercase()).unwrap_or_default(),
+            drift: cur
+                .map(|c| format!("{:?}", c.profile.drift).to_lowercase())
+                .unwrap_or_default(),
             drift_interval_secs: cur.map_or(0, |c| c.profile.drift_interval.as_secs()),
             pending_confirm: self.pending.clone(),
             firewall: FirewallStatus {
@@ -521,7 +620,11 @@ impl Engine {
 
     pub fn health(&self) -> Health {
         let mut checks = Vec::new();
-        let check = |name: &str, level, reason: String| Check { name: name.to_owned(), level, reason };
+        let check = |name: &str, level, reason: String| Check {
+            name: name.to_owned(),
+            level,
+            reason,
+        };
         checks.push(match &self.last {
             Some(l) if !l.ok => check("last_apply", Level::Warning, l.message.clone()),
             Some(l) => check("last_apply", Level::Ok, l.message.clone()),
@@ -538,14 +641,22 @@ impl Engine {
             (Some(c), false) => check(
                 "firewall",
                 Level::Ok,
-                format!("generation {} in force, {} set elements", c.generation.meta.number, c.generation.ruleset.set_elements()),
+                format!(
+                    "generation {} in force, {} set elements",
+                    c.generation.meta.number,
+                    c.generation.ruleset.set_elements()
+                ),
             ),
         });
         checks.push(match &self.pending {
             Some(p) => check(
                 "confirm",
                 Level::Warning,
-                format!("generation {} reverts in {}s unless confirmed", p.generation, p.deadline.saturating_sub(now_unix())),
+                format!(
+                    "generation {} reverts in {}s unless confirmed",
+                    p.generation,
+                    p.deadline.saturating_sub(now_unix())
+                ),
             ),
             None => check("confirm", Level::Ok, "no confirmation pending".to_owned()),
         });

@@ -9,9 +9,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bulwark_model::api::{
-    ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, Status,
-};
+use bulwark_model::api::{ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, Status};
 use tokio::sync::oneshot;
 
 use super::{Engine, EngineError};

@@ -146,6 +146,8 @@ impl Nft {
             .args(args)
             // "No such file or directory" is matched in list(): keep strerror untranslated.
             .env("LC_ALL", "C")
+            // nft is no systemd service: it must not inherit our notify socket.
+            .env_remove("NOTIFY_SOCKET")
             .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

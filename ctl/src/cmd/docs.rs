@@ -25,33 +25,21 @@ pub fn completions(out: &mut dyn Write, shell: Shell) -> anyhow::Result<u8> {
 /// ...) into `dir`, naming each file written.
 pub fn man(out: &mut dyn Write, dir: &Path) -> anyhow::Result<u8> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut cmd = Cli::command();
+    // Help for `help` itself is no manual page.
+    let mut cmd = Cli::command().disable_help_subcommand(true);
     // build() fills in the subcommands' display names (bulwarkctl-apply).
     cmd.build();
     let mut written = Vec::new();
     write_pages(&cmd, dir, &mut written)?;
-    let list: String = written
-        .iter()
-        .map(|p| format!("{}\n", p.display()))
-        .collect();
+    let list: String = written.iter().map(|p| format!("{}\n", p.display())).collect();
     emit(out, &list)?;
     Ok(OK)
 }
 
-fn write_pages(
-    cmd: &clap::Command,
-    dir: &Path,
-    written: &mut Vec<std::path::PathBuf>,
-) -> anyhow::Result<()> {
+fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
     let page = clap_mangen::Man::new(cmd.clone())
         .generate_to(dir)
-        .with_context(|| {
-            format!(
-                "cannot write the man page of {} into {}",
-                cmd.get_name(),
-                dir.display()
-            )
-        })?;
+        .with_context(|| format!("cannot write the man page of {} into {}", cmd.get_name(), dir.display()))?;
     written.push(page);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         write_pages(sub, dir, written)?;

@@ -81,7 +81,5 @@ fn emit_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> anyhow::R
 
 /// Current Unix time, for "in 2m" next to deadlines.
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

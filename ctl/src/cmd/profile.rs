@@ -7,11 +7,10 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context as _};
 use bulwark_model::api::{ApplyRequest, ApplyResponse, RollbackRequest, MAX_BODY_BYTES};
 use bulwark_model::Profile;
-use serde_json::Value;
 
 use super::{emit, emit_json, now, Ctx};
 use crate::cli::ApplyArgs;
-use crate::client::decode;
+use crate::client::Answer;
 use crate::error::{self, InvalidProfile, FAILED, OK};
 use crate::output::{self, Action};
 use crate::ssh_guard::{self, Verdict};
@@ -38,7 +37,7 @@ pub fn validate(ctx: &Ctx<'_>, out: &mut dyn Write, file: &Path) -> anyhow::Resu
                 errors: invalid.errors,
             };
             if ctx.json {
-                emit_json(out, &invalid.body())?;
+                emit_json(out, &invalid.body(invalid.summary()))?;
             }
             let mut text = String::new();
             for e in &invalid.errors {
@@ -71,11 +70,7 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         confirm_secs: args.confirm,
         dry_run: args.dry_run,
     };
-    match ssh_guard::decide(
-        ssh_guard::ssh_connection().as_deref(),
-        &profile.firewall,
-        flags,
-    ) {
+    match ssh_guard::decide(ssh_guard::ssh_connection().as_deref(), &profile.firewall, flags) {
         Verdict::Proceed => {}
         Verdict::Warn(msg) => error::warn(&msg),
         Verdict::Refuse(msg) => return Err(anyhow!(msg)),
@@ -87,35 +82,29 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         dry_run: args.dry_run,
         confirm_secs: args.confirm,
     };
-    let value = ctx.client()?.post("/v1/apply", Some(&req))?;
-    finish(ctx, out, value, "/v1/apply", Action::Apply)
+    let answer = ctx.client()?.post("/v1/apply", Some(&req))?;
+    finish(ctx, out, &answer, Action::Apply)
 }
 
 pub fn confirm(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let value = ctx.client()?.post("/v1/confirm", None::<&()>)?;
-    finish(ctx, out, value, "/v1/confirm", Action::Confirm)
+    let answer = ctx.client()?.post("/v1/confirm", None::<&()>)?;
+    finish(ctx, out, &answer, Action::Confirm)
 }
 
 pub fn rollback(ctx: &Ctx<'_>, out: &mut dyn Write, generation: Option<u64>) -> anyhow::Result<u8> {
-    let value = ctx
+    let answer = ctx
         .client()?
         .post("/v1/rollback", Some(&RollbackRequest { generation }))?;
-    finish(ctx, out, value, "/v1/rollback", Action::Rollback)
+    finish(ctx, out, &answer, Action::Rollback)
 }
 
-/// Print an [`ApplyResponse`]: raw with `--json`, else plan and summary.
-fn finish(
-    ctx: &Ctx<'_>,
-    out: &mut dyn Write,
-    value: Value,
-    path: &str,
-    action: Action,
-) -> anyhow::Result<u8> {
+/// Print an [`ApplyResponse`]: as sent with `--json`, else plan and summary.
+fn finish(ctx: &Ctx<'_>, out: &mut dyn Write, answer: &Answer, action: Action) -> anyhow::Result<u8> {
+    let resp: ApplyResponse = answer.decode()?;
     if ctx.json {
-        emit_json(out, &value)?;
-        return Ok(OK);
+        emit(out, &answer.pretty())?;
+    } else {
+        emit(out, &output::outcome(&resp, action, now()))?;
     }
-    let resp: ApplyResponse = decode("POST", path, value)?;
-    emit(out, &output::outcome(&resp, action, now()))?;
     Ok(OK)
 }

@@ -5,8 +5,7 @@ use std::io::Write;
 use bulwark_model::api::{AuditEvent, GenerationInfo, Health, Status};
 use serde::de::DeserializeOwned;
 
-use super::{emit, emit_json, now, Ctx};
-use crate::client::decode;
+use super::{emit, now, Ctx};
 use crate::error::{self, FAILED, OK};
 use crate::output;
 
@@ -18,12 +17,12 @@ fn show<T: DeserializeOwned>(
     path: &str,
     human: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<T> {
-    let value = ctx.client()?.get(path)?;
+    let answer = ctx.client()?.get(path)?;
     // Decode even for --json: an answer this version cannot read must not
     // pass as success (health turns it into UNKNOWN).
-    let typed: T = decode("GET", path, value.clone())?;
+    let typed: T = answer.decode()?;
     if ctx.json {
-        emit_json(out, &value)?;
+        emit(out, &answer.pretty())?;
     } else {
         emit(out, &human(&typed))?;
     }
@@ -31,9 +30,7 @@ fn show<T: DeserializeOwned>(
 }
 
 pub fn status(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
-    show(ctx, out, "/v1/status", |s: &Status| {
-        output::status(s, now())
-    })?;
+    show(ctx, out, "/v1/status", |s: &Status| output::status(s, now()))?;
     Ok(OK)
 }
 
@@ -45,12 +42,9 @@ pub fn generations(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
 }
 
 pub fn audit_tail(ctx: &Ctx<'_>, out: &mut dyn Write, n: u64) -> anyhow::Result<u8> {
-    show(
-        ctx,
-        out,
-        &format!("/v1/audit?n={n}"),
-        |e: &Vec<AuditEvent>| output::audit(e),
-    )?;
+    show(ctx, out, &format!("/v1/audit?n={n}"), |e: &Vec<AuditEvent>| {
+        output::audit(e)
+    })?;
     Ok(OK)
 }
 
@@ -72,9 +66,7 @@ pub fn health(ctx: &Ctx<'_>, out: &mut dyn Write) -> u8 {
             let code = error::health_exit_code(&err);
             if code != OK {
                 if !ctx.json {
-                    let _ = out
-                        .write_all(b"overall: UNKNOWN\n")
-                        .and_then(|()| out.flush());
+                    let _ = out.write_all(b"overall: UNKNOWN\n").and_then(|()| out.flush());
                 }
                 error::report(&err, ctx.json);
             }
@@ -101,10 +93,7 @@ mod tests {
         };
         assert_eq!(health_code(&Health::from_checks(vec![])), 0);
         assert_eq!(
-            health_code(&Health::from_checks(vec![
-                check(Level::Ok),
-                check(Level::Warning)
-            ])),
+            health_code(&Health::from_checks(vec![check(Level::Ok), check(Level::Warning)])),
             1
         );
         assert_eq!(

@@ -17,7 +17,9 @@ log_drops = true
 "#;
 
 fn errors(text: &str) -> Vec<ProfileError> {
-    Profile::parse("p.toml", text).expect_err("profile should be refused").errors
+    Profile::parse("p.toml", text)
+        .expect_err("profile should be refused")
+        .errors
 }
 
 #[test]
@@ -50,12 +52,36 @@ fn malformed_profiles_are_refused_naming_the_field() {
         ("[profile]\n", "profile.name", "missing"),
         ("[profile]\nname = 3\n", "profile.name", "expected a string"),
         ("[profile]\nname = \"a b\"\n", "profile.name", "not a valid name"),
-        ("[profile]\nname = \"t\"\ndrift = \"fix\"\n", "profile.drift", "not one of"),
-        ("[profile]\nname = \"t\"\ndrift_interval = \"soon\"\n", "profile.drift_interval", "not a duration"),
-        ("[profile]\nname = \"t\"\ndrift_interval = \"0s\"\n", "profile.drift_interval", "outside"),
-        ("[profile]\nname = \"t\"\nnmae = \"x\"\n", "profile.nmae", "did you mean `name`"),
-        ("[profile]\nname = \"t\"\n[firewal]\n", "firewal", "did you mean `firewall`"),
-        ("[firewall]\nadmin_cidrs = [\"198.51.100.0/24\"]\n", "profile", "missing"),
+        (
+            "[profile]\nname = \"t\"\ndrift = \"fix\"\n",
+            "profile.drift",
+            "not one of",
+        ),
+        (
+            "[profile]\nname = \"t\"\ndrift_interval = \"soon\"\n",
+            "profile.drift_interval",
+            "not a duration",
+        ),
+        (
+            "[profile]\nname = \"t\"\ndrift_interval = \"0s\"\n",
+            "profile.drift_interval",
+            "outside",
+        ),
+        (
+            "[profile]\nname = \"t\"\nnmae = \"x\"\n",
+            "profile.nmae",
+            "did you mean `name`",
+        ),
+        (
+            "[profile]\nname = \"t\"\n[firewal]\n",
+            "firewal",
+            "did you mean `firewall`",
+        ),
+        (
+            "[firewall]\nadmin_cidrs = [\"198.51.100.0/24\"]\n",
+            "profile",
+            "missing",
+        ),
     ];
     for (text, path, reason) in cases {
         let errs = errors(text);
@@ -65,20 +91,52 @@ fn malformed_profiles_are_refused_naming_the_field() {
         );
     }
     let firewall_cases: &[(&str, &str, &str)] = &[
-        ("admin_cidrs = [\"300.1.1.0/24\"]", "firewall.admin_cidrs[0]", "not a CIDR"),
-        ("admin_cidrs = [\"10.0.0.5/24\"]", "firewall.admin_cidrs[0]", "host bits set; did you mean \"10.0.0.0/24\""),
-        ("admin_cidrs = [\"2001:db8::1/32\"]", "firewall.admin_cidrs[0]", "host bits"),
-        ("admin_cidrs = \"10.0.0.0/8\"", "firewall.admin_cidrs", "expected an array"),
-        ("admin_cidrs = [10]", "firewall.admin_cidrs[0]", "expected a CIDR string"),
+        (
+            "admin_cidrs = [\"300.1.1.0/24\"]",
+            "firewall.admin_cidrs[0]",
+            "not a CIDR",
+        ),
+        (
+            "admin_cidrs = [\"10.0.0.5/24\"]",
+            "firewall.admin_cidrs[0]",
+            "host bits set; did you mean \"10.0.0.0/24\"",
+        ),
+        (
+            "admin_cidrs = [\"2001:db8::1/32\"]",
+            "firewall.admin_cidrs[0]",
+            "host bits",
+        ),
+        (
+            "admin_cidrs = \"10.0.0.0/8\"",
+            "firewall.admin_cidrs",
+            "expected an array",
+        ),
+        (
+            "admin_cidrs = [10]",
+            "firewall.admin_cidrs[0]",
+            "expected a CIDR string",
+        ),
         ("admin_tcp = [70000]", "firewall.admin_tcp[0]", "outside 1-65535"),
         ("admin_tcp = [0]", "firewall.admin_tcp[0]", "outside 1-65535"),
         ("public_udp = [-1]", "firewall.public_udp[0]", "outside 1-65535"),
         ("vpn_tcp = [\"6443\"]", "firewall.vpn_tcp[0]", "expected a port number"),
         ("log_drops = \"yes\"", "firewall.log_drops", "expected true or false"),
-        ("cluster_interfaces = [\"a/b\"]", "firewall.cluster_interfaces[0]", "not a valid interface name"),
-        ("cluster_interfaces = [\"averyveryverylongname\"]", "firewall.cluster_interfaces[0]", "1-15 bytes"),
+        (
+            "cluster_interfaces = [\"a/b\"]",
+            "firewall.cluster_interfaces[0]",
+            "not a valid interface name",
+        ),
+        (
+            "cluster_interfaces = [\"averyveryverylongname\"]",
+            "firewall.cluster_interfaces[0]",
+            "1-15 bytes",
+        ),
         ("admin_tpc = [22]", "firewall.admin_tpc", "did you mean `admin_tcp`"),
-        ("public_tcp = [22]\nadmin_tcp = [22]", "firewall.admin_tcp", "also in firewall.public_tcp"),
+        (
+            "public_tcp = [22]\nadmin_tcp = [22]",
+            "firewall.admin_tcp",
+            "also in firewall.public_tcp",
+        ),
     ];
     for (body, path, reason) in firewall_cases {
         let text = format!("{base}[firewall]\n{body}\n");
@@ -92,24 +150,34 @@ fn malformed_profiles_are_refused_naming_the_field() {
 
 #[test]
 fn syntax_errors_garbage_and_truncation_are_refused() {
-    for text in ["[profile\nname = \"t\"", "[profile]\nname = \"t", "\u{1}\u{2}\u{3}garbage"] {
+    for text in [
+        "[profile\nname = \"t\"",
+        "[profile]\nname = \"t",
+        "\u{1}\u{2}\u{3}garbage",
+    ] {
         let errs = errors(text);
         assert!(errs[0].reason.starts_with("not valid TOML"), "{errs:?}");
     }
-    let errs = Profile::parse_bytes("p.toml", &[0xff, 0xfe, 0x00, 0x12]).unwrap_err().errors;
+    let errs = Profile::parse_bytes("p.toml", &[0xff, 0xfe, 0x00, 0x12])
+        .unwrap_err()
+        .errors;
     assert!(errs[0].reason.contains("invalid UTF-8"));
 }
 
 #[test]
 fn all_errors_are_reported_together() {
-    let text = "[profile]\nname = \"t\"\ndrift = \"x\"\n[firewall]\nadmin_tcp = [70000]\nadmin_cidrs = [\"1.2.3.4/8\"]\n";
+    let text =
+        "[profile]\nname = \"t\"\ndrift = \"x\"\n[firewall]\nadmin_tcp = [70000]\nadmin_cidrs = [\"1.2.3.4/8\"]\n";
     let errs = errors(text);
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert!(paths.contains(&"profile.drift"));
     assert!(paths.contains(&"firewall.admin_tcp[0]"));
     assert!(paths.contains(&"firewall.admin_cidrs[0]"));
     let shown = Profile::parse("p.toml", text).unwrap_err().to_string();
-    assert!(shown.contains("p.toml: firewall.admin_tcp[0]: port 70000 is outside 1-65535"), "{shown}");
+    assert!(
+        shown.contains("p.toml: firewall.admin_tcp[0]: port 70000 is outside 1-65535"),
+        "{shown}"
+    );
 }
 
 #[test]
