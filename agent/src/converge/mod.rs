@@ -5,14 +5,13 @@
 //! confirmation window and the drift loop.
 
 pub mod generations;
+mod report;
 pub mod task;
+mod timers;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bulwark_model::api::{
-    ApplyRequest, ApplyResponse, Change, ChangeOp, Check, FirewallStatus, Health, Level, PendingConfirm, Plan, Status,
-};
-use bulwark_model::profile::DriftMode;
+use bulwark_model::api::{ApplyRequest, ApplyResponse, Change, ChangeOp, PendingConfirm, Plan};
 use bulwark_model::{Profile, ValidationErrors};
 
 use crate::audit::{self, AuditLog, Outcome};
@@ -24,8 +23,9 @@ use generations::{Generation, Meta, Store};
 /// The profile applied when a host has neither a generation nor a boot profile.
 pub const DEFAULT_PROFILE: &str = include_str!("../../../profiles/default.toml");
 
-/// Longest confirmation window accepted.
-const CONFIRM_MAX: Duration = Duration::from_secs(3600);
+/// Longest confirmation window accepted: a revert pending for longer than a
+/// day is one nobody remembers.
+const CONFIRM_MAX: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -488,183 +488,6 @@ impl Engine {
             changed: true,
             ..ApplyResponse::default()
         })
-    }
-
-    /// Timers: close an expired confirmation window, run a due drift check.
-    /// Returns how long until the next timer.
-    pub fn tick(&mut self) -> Duration {
-        if let Some(p) = self.pending.clone() {
-            if now_unix() >= p.deadline {
-                self.revert(&p);
-            }
-        }
-        if self.drift.next_check.is_some_and(|t| Instant::now() >= t) {
-            self.check_drift();
-            self.schedule_drift_check();
-        }
-        let mut next = Duration::from_secs(3600);
-        if let Some(p) = &self.pending {
-            // Poll the wall-clock deadline at a fine grain: it must hold across restarts.
-            next = next.min(Duration::from_secs(p.deadline.saturating_sub(now_unix())).max(Duration::from_millis(200)));
-        }
-        if let Some(t) = self.drift.next_check {
-            next = next.min(t.saturating_duration_since(Instant::now()));
-        }
-        next
-    }
-
-    fn revert(&mut self, p: &PendingConfirm) {
-        let outcome = match p.revert_to {
-            Some(target) => self.reinstall(target, 0, "revert").map(|r| r.generation.unwrap_or(0)),
-            // The very first generation had nothing before it: keep it.
-            None => Ok(p.generation),
-        };
-        match outcome {
-            Ok(generation) => {
-                self.pending = None;
-                let msg = format!(
-                    "generation {} was not confirmed by its deadline; generation {generation} restores {}",
-                    p.generation,
-                    p.revert_to.map_or("it".to_owned(), |n| n.to_string())
-                );
-                if let Err(e) = state::remove(&self.pending_path()).and_then(|()| {
-                    self.audit
-                        .record(&audit::CHG_REVERTED, 0, Outcome::Success, &msg)
-                        .map(drop)
-                }) {
-                    log::error!(error:display = e; "could not record the revert");
-                }
-            }
-            // Keep the window open: the next tick tries again.
-            Err(e) => log::error!(error:display = e; "revert of generation {} failed; retrying", p.generation),
-        }
-    }
-
-    fn schedule_drift_check(&mut self) {
-        self.drift.next_check = self.current.as_ref().map(|c| Instant::now() + c.profile.drift_interval);
-    }
-
-    /// Compare the live table with the snapshot; repair or report.
-    fn check_drift(&mut self) {
-        let Some(cur) = &self.current else { return };
-        let live = match self.nft.list() {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!(error:display = e; "drift check could not list the table");
-                return;
-            }
-        };
-        if live.is_some() && live == cur.snapshot {
-            self.drift.detected = false;
-            return;
-        }
-        let what = if live.is_none() {
-            "table inet bulwark was deleted"
-        } else {
-            "table inet bulwark was modified"
-        };
-        match cur.profile.drift {
-            DriftMode::Repair => {
-                let generation = cur.generation.clone();
-                let number = generation.meta.number;
-                match self.install(generation) {
-                    Ok(()) => {
-                        self.drift.repairs += 1;
-                        let msg = format!("{what}; generation {number} re-installed");
-                        if let Err(e) = self.audit.record(&audit::FW_DRIFT_REPAIRED, 0, Outcome::Success, &msg) {
-                            log::error!(error:display = e; "could not record the drift repair");
-                        }
-                    }
-                    Err(e) => {
-                        self.drift.detected = true;
-                        log::error!(error:display = e; "drift repair failed");
-                    }
-                }
-            }
-            DriftMode::Report => {
-                if !self.drift.detected {
-                    let msg = format!("{what}; drift = \"report\", left as found");
-                    if let Err(e) = self.audit.record(&audit::FW_DRIFT_DETECTED, 0, Outcome::Failure, &msg) {
-                        log::error!(error:display = e; "could not record drift");
-                    }
-                }
-                self.drift.detected = true;
-            }
-        }
-        self.notify_status();
-    }
-
-    pub fn status(&self) -> Status {
-        let cur = self.current.as_ref();
-        let live = self.nft.list().ok().flatten();
-        Status {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            root: self.host.root().display().to_string(),
-            profile: cur.map(|c| c.profile.name.clone()),
-            generation: cur.map(|c| c.generation.meta.number),
-            drift: cur
-                .map(|c| format!("{:?}", c.profile.drift).to_lowercase())
-                .unwrap_or_default(),
-            drift_interval_secs: cur.map_or(0, |c| c.profile.drift_interval.as_secs()),
-            pending_confirm: self.pending.clone(),
-            firewall: FirewallStatus {
-                present: live.is_some(),
-                in_sync: cur.is_some_and(|c| live.is_some() && c.snapshot == live),
-                set_elements: cur.map_or(0, |c| c.generation.ruleset.set_elements()),
-                drift_repairs: self.drift.repairs,
-            },
-            health: self.health().level,
-            last_error: self.last.as_ref().filter(|l| !l.ok).map(|l| l.message.clone()),
-        }
-    }
-
-    pub fn health(&self) -> Health {
-        let mut checks = Vec::new();
-        let check = |name: &str, level, reason: String| Check {
-            name: name.to_owned(),
-            level,
-            reason,
-        };
-        checks.push(match &self.last {
-            Some(l) if !l.ok => check("last_apply", Level::Warning, l.message.clone()),
-            Some(l) => check("last_apply", Level::Ok, l.message.clone()),
-            None => check("last_apply", Level::Ok, "no change since start-up".to_owned()),
-        });
-        checks.push(match (&self.current, self.drift.detected) {
-            (None, _) => check("firewall", Level::Critical, "no generation is in force".to_owned()),
-            (Some(c), true) if c.profile.drift == DriftMode::Report => check(
-                "firewall",
-                Level::Critical,
-                "table inet bulwark differs from the current generation (drift = report)".to_owned(),
-            ),
-            (Some(_), true) => check("firewall", Level::Critical, "drift repair failed".to_owned()),
-            (Some(c), false) => check(
-                "firewall",
-                Level::Ok,
-                format!(
-                    "generation {} in force, {} set elements",
-                    c.generation.meta.number,
-                    c.generation.ruleset.set_elements()
-                ),
-            ),
-        });
-        checks.push(match &self.pending {
-            Some(p) => check(
-                "confirm",
-                Level::Warning,
-                format!(
-                    "generation {} reverts in {}s unless confirmed",
-                    p.generation,
-                    p.deadline.saturating_sub(now_unix())
-                ),
-            ),
-            None => check("confirm", Level::Ok, "no confirmation pending".to_owned()),
-        });
-        checks.push(match self.drift.repairs {
-            0 => check("drift", Level::Ok, "no drift repaired".to_owned()),
-            n => check("drift", Level::Ok, format!("{n} drift repair(s) since start-up")),
-        });
-        Health::from_checks(checks)
     }
 
     pub fn generations(&self) -> Result<Vec<bulwark_model::api::GenerationInfo>, EngineError> {

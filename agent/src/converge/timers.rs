@@ -1,0 +1,116 @@
+//! The engine's timers: the confirmation window and the drift loop.
+
+use std::time::{Duration, Instant};
+
+use bulwark_model::api::PendingConfirm;
+use bulwark_model::profile::DriftMode;
+
+use super::{now_unix, Engine};
+use crate::audit::{self, Outcome};
+use crate::state;
+
+impl Engine {
+    /// Timers: close an expired confirmation window, run a due drift check.
+    /// Returns how long until the next timer.
+    pub fn tick(&mut self) -> Duration {
+        if let Some(p) = self.pending.clone() {
+            if now_unix() >= p.deadline {
+                self.revert(&p);
+            }
+        }
+        if self.drift.next_check.is_some_and(|t| Instant::now() >= t) {
+            self.check_drift();
+            self.schedule_drift_check();
+        }
+        let mut next = Duration::from_secs(3600);
+        if let Some(p) = &self.pending {
+            // Poll the wall-clock deadline at a fine grain: it must hold across restarts.
+            next = next.min(Duration::from_secs(p.deadline.saturating_sub(now_unix())).max(Duration::from_millis(200)));
+        }
+        if let Some(t) = self.drift.next_check {
+            next = next.min(t.saturating_duration_since(Instant::now()));
+        }
+        next
+    }
+
+    fn revert(&mut self, p: &PendingConfirm) {
+        let outcome = match p.revert_to {
+            Some(target) => self.reinstall(target, 0, "revert").map(|r| r.generation.unwrap_or(0)),
+            // The very first generation had nothing before it: keep it.
+            None => Ok(p.generation),
+        };
+        match outcome {
+            Ok(generation) => {
+                self.pending = None;
+                let msg = format!(
+                    "generation {} was not confirmed by its deadline; generation {generation} restores {}",
+                    p.generation,
+                    p.revert_to.map_or("it".to_owned(), |n| n.to_string())
+                );
+                if let Err(e) = state::remove(&self.pending_path()).and_then(|()| {
+                    self.audit
+                        .record(&audit::CHG_REVERTED, 0, Outcome::Success, &msg)
+                        .map(drop)
+                }) {
+                    log::error!(error:display = e; "could not record the revert");
+                }
+            }
+            // Keep the window open: the next tick tries again.
+            Err(e) => log::error!(error:display = e; "revert of generation {} failed; retrying", p.generation),
+        }
+    }
+
+    pub(super) fn schedule_drift_check(&mut self) {
+        self.drift.next_check = self.current.as_ref().map(|c| Instant::now() + c.profile.drift_interval);
+    }
+
+    /// Compare the live table with the snapshot; repair or report.
+    fn check_drift(&mut self) {
+        let Some(cur) = &self.current else { return };
+        let live = match self.nft.list() {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!(error:display = e; "drift check could not list the table");
+                return;
+            }
+        };
+        if live.is_some() && live == cur.snapshot {
+            self.drift.detected = false;
+            return;
+        }
+        let what = if live.is_none() {
+            "table inet bulwark was deleted"
+        } else {
+            "table inet bulwark was modified"
+        };
+        match cur.profile.drift {
+            DriftMode::Repair => {
+                let generation = cur.generation.clone();
+                let number = generation.meta.number;
+                match self.install(generation) {
+                    Ok(()) => {
+                        self.drift.repairs += 1;
+                        let msg = format!("{what}; generation {number} re-installed");
+                        if let Err(e) = self.audit.record(&audit::FW_DRIFT_REPAIRED, 0, Outcome::Success, &msg) {
+                            log::error!(error:display = e; "could not record the drift repair");
+                        }
+                    }
+                    Err(e) => {
+                        self.drift.detected = true;
+                        log::error!(error:display = e; "drift repair failed");
+                    }
+                }
+            }
+            DriftMode::Report => {
+                if !self.drift.detected {
+                    let msg = format!("{what}; drift = \"report\", left as found");
+                    if let Err(e) = self.audit.record(&audit::FW_DRIFT_DETECTED, 0, Outcome::Failure, &msg) {
+                        log::error!(error:display = e; "could not record drift");
+                    }
+                }
+                self.drift.detected = true;
+            }
+        }
+        self.notify_status();
+    }
+}
