@@ -1,11 +1,17 @@
 //! Start-up: flags, the boot converge, the socket, READY, serving.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use clap::Parser;
 
 use crate::api::{self, Ctx, Policy};
-use crate::converge::{task, Engine, EngineError, DEFAULT_PROFILE};
+use crate::converge::{task, Engine, EngineError, Parts, DEFAULT_PROFILE};
+use crate::health::Metrics;
+use crate::k3s::K3s;
 use crate::firewall::Nft;
 use crate::host::Host;
 
@@ -36,6 +42,9 @@ pub struct Args {
     /// Group (name or gid) whose members may change the host, like root.
     #[arg(long, value_name = "GROUP", default_value = "bulwark-admin")]
     pub admin_group: String,
+    /// The systemctl binary, used to reload systemd and restart K3s.
+    #[arg(long, value_name = "PATH", default_value = crate::k3s::DEFAULT_SYSTEMCTL)]
+    pub systemctl: PathBuf,
     /// Log debug detail.
     #[arg(short, long)]
     pub verbose: bool,
@@ -99,7 +108,15 @@ pub fn run(args: Args) -> Result<(), StartError> {
 
     // Everything up to spawning the engine thread runs single-threaded, so the
     // umask juggling in `api::listen` affects nothing else.
-    let mut engine = Engine::new(host.clone(), Nft::new(&args.nft))?;
+    let metrics = Arc::new(Metrics::new());
+    let (monitor, monitor_rx) = watch::channel(None);
+    let parts = Parts {
+        nft: Nft::new(&args.nft),
+        k3s: K3s::new(host.clone(), &args.systemctl),
+        metrics: metrics.clone(),
+        monitor,
+    };
+    let mut engine = Engine::new(host.clone(), parts)?;
     engine.start((&source, &text))?;
     let socket = args.socket.clone().unwrap_or_else(|| host.default_socket());
     let listener = api::listen(&socket, policy)?;
@@ -132,7 +149,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
         );
         log::info!(socket:display = socket.display(); "ready: {summary}");
         crate::notify::ready(&summary);
-        let app = api::router(Ctx { engine: handle, policy });
+        tokio::spawn(serve_monitoring(monitor_rx, metrics.clone()));
+        let app = api::router(Ctx { engine: handle, policy, metrics });
         tokio::select! {
             () = api::serve(listener, app) => {}
             () = shutdown() => log::info!("stopping"),
@@ -149,5 +167,26 @@ async fn shutdown() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// Serve Prometheus metrics on the profile's `[monitoring] listen` address,
+/// moving the listener whenever an apply changes it.
+async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, metrics: Arc<Metrics>) {
+    loop {
+        let addr = *listen.borrow_and_update();
+        let mut changed = listen.clone();
+        let stop = async move {
+            let _ = changed.changed().await;
+        };
+        if let Some(addr) = addr {
+            log::info!(listen:display = addr; "serving metrics over TCP");
+            if let Err(e) = api::metrics::serve_tcp(addr, metrics.clone(), stop).await {
+                log::error!(listen:display = addr, error:display = e; "metrics listener failed");
+            }
+        }
+        if listen.changed().await.is_err() {
+            return;
+        }
     }
 }

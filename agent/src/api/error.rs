@@ -47,7 +47,7 @@ impl IntoResponse for ApiError {
             ApiError::Engine(EngineError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Engine(EngineError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Engine(EngineError::BadRequest(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Engine(EngineError::Firewall { .. } | EngineError::Verify(_)) => {
+            ApiError::Engine(EngineError::Firewall { .. } | EngineError::K3s { .. } | EngineError::Verify(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "apply_failed")
             }
             ApiError::Engine(EngineError::State(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "state_error"),

@@ -5,6 +5,7 @@
 //! headers and bodies must arrive in time, bodies are bounded.
 
 mod error;
+pub mod metrics;
 mod peer;
 mod routes;
 
@@ -27,6 +28,7 @@ use tower::ServiceExt;
 
 use crate::audit::{self, Outcome};
 use crate::converge::task::EngineHandle;
+use crate::health::Metrics;
 pub use error::ApiError;
 pub use peer::{Peer, Policy, Role};
 
@@ -44,6 +46,13 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Ctx {
     pub engine: EngineHandle,
     pub policy: Policy,
+    pub metrics: Arc<Metrics>,
+}
+
+impl axum::extract::FromRef<Ctx> for Arc<Metrics> {
+    fn from_ref(ctx: &Ctx) -> Arc<Metrics> {
+        ctx.metrics.clone()
+    }
 }
 
 /// The authorised caller of a request.
@@ -74,6 +83,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/generations", get(routes::generations))
         .route("/audit", get(routes::audit_tail))
         .route("/audit/verify", get(routes::audit_verify))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Read), authorize));
     let admin = Router::new()
         .route("/apply", post(routes::apply))

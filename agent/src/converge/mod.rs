@@ -9,13 +9,19 @@ mod report;
 pub mod task;
 mod timers;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
 
 use bulwark_model::api::{ApplyRequest, ApplyResponse, Change, ChangeOp, PendingConfirm, Plan};
 use bulwark_model::{Profile, ValidationErrors};
 
 use crate::audit::{self, AuditLog, Outcome};
 use crate::firewall::{self, FirewallError, Nft, Ruleset};
+use crate::health::Metrics;
+use crate::k3s::{K3s, K3sError};
 use crate::host::Host;
 use crate::state::{self, StateError};
 use generations::{Generation, Meta, Store};
@@ -43,6 +49,12 @@ pub enum EngineError {
         #[source]
         source: FirewallError,
     },
+    #[error("K3s configuration failed; {kept}")]
+    K3s {
+        kept: &'static str,
+        #[source]
+        source: K3sError,
+    },
     #[error("verification failed: {0}")]
     Verify(String),
     #[error("state on disk: {0}")]
@@ -50,6 +62,7 @@ pub enum EngineError {
 }
 
 const KEPT: &str = "the previous ruleset is still in force";
+const RESTORED: &str = "the previous generation was put back";
 
 /// The generation in force and what the kernel held right after installing it.
 #[derive(Debug)]
@@ -85,6 +98,23 @@ pub struct Engine {
     pending: Option<PendingConfirm>,
     drift: Drift,
     last: Option<LastChange>,
+    k3s: K3s,
+    /// Why K3s was not restarted (no systemd, not installed), for health.
+    k3s_note: Option<String>,
+    /// K3s was last seen exposed: audit only the transition.
+    k3s_exposed: bool,
+    metrics: Arc<Metrics>,
+    /// The monitoring listener address the daemon should serve.
+    monitor: watch::Sender<Option<SocketAddr>>,
+}
+
+/// What the engine is built from, besides the host paths.
+#[derive(Debug)]
+pub struct Parts {
+    pub nft: Nft,
+    pub k3s: K3s,
+    pub metrics: Arc<Metrics>,
+    pub monitor: watch::Sender<Option<SocketAddr>>,
 }
 
 fn now_unix() -> u64 {
@@ -95,7 +125,7 @@ fn now_unix() -> u64 {
 }
 
 impl Engine {
-    pub fn new(host: Host, nft: Nft) -> Result<Engine, EngineError> {
+    pub fn new(host: Host, parts: Parts) -> Result<Engine, EngineError> {
         let state_dir = host.state_dir();
         state::private_dir(&state_dir, 0o700)?;
         let removed = state::remove_leftovers(&state_dir)?;
@@ -104,6 +134,7 @@ impl Engine {
         }
         let store = Store::open(&state_dir)?;
         let audit = AuditLog::open(&host.log_dir())?;
+        let Parts { nft, k3s, metrics, monitor } = parts;
         Ok(Engine {
             host,
             nft,
@@ -113,6 +144,11 @@ impl Engine {
             pending: None,
             drift: Drift::default(),
             last: None,
+            k3s,
+            k3s_note: None,
+            k3s_exposed: false,
+            metrics,
+            monitor,
         })
     }
 
@@ -163,26 +199,12 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("generation {number} does not exist")))
     }
 
-    /// Make `generation` the one in force in the kernel (no new generation).
+    /// Make `generation` the one in force on the host without recording a
+    /// new generation (start-up, drift repair).
     fn install(&mut self, generation: Generation) -> Result<(), EngineError> {
         let profile = Profile::parse(&generation.meta.source, &generation.profile_text)?;
-        self.nft
-            .apply(&generation.ruleset)
-            .map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
-        let snapshot = self
-            .nft
-            .list()
-            .map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
-        self.drift = Drift {
-            repairs: self.drift.repairs,
-            ..Drift::default()
-        };
-        self.current = Some(Current {
-            generation,
-            profile,
-            snapshot,
-        });
-        self.schedule_drift_check();
+        let snapshot = self.converge(&profile, &generation.ruleset, 0)?;
+        self.make_current(generation, profile, snapshot);
         Ok(())
     }
 
@@ -205,7 +227,8 @@ impl Engine {
         if let Some(secs) = req.confirm_secs {
             if secs == 0 || Duration::from_secs(secs) > CONFIRM_MAX {
                 return Err(EngineError::BadRequest(format!(
-                    "confirm window {secs}s is outside 1..=3600 seconds"
+                    "confirm window {secs}s is outside 1..={} seconds",
+                    CONFIRM_MAX.as_secs()
                 )));
             }
         }
@@ -216,7 +239,8 @@ impl Engine {
             )));
         }
 
-        let desired = firewall::render(&profile.firewall, None);
+        let vpn = profile.wireguard.as_ref().map(|w| w.interface.as_str());
+        let desired = firewall::render(&profile.firewall, vpn);
         let (plan, in_sync) = self.plan(&profile, &desired)?;
         let mut response = ApplyResponse {
             profile: profile.name.clone(),
@@ -290,56 +314,73 @@ impl Engine {
         }
     }
 
-    /// Apply a generation to the kernel, record it, and make it current. On a
-    /// failure after the kernel changed, the previous generation is put back.
+    /// Apply a generation to the host, record it, and make it current. On a
+    /// failure after the host changed, the current generation is put back.
     fn commit(&mut self, generation: Generation) -> Result<(), EngineError> {
         let profile = Profile::parse(&generation.meta.source, &generation.profile_text)?;
-        self.nft
-            .apply(&generation.ruleset)
-            .map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
-        // Verify by reading back before recording anything.
-        let recorded = match self.nft.list() {
-            Ok(Some(snapshot)) => self
-                .store
-                .commit(&generation)
-                .map(|()| snapshot)
-                .map_err(EngineError::from),
-            Ok(None) => Err(EngineError::Verify(
-                "table inet bulwark is missing right after the apply".to_owned(),
-            )),
-            Err(source) => Err(EngineError::Firewall {
-                kept: "restoring the previous ruleset",
-                source,
-            }),
-        };
-        match recorded {
-            Ok(snapshot) => {
-                self.drift = Drift {
-                    repairs: self.drift.repairs,
-                    ..Drift::default()
-                };
-                self.current = Some(Current {
-                    generation,
-                    profile,
-                    snapshot: Some(snapshot),
-                });
-                self.schedule_drift_check();
-                self.notify_status();
-                Ok(())
-            }
-            Err(e) => {
-                self.restore_current();
-                Err(e)
-            }
+        let snapshot = self.converge(&profile, &generation.ruleset, generation.meta.uid)?;
+        if let Err(e) = self.store.commit(&generation) {
+            self.restore_current();
+            return Err(e.into());
         }
+        self.make_current(generation, profile, snapshot);
+        Ok(())
     }
 
-    /// Put the current generation's ruleset back after a failed change.
+    fn make_current(&mut self, generation: Generation, profile: Profile, snapshot: String) {
+        self.drift = Drift { repairs: self.drift.repairs, ..Drift::default() };
+        self.metrics.set_generation(generation.meta.number);
+        self.metrics.set_firewall_set_elements(generation.ruleset.set_elements());
+        self.monitor.send_if_modified(|listen| std::mem::replace(listen, profile.monitoring.listen) != *listen);
+        self.current = Some(Current { generation, profile, snapshot: Some(snapshot) });
+        self.schedule_drift_check();
+        self.notify_status();
+    }
+
+    /// Converge every module, in dependency order (firewall, WireGuard, K3s),
+    /// and read the firewall back. If a module fails, those already changed
+    /// are put back to the current generation. Returns the firewall snapshot.
+    fn converge(&mut self, profile: &Profile, ruleset: &Ruleset, uid: u32) -> Result<String, EngineError> {
+        let started = Instant::now();
+        self.nft.apply(ruleset).map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
+        let result = self.converge_modules(profile, uid).and_then(|()| match self.nft.list() {
+            Ok(Some(snapshot)) => Ok(snapshot),
+            Ok(None) => Err(EngineError::Verify("table inet bulwark is missing right after the apply".to_owned())),
+            Err(source) => Err(EngineError::Firewall { kept: RESTORED, source }),
+        });
+        if result.is_err() {
+            self.restore_current();
+        }
+        self.metrics.observe_converge(started.elapsed());
+        result
+    }
+
+    /// The modules after the firewall.
+    fn converge_modules(&mut self, profile: &Profile, uid: u32) -> Result<(), EngineError> {
+        let outcome = self
+            .k3s
+            .apply(profile.k3s.as_ref(), profile.k3s_bind_ip())
+            .map_err(|source| EngineError::K3s { kept: RESTORED, source })?;
+        if outcome.changed {
+            let msg = format!("bind {}", profile.k3s_bind_ip().map_or("removed".to_owned(), |ip| ip.to_string()));
+            self.audit.record(&audit::K3S_CONFIGURED, uid, Outcome::Success, &msg)?;
+        }
+        if outcome.restarted {
+            self.audit.record(&audit::K3S_RESTARTED, uid, Outcome::Success, "k3s.service restarted")?;
+        }
+        self.k3s_note = outcome.note;
+        Ok(())
+    }
+
+    /// Put the current generation back after a failed change.
     fn restore_current(&mut self) {
-        if let Some(cur) = &self.current {
-            if let Err(e) = self.nft.apply(&cur.generation.ruleset) {
-                log::error!(error:display = e; "could not restore the previous ruleset");
-            }
+        let Some(cur) = &self.current else { return };
+        let (ruleset, profile) = (cur.generation.ruleset.clone(), cur.profile.clone());
+        if let Err(e) = self.nft.apply(&ruleset) {
+            log::error!(error:display = e; "could not restore the previous ruleset");
+        }
+        if let Err(e) = self.converge_modules(&profile, 0) {
+            log::error!(error:display = e; "could not restore the previous module state");
         }
     }
 
@@ -379,10 +420,12 @@ impl Engine {
                     changes.push(setting(format!("drift_interval {a} -> {b}")));
                 }
                 changes.extend(firewall::plan(desired, Some(&cur.generation.ruleset)));
+                changes.extend(self.k3s.plan(profile.k3s.as_ref(), profile.k3s_bind_ip()));
                 live.is_some() && live == cur.snapshot
             }
             None => {
                 changes.extend(firewall::plan(desired, None));
+                changes.extend(self.k3s.plan(profile.k3s.as_ref(), profile.k3s_bind_ip()));
                 false
             }
         };

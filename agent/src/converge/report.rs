@@ -76,6 +76,14 @@ impl Engine {
             0 => check("drift", Level::Ok, "no drift repaired".to_owned()),
             n => check("drift", Level::Ok, format!("{n} drift repair(s) since start-up")),
         });
+        if let Some(cur) = &self.current {
+            if let Some(bind) = cur.profile.k3s_bind_ip() {
+                checks.extend(self.k3s.checks(bind, self.k3s_note.as_deref()));
+            }
+        }
+        let k3s = self.current.as_ref().is_some_and(|c| c.profile.k3s.is_some());
+        checks.extend(crate::health::resource_checks(&self.host, k3s));
+        self.metrics.set_checks(&checks);
         Health::from_checks(checks)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use bulwark_model::api::PendingConfirm;
+use bulwark_model::api::{Level, PendingConfirm};
 use bulwark_model::profile::DriftMode;
 
 use super::{now_unix, Engine};
@@ -20,6 +20,7 @@ impl Engine {
         }
         if self.drift.next_check.is_some_and(|t| Instant::now() >= t) {
             self.check_drift();
+            self.watch_k3s_exposure();
             self.schedule_drift_check();
         }
         let mut next = Duration::from_secs(3600);
@@ -90,6 +91,7 @@ impl Engine {
                 match self.install(generation) {
                     Ok(()) => {
                         self.drift.repairs += 1;
+                        self.metrics.inc_drift_repairs();
                         let msg = format!("{what}; generation {number} re-installed");
                         if let Err(e) = self.audit.record(&audit::FW_DRIFT_REPAIRED, 0, Outcome::Success, &msg) {
                             log::error!(error:display = e; "could not record the drift repair");
@@ -112,5 +114,18 @@ impl Engine {
             }
         }
         self.notify_status();
+    }
+
+    /// Refresh health (and so the metrics), and audit the moment the K3s API
+    /// becomes reachable outside the VPN and loopback.
+    fn watch_k3s_exposure(&mut self) {
+        let health = self.health();
+        let exposed = health.checks.iter().find(|c| c.name == crate::k3s::CHECK && c.level == Level::Critical);
+        if let (Some(check), false) = (exposed, self.k3s_exposed) {
+            if let Err(e) = self.audit.record(&audit::K3S_EXPOSED, 0, Outcome::Failure, &check.reason) {
+                log::error!(error:display = e; "could not record the K3s exposure");
+            }
+        }
+        self.k3s_exposed = exposed.is_some();
     }
 }

@@ -1,0 +1,168 @@
+//! `GET /v1/metrics` on the Unix socket, and the optional TCP listener for
+//! Prometheus (`[monitoring] listen`), which serves `GET /metrics` and nothing
+//! else. Validation allows that listener only on loopback or the VPN address.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::health::Metrics;
+
+/// OpenMetrics 1.0, which prometheus-client writes and Prometheus asks for.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic text format, for clients that do not ask for OpenMetrics.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Scrapers are few; more connections than this are closed at once.
+const MAX_CONNECTIONS: usize = 16;
+/// Time for a scraper to send its request headers (also bounds keep-alive idling).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hard cap on one connection's life.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// OpenMetrics when the client accepts it (Prometheus does), else the
+/// classic text format, which curl users and `promtool check metrics` read.
+pub async fn metrics(State(m): State<Arc<Metrics>>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        ([(header::CONTENT_TYPE, CONTENT_TYPE)], m.encode())
+    } else {
+        ([(header::CONTENT_TYPE, CONTENT_TYPE_TEXT)], m.encode_text())
+    }
+}
+
+/// The router of the TCP listener: `GET /metrics` only.
+pub fn tcp_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route("/metrics", get(self::metrics)).with_state(metrics)
+}
+
+/// Serve `GET /metrics` on `addr` until `shutdown` completes. Binding fails
+/// when `addr` does not exist on this host (yet): the caller decides whether
+/// to retry.
+pub async fn serve_tcp(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    log::info!(addr:display = addr; "serving Prometheus metrics");
+    let app = tcp_router(metrics);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!(error:display = e; "metrics listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            log::warn!(limit = MAX_CONNECTIONS; "metrics listener: connection limit reached; closing a new connection");
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(app));
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Err(e)) => log::debug!(error:display = e; "metrics connection ended with an error"),
+                Err(_) => log::debug!("metrics connection exceeded {}s; closed", CONNECTION_TIMEOUT.as_secs()),
+                Ok(Ok(())) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_listener_serves_metrics_only() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_generation(3);
+        // Find a free port, then hand it to serve_tcp.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_tcp(addr, metrics, async {
+            let _ = stopped.await;
+        }));
+        let mut up = false;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(up, "listener did not come up");
+        let ok = tokio::task::spawn_blocking(move || {
+            (
+                get(
+                    addr,
+                    "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0\r\nConnection: close\r\n\r\n",
+                ),
+                get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                get(addr, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                get(addr, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(ok.0.starts_with("HTTP/1.1 200"), "{}", ok.0);
+        assert!(
+            ok.0.to_lowercase().contains(&format!("content-type: {CONTENT_TYPE}")),
+            "{}",
+            ok.0
+        );
+        assert!(ok.0.contains("bulwark_generation 3"), "{}", ok.0);
+        assert!(ok.0.ends_with("# EOF\n"), "{}", ok.0);
+        assert!(
+            ok.1.to_lowercase()
+                .contains(&format!("content-type: {CONTENT_TYPE_TEXT}")),
+            "{}",
+            ok.1
+        );
+        assert!(!ok.1.contains("# EOF"), "{}", ok.1);
+        assert!(ok.2.starts_with("HTTP/1.1 404"), "{}", ok.2);
+        assert!(ok.3.starts_with("HTTP/1.1 405"), "{}", ok.3);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}

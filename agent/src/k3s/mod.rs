@@ -1,0 +1,532 @@
+//! K3s: the bind drop-ins, the restart that picks them up, and the listener check.
+//!
+//! Bulwark owns two files and nothing else of K3s: a `config.yaml.d` drop-in
+//! that binds the API server, the kubelet and the node address to one address
+//! (usually the VPN's), and a `k3s.service.d` drop-in that starts K3s after
+//! bulwarkd, so that address exists before K3s binds. K3s itself is installed
+//! by its own installer; without it (or without systemd) the files are still
+//! written and the outcome carries a note for health instead of an error.
+
+mod listen;
+mod render;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bulwark_model::api::{Change, ChangeOp, Check, Level};
+use bulwark_model::profile::K3s as K3sProfile;
+
+use crate::host::Host;
+use crate::state;
+
+pub use listen::{check_bind, judge, listeners, parse_endpoint, parse_table, CHECK, K3S_PORTS};
+pub use render::{config_yaml, unit_dropin, CONFIG_DROPIN, UNIT_DROPIN};
+
+/// The systemctl used unless bulwarkd is told otherwise (`--systemctl`).
+pub const DEFAULT_SYSTEMCTL: &str = "/usr/bin/systemctl";
+/// Longest a systemctl call may take; the restart is queued, not awaited.
+const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The drop-ins are configuration, readable by everyone, like the files beside them.
+const FILE_MODE: u32 = 0o644;
+const DIR_MODE: u32 = 0o755;
+/// Name of the health check carrying an apply's note.
+pub const NOTE_CHECK: &str = "k3s";
+
+#[derive(Debug, thiserror::Error)]
+pub enum K3sError {
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("`{command}` did not finish within {}s and was killed", timeout.as_secs())]
+    Timeout { command: String, timeout: Duration },
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> K3sError {
+    let path = path.to_owned();
+    move |source| K3sError::Io { op, path, source }
+}
+
+/// What [`K3s::apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct K3sOutcome {
+    /// A drop-in was written or removed.
+    pub changed: bool,
+    /// systemd was asked to restart k3s.service.
+    pub restarted: bool,
+    /// Why K3s did not (or will not) pick the change up: for health.
+    pub note: Option<String>,
+}
+
+/// What is there to restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    /// `/run/systemd/system` exists: systemd is the init system.
+    pub systemd: bool,
+    /// A k3s.service unit or the k3s binary exists.
+    pub installed: bool,
+}
+
+/// Access to the K3s configuration of one host.
+#[derive(Debug, Clone)]
+pub struct K3s {
+    host: Host,
+    systemctl: PathBuf,
+    timeout: Duration,
+}
+
+impl K3s {
+    pub fn new(host: Host, systemctl: impl Into<PathBuf>) -> K3s {
+        K3s {
+            host,
+            systemctl: systemctl.into(),
+            timeout: SYSTEMCTL_TIMEOUT,
+        }
+    }
+
+    /// Bound each systemctl call by `timeout` instead of the default.
+    pub fn with_timeout(mut self, timeout: Duration) -> K3s {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The files Bulwark wants, as (host path, content); `None` = absent.
+    fn wanted(desired: Option<&K3sProfile>, bind: Option<IpAddr>) -> [(&'static str, Option<String>); 2] {
+        match (desired, bind) {
+            (Some(k), Some(ip)) => [
+                (CONFIG_DROPIN, Some(config_yaml(k, ip))),
+                (UNIT_DROPIN, Some(unit_dropin())),
+            ],
+            _ => [(CONFIG_DROPIN, None), (UNIT_DROPIN, None)],
+        }
+    }
+
+    fn read(&self, host_path: &str) -> Result<Option<String>, K3sError> {
+        let path = self.host.path(host_path);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
+    /// The changes [`K3s::apply`] would make. Without `[k3s]`, Bulwark's own
+    /// drop-ins are removed (a rollback to such a profile must not leave
+    /// them behind) and nothing else of K3s is touched.
+    pub fn plan(&self, desired: Option<&K3sProfile>, bind: Option<IpAddr>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if desired.is_some() && bind.is_none() {
+            // Validation refuses this (bind = "vpn" needs [wireguard]).
+            return changes;
+        }
+        for (host_path, want) in Self::wanted(desired, bind) {
+            // An unreadable file is planned as a rewrite; apply reports the error.
+            let have = self.read(host_path).unwrap_or(Some(String::new()));
+            let op = match (&have, &want) {
+                (None, Some(_)) => ChangeOp::Add,
+                (Some(_), None) => ChangeOp::Remove,
+                (Some(a), Some(b)) if a != b => ChangeOp::Change,
+                _ => continue,
+            };
+            let what = match (host_path, &want) {
+                (CONFIG_DROPIN, Some(_)) => {
+                    let ip = bind.map(|b| b.to_string()).unwrap_or_default();
+                    let sans = desired.map(|d| d.tls_san.join(", ")).unwrap_or_default();
+                    format!("{host_path} (bind {ip}; tls-san [{sans}])")
+                }
+                (UNIT_DROPIN, Some(_)) => format!("{host_path} (After=bulwarkd.service)"),
+                _ => host_path.to_owned(),
+            };
+            changes.push(Change {
+                module: "k3s".to_owned(),
+                op,
+                what,
+            });
+        }
+        if !changes.is_empty() && desired.is_some_and(|d| d.restart) {
+            changes.push(Change {
+                module: "k3s".to_owned(),
+                op: ChangeOp::Change,
+                what: "restart k3s.service".to_owned(),
+            });
+        }
+        changes
+    }
+
+    /// Whether systemd runs this host and K3s is installed (under the host root).
+    pub fn presence(&self) -> Presence {
+        let exists = |p: &str| self.host.path(p).exists();
+        Presence {
+            systemd: self.host.path("/run/systemd/system").is_dir(),
+            installed: [
+                "/etc/systemd/system/k3s.service",
+                "/lib/systemd/system/k3s.service",
+                "/usr/lib/systemd/system/k3s.service",
+                "/usr/local/bin/k3s",
+            ]
+            .into_iter()
+            .any(exists),
+        }
+    }
+
+    /// Write (or remove) the drop-ins where they differ; when something
+    /// changed and the profile says `restart`, reload systemd and restart K3s.
+    pub fn apply(&self, desired: Option<&K3sProfile>, bind: Option<IpAddr>) -> Result<K3sOutcome, K3sError> {
+        let mut out = K3sOutcome::default();
+        if desired.is_some() && bind.is_none() {
+            out.note = Some("[k3s] has no address to bind to; the drop-ins were left as they are".to_owned());
+            return Ok(out);
+        }
+        for (host_path, want) in Self::wanted(desired, bind) {
+            let have = self.read(host_path)?;
+            let path = self.host.path(host_path);
+            match want {
+                Some(text) if have.as_deref() != Some(text.as_str()) => {
+                    write_file(&path, text.as_bytes())?;
+                    out.changed = true;
+                }
+                None if have.is_some() => {
+                    state::remove(&path)?;
+                    out.changed = true;
+                }
+                _ => {}
+            }
+        }
+        let presence = self.presence();
+        out.note = match (desired.is_some(), presence) {
+            (false, _) => None,
+            (true, Presence { installed: false, .. }) => Some(
+                "K3s is not installed (no k3s.service, no /usr/local/bin/k3s); its drop-ins are ready for it"
+                    .to_owned(),
+            ),
+            (true, Presence { systemd: false, .. }) if out.changed => {
+                Some("systemd is not running here (no /run/systemd/system): restart K3s yourself to bind it".to_owned())
+            }
+            (true, _) => None,
+        };
+        if !out.changed || !presence.systemd || !presence.installed {
+            return Ok(out);
+        }
+        // The unit drop-in only takes effect after a reload.
+        self.systemctl(&["daemon-reload"])?;
+        match desired {
+            Some(k) if k.restart => {
+                // Queued, not awaited: K3s can take a minute to come up and the
+                // engine serves every request on one thread; the listener check
+                // reports the result. try-restart leaves a K3s the operator
+                // stopped alone: it reads the new config when started.
+                self.systemctl(&["--no-block", "try-restart", "k3s.service"])?;
+                out.restarted = true;
+            }
+            Some(_) => {
+                out.note =
+                    Some("K3s configuration changed and restart = false: restart k3s.service to bind it".to_owned());
+            }
+            // Without [k3s] a restart would re-bind K3s to every address.
+            None => {}
+        }
+        Ok(out)
+    }
+
+    /// Health for a profile with `[k3s]`: the listener check, and the note
+    /// of the last apply when there is one. Not installed is said either way.
+    pub fn checks(&self, bind: IpAddr, note: Option<&str>) -> Vec<Check> {
+        let mut bind_check = check_bind(bind);
+        if bind_check.level == Level::Warning && !self.presence().installed {
+            bind_check.reason.push_str("; K3s is not installed");
+        }
+        let mut checks = vec![bind_check];
+        if let Some(note) = note {
+            checks.push(Check {
+                name: NOTE_CHECK.to_owned(),
+                level: Level::Warning,
+                reason: note.to_owned(),
+            });
+        }
+        checks
+    }
+
+    /// Run systemctl with `args`, bounded in time, without systemd's
+    /// notification socket (a child must not speak for bulwarkd).
+    fn systemctl(&self, args: &[&str]) -> Result<(), K3sError> {
+        let command = format!("{} {}", self.systemctl.display(), args.join(" "));
+        let mut child = Command::new(&self.systemctl)
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| K3sError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        // Drain stderr on the side so a chatty child cannot block on a full pipe.
+        let reader = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = e.read_to_string(&mut s);
+                s
+            })
+        });
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(K3sError::Timeout {
+                        command,
+                        timeout: self.timeout,
+                    });
+                }
+                Err(source) => return Err(K3sError::Spawn { command, source }),
+            }
+        };
+        let stderr = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+        if status.success() {
+            log::info!(command; "ran systemctl");
+            Ok(())
+        } else {
+            Err(K3sError::Failed {
+                command,
+                status,
+                stderr: stderr.trim().to_owned(),
+            })
+        }
+    }
+}
+
+/// Write `bytes` to `path` atomically with mode 0644, creating parent
+/// directories (0755) as needed: the same temp + fsync + rename + directory
+/// fsync as [`state::write_atomic`], with a mode for public configuration.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), K3sError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(io("create directory", dir))?;
+    let tmp = state::tmp_path(path);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    // The mode argument is filtered by the umask; set it outright.
+    f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+        .map_err(io("set mode of", &tmp))?;
+    f.write_all(bytes).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io("rename into", path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use bulwark_model::profile::K3sBind;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        log: PathBuf,
+        k3s: K3s,
+    }
+
+    /// A root with systemd and K3s "present" and a systemctl stand-in that
+    /// appends its argv to a log.
+    fn fixture(systemd: bool, installed: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        if systemd {
+            fs::create_dir_all(root.join("run/systemd/system")).unwrap();
+        }
+        if installed {
+            fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+            fs::write(root.join("usr/local/bin/k3s"), "").unwrap();
+        }
+        let log = root.join("systemctl.log");
+        let stand_in = root.join("systemctl");
+        fs::write(
+            &stand_in,
+            format!("#!/bin/sh\n# systemctl stand-in\necho \"$*\" >> {}\n", log.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&stand_in, fs::Permissions::from_mode(0o755)).unwrap();
+        let k3s = K3s::new(Host::new(&root), &stand_in);
+        Fixture {
+            _dir: dir,
+            root,
+            log,
+            k3s,
+        }
+    }
+
+    fn calls(f: &Fixture) -> Vec<String> {
+        fs::read_to_string(&f.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn profile(sans: &[&str], restart: bool) -> K3sProfile {
+        K3sProfile {
+            bind: K3sBind::Vpn,
+            tls_san: sans.iter().map(|s| (*s).to_owned()).collect(),
+            restart,
+        }
+    }
+
+    fn ip() -> Option<IpAddr> {
+        Some("10.8.0.1".parse().unwrap())
+    }
+
+    #[test]
+    fn first_apply_writes_both_files_0644_and_restarts() {
+        let f = fixture(true, true);
+        let p = profile(&["k3s.vpn.internal"], true);
+        let plan = f.k3s.plan(Some(&p), ip());
+        assert_eq!(plan.len(), 3, "{plan:?}");
+        assert!(plan[..2].iter().all(|c| c.op == ChangeOp::Add));
+        let out = f.k3s.apply(Some(&p), ip()).unwrap();
+        assert_eq!(
+            out,
+            K3sOutcome {
+                changed: true,
+                restarted: true,
+                note: None
+            }
+        );
+        assert_eq!(calls(&f), ["daemon-reload", "--no-block try-restart k3s.service"]);
+        for p in [CONFIG_DROPIN, UNIT_DROPIN] {
+            let meta = fs::metadata(f.root.join(&p[1..])).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o644, "{p}");
+        }
+        let yaml = fs::read_to_string(f.root.join(&CONFIG_DROPIN[1..])).unwrap();
+        assert!(yaml.contains("bind-address: \"10.8.0.1\""));
+    }
+
+    #[test]
+    fn unchanged_apply_restarts_nothing_and_changed_san_does() {
+        let f = fixture(true, true);
+        f.k3s.apply(Some(&profile(&["a.example"], true)), ip()).unwrap();
+        let again = f.k3s.apply(Some(&profile(&["a.example"], true)), ip()).unwrap();
+        assert!(!again.changed && !again.restarted);
+        assert!(f.k3s.plan(Some(&profile(&["a.example"], true)), ip()).is_empty());
+        assert_eq!(calls(&f).len(), 2);
+        let plan = f.k3s.plan(Some(&profile(&["b.example"], true)), ip());
+        assert_eq!(plan[0].op, ChangeOp::Change);
+        assert!(plan[0].what.contains("b.example"), "{plan:?}");
+        let out = f.k3s.apply(Some(&profile(&["b.example"], true)), ip()).unwrap();
+        assert!(out.changed && out.restarted);
+        assert_eq!(calls(&f).len(), 4);
+    }
+
+    #[test]
+    fn restart_false_reloads_and_says_so() {
+        let f = fixture(true, true);
+        let out = f.k3s.apply(Some(&profile(&[], false)), ip()).unwrap();
+        assert!(out.changed && !out.restarted);
+        assert!(out.note.unwrap().contains("restart = false"));
+        assert_eq!(calls(&f), ["daemon-reload"]);
+    }
+
+    #[test]
+    fn without_systemd_or_k3s_files_are_written_and_a_note_given() {
+        let f = fixture(false, true);
+        let out = f.k3s.apply(Some(&profile(&[], true)), ip()).unwrap();
+        assert!(out.changed && !out.restarted);
+        assert!(out.note.unwrap().contains("systemd is not running"));
+        let f = fixture(true, false);
+        let out = f.k3s.apply(Some(&profile(&[], true)), ip()).unwrap();
+        assert!(out.changed && !out.restarted);
+        assert!(out.note.unwrap().contains("not installed"));
+        assert!(calls(&f).is_empty());
+        assert!(f.root.join(&UNIT_DROPIN[1..]).is_file());
+    }
+
+    #[test]
+    fn removing_the_section_removes_only_our_files_without_restart() {
+        let f = fixture(true, true);
+        f.k3s.apply(Some(&profile(&[], true)), ip()).unwrap();
+        let other = f.root.join("etc/rancher/k3s/config.yaml.d/10-operator.yaml");
+        fs::write(&other, "foo: bar\n").unwrap();
+        let plan = f.k3s.plan(None, None);
+        assert_eq!(plan.len(), 2);
+        assert!(plan.iter().all(|c| c.op == ChangeOp::Remove));
+        let out = f.k3s.apply(None, None).unwrap();
+        assert!(out.changed && !out.restarted && out.note.is_none());
+        assert!(!f.root.join(&CONFIG_DROPIN[1..]).exists());
+        assert!(other.exists());
+        assert_eq!(
+            calls(&f),
+            ["daemon-reload", "--no-block try-restart k3s.service", "daemon-reload"]
+        );
+        assert!(f.k3s.plan(None, None).is_empty());
+    }
+
+    #[test]
+    fn failing_or_hanging_systemctl_is_an_error() {
+        let f = fixture(true, true);
+        let bad = f.root.join("bad-systemctl");
+        fs::write(&bad, "#!/bin/sh\necho 'Unit k3s.service not found.' >&2\nexit 5\n").unwrap();
+        fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).unwrap();
+        let k = K3s::new(Host::new(&f.root), &bad);
+        let e = k.apply(Some(&profile(&[], true)), ip()).unwrap_err();
+        assert!(e.to_string().contains("Unit k3s.service not found."), "{e}");
+
+        let slow = f.root.join("slow-systemctl");
+        fs::write(&slow, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
+        let k = K3s::new(Host::new(&f.root), &slow).with_timeout(Duration::from_millis(200));
+        let e = k.apply(Some(&profile(&["x.example"], true)), ip()).unwrap_err();
+        assert!(matches!(e, K3sError::Timeout { .. }), "{e}");
+    }
+
+    #[test]
+    fn checks_add_the_note_and_not_installed() {
+        let f = fixture(true, false);
+        // 192.0.2.1 (TEST-NET-1) is nowhere in this namespace: nothing listens there.
+        let checks = f.k3s.checks("192.0.2.1".parse().unwrap(), Some("a note"));
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks[0].name, CHECK);
+        if checks[0].level == Level::Warning {
+            assert!(checks[0].reason.ends_with("K3s is not installed"), "{:?}", checks[0]);
+        }
+        assert_eq!(checks[1].level, Level::Warning);
+        assert_eq!(checks[1].reason, "a note");
+    }
+}
