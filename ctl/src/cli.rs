@@ -138,6 +138,34 @@ directly as a Nagios/Icinga check: 0 OK, 1 WARNING, 2 CRITICAL, and 3 UNKNOWN
 when the daemon is unreachable or its answer cannot be read.")]
     Health,
 
+    /// Onboard an admin on the VPN and print their client config (once)
+    #[command(long_about = "\
+Onboard an admin on the WireGuard VPN: allocate the next free VPN address (or
+--address), create a key pair (or use the admin's --public-key), add a
+preshared key, apply it live, and print a wg-quick client config on stdout.
+
+The config is shown exactly once: Bulwark does not keep the private key. Save
+it straight into a file or scan the --qr code on a phone. With --public-key
+the config carries a placeholder for the admin's own private key.
+
+Examples:
+  bulwarkctl add-peer alice > alice.conf
+  bulwarkctl add-peer bob --public-key 'hJ7...=' --expires 30d")]
+    AddPeer(AddPeerArgs),
+
+    /// Remove a VPN peer; its config stops working at once
+    RemovePeer {
+        /// Name of the peer (see `bulwarkctl peers`)
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
+    /// List VPN peers with address, expiry, last handshake and transfer
+    Peers,
+
     /// Read or verify the hash-chained audit log
     Audit {
         #[command(subcommand)]
@@ -168,6 +196,25 @@ Example:
         #[arg(value_name = "DIR", default_value = ".")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AddPeerArgs {
+    /// Unique name: letters, digits, '.', '_', '-'
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The admin's own public key (base64); otherwise a key pair is generated
+    #[arg(long, value_name = "KEY")]
+    pub public_key: Option<String>,
+    /// A specific VPN address instead of the next free one
+    #[arg(long, value_name = "IP")]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// Remove the peer after this long (e.g. 30d, 12h); default: the profile's peer_expiry
+    #[arg(long, value_name = "DURATION")]
+    pub expires: Option<String>,
+    /// Also print the config as a QR code for the terminal
+    #[arg(long)]
+    pub qr: bool,
 }
 
 #[derive(Debug, Args)]

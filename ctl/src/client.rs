@@ -123,6 +123,10 @@ impl Client {
         self.send("POST", path, req)
     }
 
+    pub fn delete(&self, path: &str) -> Result<Answer, ClientError> {
+        self.send("DELETE", path, self.http.delete(url(path)))
+    }
+
     fn send(&self, method: &'static str, path: &str, req: RequestBuilder) -> Result<Answer, ClientError> {
         self.trace(format_args!("{method} {path} via {}", self.socket.display()));
         let resp = req.send().map_err(|e| self.transport_error(method, path, &e))?;

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bulwark_model::api::{ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, Status};
+use bulwark_model::api::{ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, PeerInfo, Status};
 
 /// Target terminal width.
 pub const WIDTH: usize = 80;
@@ -196,6 +196,37 @@ pub fn generations(gens: &[GenerationInfo]) -> String {
     t.render(false)
 }
 
+/// Peers: name, address, handshake age, transfer, expiry. Public keys are
+/// in `--json`; they would not fit 80 columns.
+pub fn peers(peers: &[PeerInfo], now: u64) -> String {
+    if peers.is_empty() {
+        return "no peers; add one with `bulwarkctl add-peer NAME`\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("NAME", Align::Left),
+        ("ADDRESS", Align::Left),
+        ("HANDSHAKE", Align::Right),
+        ("RX", Align::Right),
+        ("TX", Align::Right),
+        ("EXPIRES", Align::Left),
+    ]);
+    for p in peers {
+        let ago = p.last_handshake.map_or_else(
+            || "never".to_owned(),
+            |t| format!("{} ago", humantime::format_duration(Duration::from_secs(now.saturating_sub(t)))),
+        );
+        t.row(vec![
+            p.name.clone(),
+            p.address.clone(),
+            ago,
+            p.rx_bytes.to_string(),
+            p.tx_bytes.to_string(),
+            p.expires.map_or_else(|| "never".to_owned(), rfc3339),
+        ]);
+    }
+    t.render(false)
+}
+
 pub fn status(s: &Status, now: u64) -> String {
     let none = || "none".to_owned();
     let pending = s.pending_confirm.as_ref().map_or_else(none, |p| {
@@ -234,6 +265,15 @@ pub fn status(s: &Status, now: u64) -> String {
         ("pending confirm", pending),
         ("drift", drift),
         ("firewall", firewall),
+        (
+            "wireguard",
+            s.wireguard.as_ref().map_or_else(none, |w| {
+                format!(
+                    "{} {} ({}, port {}), {} peer(s), key {}",
+                    w.interface, w.address, w.backend, w.listen_port, w.peers, w.public_key
+                )
+            }),
+        ),
         ("health", s.health.to_string()),
         ("last error", s.last_error.clone().unwrap_or_else(none)),
     ])

@@ -185,6 +185,8 @@ pub struct Status {
     pub drift_interval_secs: u64,
     pub pending_confirm: Option<PendingConfirm>,
     pub firewall: FirewallStatus,
+    /// Present when the profile in force has a `[wireguard]` section.
+    pub wireguard: Option<WireGuardStatus>,
     pub health: Level,
     pub last_error: Option<String>,
 }
@@ -198,6 +200,19 @@ pub struct FirewallStatus {
     pub in_sync: bool,
     pub set_elements: usize,
     pub drift_repairs: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WireGuardStatus {
+    pub interface: String,
+    /// `kernel` or `userspace`: the backend actually in use.
+    pub backend: String,
+    pub address: String,
+    pub listen_port: u16,
+    /// The server's public key (the private key never leaves the host).
+    pub public_key: String,
+    pub peers: usize,
 }
 
 /// One entry of `GET /v1/generations`.

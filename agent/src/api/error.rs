@@ -7,6 +7,7 @@ use bulwark_model::api::ErrorBody;
 
 use crate::converge::task::EngineGone;
 use crate::converge::EngineError;
+use crate::wireguard::ErrorClass;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -50,6 +51,13 @@ impl IntoResponse for ApiError {
             ApiError::Engine(EngineError::Firewall { .. } | EngineError::K3s { .. } | EngineError::Verify(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "apply_failed")
             }
+            ApiError::Engine(EngineError::WireGuard { .. }) => (StatusCode::INTERNAL_SERVER_ERROR, "apply_failed"),
+            ApiError::Engine(EngineError::Peer(e)) => match e.class() {
+                ErrorClass::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+                ErrorClass::Conflict => (StatusCode::CONFLICT, "conflict"),
+                ErrorClass::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                ErrorClass::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "wireguard_failed"),
+            },
             ApiError::Engine(EngineError::State(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "state_error"),
             ApiError::Gone(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_stopped"),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),

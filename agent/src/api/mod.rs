@@ -84,11 +84,14 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/audit", get(routes::audit_tail))
         .route("/audit/verify", get(routes::audit_verify))
         .route("/metrics", get(metrics::metrics))
+        .route("/peers", get(routes::peers))
         .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Read), authorize));
     let admin = Router::new()
         .route("/apply", post(routes::apply))
         .route("/confirm", post(routes::confirm))
         .route("/rollback", post(routes::rollback))
+        .route("/peers", post(routes::add_peer))
+        .route("/peers/{name}", axum::routing::delete(routes::remove_peer))
         .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Admin), authorize));
     Router::new()
         .route("/version", get(routes::version))

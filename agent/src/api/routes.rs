@@ -2,10 +2,10 @@
 //! the engine thread, turn the answer into JSON.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::Json;
 use bulwark_model::api::{
-    ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, RollbackRequest, Status, VersionInfo,
+    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, PeerInfo, AuditEvent, AuditVerify, GenerationInfo, Health, RollbackRequest, Status, VersionInfo,
     API_VERSION, MAX_BODY_BYTES,
 };
 use serde::de::DeserializeOwned;
@@ -44,7 +44,7 @@ pub async fn version() -> Json<VersionInfo> {
     Json(VersionInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         api_versions: vec![API_VERSION.to_owned()],
-        capabilities: ["firewall", "generations", "confirm", "rollback", "drift", "audit"]
+        capabilities: ["firewall", "generations", "confirm", "rollback", "drift", "audit", "wireguard", "k3s", "metrics"]
             .map(str::to_owned)
             .to_vec(),
     })
@@ -88,6 +88,26 @@ pub async fn apply(
     Body(req): Body<ApplyRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
     Ok(Json(ctx.engine.call(|r| Command::Apply(req, caller.0.uid, r)).await??))
+}
+
+pub async fn peers(State(ctx): State<Ctx>) -> Result<Json<Vec<PeerInfo>>, ApiError> {
+    Ok(Json(ctx.engine.call(Command::Peers).await??))
+}
+
+pub async fn add_peer(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    Body(req): Body<AddPeerRequest>,
+) -> Result<Json<AddPeerResponse>, ApiError> {
+    Ok(Json(ctx.engine.call(|r| Command::AddPeer(req, caller.0.uid, r)).await??))
+}
+
+pub async fn remove_peer(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<PeerInfo>, ApiError> {
+    Ok(Json(ctx.engine.call(|r| Command::RemovePeer(name, caller.0.uid, r)).await??))
 }
 
 pub async fn confirm(State(ctx): State<Ctx>, caller: Caller) -> Result<Json<ApplyResponse>, ApiError> {

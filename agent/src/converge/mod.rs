@@ -15,13 +15,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use bulwark_model::api::{ApplyRequest, ApplyResponse, Change, ChangeOp, PendingConfirm, Plan};
+use bulwark_model::api::{
+    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, Change, ChangeOp, PeerInfo, PendingConfirm, Plan,
+};
 use bulwark_model::{Profile, ValidationErrors};
 
 use crate::audit::{self, AuditLog, Outcome};
 use crate::firewall::{self, FirewallError, Nft, Ruleset};
 use crate::health::Metrics;
 use crate::k3s::{K3s, K3sError};
+use crate::wireguard::{WgError, WireGuard};
 use crate::host::Host;
 use crate::state::{self, StateError};
 use generations::{Generation, Meta, Store};
@@ -49,6 +52,14 @@ pub enum EngineError {
         #[source]
         source: FirewallError,
     },
+    #[error("WireGuard configuration failed; {kept}")]
+    WireGuard {
+        kept: &'static str,
+        #[source]
+        source: WgError,
+    },
+    #[error(transparent)]
+    Peer(#[from] WgError),
     #[error("K3s configuration failed; {kept}")]
     K3s {
         kept: &'static str,
@@ -98,6 +109,7 @@ pub struct Engine {
     pending: Option<PendingConfirm>,
     drift: Drift,
     last: Option<LastChange>,
+    wg: WireGuard,
     k3s: K3s,
     /// Why K3s was not restarted (no systemd, not installed), for health.
     k3s_note: Option<String>,
@@ -133,7 +145,12 @@ impl Engine {
             log::warn!(removed; "removed {removed} temporary file(s) left by an interrupted write");
         }
         let store = Store::open(&state_dir)?;
-        let audit = AuditLog::open(&host.log_dir())?;
+        let mut audit = AuditLog::open(&host.log_dir())?;
+        let (wg, key_created) = WireGuard::open(&host)?;
+        if key_created {
+            let msg = format!("public key {}", wg.public_key());
+            audit.record(&audit::WG_KEY_CREATED, 0, Outcome::Success, &msg)?;
+        }
         let Parts { nft, k3s, metrics, monitor } = parts;
         Ok(Engine {
             host,
@@ -144,6 +161,7 @@ impl Engine {
             pending: None,
             drift: Drift::default(),
             last: None,
+            wg,
             k3s,
             k3s_note: None,
             k3s_exposed: false,
@@ -357,6 +375,12 @@ impl Engine {
 
     /// The modules after the firewall.
     fn converge_modules(&mut self, profile: &Profile, uid: u32) -> Result<(), EngineError> {
+        if let Some(wg) = &profile.wireguard {
+            self.wg.apply(wg).map_err(|source| EngineError::WireGuard { kept: RESTORED, source })?;
+            if let Some(backend) = self.wg.backend_in_use() {
+                log::info!(interface = wg.interface.as_str(), backend; "WireGuard {} up on the {backend} backend", wg.interface);
+            }
+        }
         let outcome = self
             .k3s
             .apply(profile.k3s.as_ref(), profile.k3s_bind_ip())
@@ -420,15 +444,15 @@ impl Engine {
                     changes.push(setting(format!("drift_interval {a} -> {b}")));
                 }
                 changes.extend(firewall::plan(desired, Some(&cur.generation.ruleset)));
-                changes.extend(self.k3s.plan(profile.k3s.as_ref(), profile.k3s_bind_ip()));
                 live.is_some() && live == cur.snapshot
             }
             None => {
                 changes.extend(firewall::plan(desired, None));
-                changes.extend(self.k3s.plan(profile.k3s.as_ref(), profile.k3s_bind_ip()));
                 false
             }
         };
+        changes.extend(self.wg.plan(profile.wireguard.as_ref()));
+        changes.extend(self.k3s.plan(profile.k3s.as_ref(), profile.k3s_bind_ip()));
         if !in_sync && self.current.is_some() {
             changes.push(Change {
                 module: "firewall".to_owned(),
@@ -531,6 +555,35 @@ impl Engine {
             changed: true,
             ..ApplyResponse::default()
         })
+    }
+
+    /// The `[wireguard]` section in force, or why peers cannot be managed.
+    fn vpn(&self) -> Result<bulwark_model::profile::WireGuard, EngineError> {
+        self.current.as_ref().and_then(|c| c.profile.wireguard.clone()).ok_or_else(|| {
+            EngineError::Conflict("the profile in force has no [wireguard] section; apply one first".to_owned())
+        })
+    }
+
+    pub fn add_peer(&mut self, req: AddPeerRequest, uid: u32) -> Result<AddPeerResponse, EngineError> {
+        let vpn = self.vpn()?;
+        let added = self.wg.add_peer(&vpn, req)?;
+        let p = &added.peer;
+        let msg = format!("peer {} {} key {}", p.name, p.address, p.public_key);
+        self.audit.record(&audit::WG_PEER_ADDED, uid, Outcome::Success, &msg)?;
+        Ok(added)
+    }
+
+    pub fn remove_peer(&mut self, name: &str, uid: u32) -> Result<PeerInfo, EngineError> {
+        let vpn = self.vpn()?;
+        let removed = self.wg.remove_peer(&vpn, name)?;
+        let msg = format!("peer {} {} key {}", removed.name, removed.address, removed.public_key);
+        self.audit.record(&audit::WG_PEER_REMOVED, uid, Outcome::Success, &msg)?;
+        Ok(removed)
+    }
+
+    pub fn peers(&self) -> Result<Vec<PeerInfo>, EngineError> {
+        let vpn = self.current.as_ref().and_then(|c| c.profile.wireguard.as_ref());
+        Ok(self.wg.peers(vpn)?)
     }
 
     pub fn generations(&self) -> Result<Vec<bulwark_model::api::GenerationInfo>, EngineError> {

@@ -1,6 +1,6 @@
 //! What the engine tells about the host: status and health checks.
 
-use bulwark_model::api::{Check, FirewallStatus, Health, Level, Status};
+use bulwark_model::api::{Check, FirewallStatus, Health, Level, Status, WireGuardStatus};
 use bulwark_model::profile::DriftMode;
 
 use super::{now_unix, Engine};
@@ -25,6 +25,14 @@ impl Engine {
                 set_elements: cur.map_or(0, |c| c.generation.ruleset.set_elements()),
                 drift_repairs: self.drift.repairs,
             },
+            wireguard: cur.and_then(|c| c.profile.wireguard.as_ref()).map(|w| WireGuardStatus {
+                interface: w.interface.clone(),
+                backend: self.wg.backend_in_use().unwrap_or("down").to_owned(),
+                address: w.address.to_string(),
+                listen_port: w.listen_port,
+                public_key: self.wg.public_key(),
+                peers: self.wg.peers(Some(w)).map_or(0, |p| p.len()),
+            }),
             health: self.health().level,
             last_error: self.last.as_ref().filter(|l| !l.ok).map(|l| l.message.clone()),
         }
@@ -77,6 +85,17 @@ impl Engine {
             n => check("drift", Level::Ok, format!("{n} drift repair(s) since start-up")),
         });
         if let Some(cur) = &self.current {
+            if let Some(vpn) = &cur.profile.wireguard {
+                checks.extend(self.wg.health(vpn));
+                if let Ok(peers) = self.wg.peers(Some(vpn)) {
+                    let now = now_unix();
+                    let ages: Vec<(String, Option<std::time::Duration>)> = peers
+                        .into_iter()
+                        .map(|p| (p.name, p.last_handshake.map(|t| std::time::Duration::from_secs(now.saturating_sub(t)))))
+                        .collect();
+                    self.metrics.set_wireguard_peers(&ages);
+                }
+            }
             if let Some(bind) = cur.profile.k3s_bind_ip() {
                 checks.extend(self.k3s.checks(bind, self.k3s_note.as_deref()));
             }

@@ -9,7 +9,10 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bulwark_model::api::{ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, Status};
+use bulwark_model::api::{
+    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, PeerInfo,
+    Status,
+};
 use tokio::sync::oneshot;
 
 use super::{Engine, EngineError};
@@ -23,6 +26,9 @@ pub enum Command {
     Apply(ApplyRequest, u32, Reply<ApplyResponse>),
     Confirm(u32, Reply<ApplyResponse>),
     Rollback(Option<u64>, u32, Reply<ApplyResponse>),
+    AddPeer(AddPeerRequest, u32, Reply<AddPeerResponse>),
+    RemovePeer(String, u32, Reply<PeerInfo>),
+    Peers(Reply<Vec<PeerInfo>>),
     Status(Reply<Status>),
     Health(Reply<Health>),
     Generations(Reply<Vec<GenerationInfo>>),
@@ -86,6 +92,9 @@ fn handle(engine: &mut Engine, cmd: Command) {
         Command::Apply(req, uid, reply) => drop(reply.send(engine.apply(req, uid))),
         Command::Confirm(uid, reply) => drop(reply.send(engine.confirm(uid))),
         Command::Rollback(target, uid, reply) => drop(reply.send(engine.rollback(target, uid))),
+        Command::AddPeer(req, uid, reply) => drop(reply.send(engine.add_peer(req, uid))),
+        Command::RemovePeer(name, uid, reply) => drop(reply.send(engine.remove_peer(&name, uid))),
+        Command::Peers(reply) => drop(reply.send(engine.peers())),
         Command::Status(reply) => drop(reply.send(Ok(engine.status()))),
         Command::Health(reply) => drop(reply.send(Ok(engine.health()))),
         Command::Generations(reply) => drop(reply.send(engine.generations())),

@@ -6,7 +6,7 @@ use bulwark_model::api::{Level, PendingConfirm};
 use bulwark_model::profile::DriftMode;
 
 use super::{now_unix, Engine};
-use crate::audit::{self, Outcome};
+use crate::audit::{self, EventKind, Outcome};
 use crate::state;
 
 impl Engine {
@@ -19,6 +19,7 @@ impl Engine {
             }
         }
         if self.drift.next_check.is_some_and(|t| Instant::now() >= t) {
+            self.expire_peers();
             self.check_drift();
             self.watch_k3s_exposure();
             self.schedule_drift_check();
@@ -65,36 +66,42 @@ impl Engine {
         self.drift.next_check = self.current.as_ref().map(|c| Instant::now() + c.profile.drift_interval);
     }
 
-    /// Compare the live table with the snapshot; repair or report.
+    /// Compare the host with the current generation; repair or report.
     fn check_drift(&mut self) {
         let Some(cur) = &self.current else { return };
-        let live = match self.nft.list() {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!(error:display = e; "drift check could not list the table");
-                return;
+        let mut drifted: Vec<(&'static EventKind, String)> = Vec::new();
+        match self.nft.list() {
+            Ok(live) if live.is_some() && live == cur.snapshot => {}
+            Ok(live) => {
+                let what = if live.is_none() { "deleted" } else { "modified" };
+                drifted.push((&audit::FW_DRIFT_REPAIRED, format!("table inet bulwark was {what}")));
             }
-        };
-        if live.is_some() && live == cur.snapshot {
+            Err(e) => log::error!(error:display = e; "drift check could not list the table"),
+        }
+        if let Some(wg) = &cur.profile.wireguard {
+            match self.wg.drift(wg) {
+                Ok(Some(what)) => drifted.push((&audit::WG_DRIFT_REPAIRED, what)),
+                Ok(None) => {}
+                Err(e) => log::error!(error:display = e; "drift check could not read the WireGuard device"),
+            }
+        }
+        if drifted.is_empty() {
             self.drift.detected = false;
             return;
         }
-        let what = if live.is_none() {
-            "table inet bulwark was deleted"
-        } else {
-            "table inet bulwark was modified"
-        };
         match cur.profile.drift {
             DriftMode::Repair => {
                 let generation = cur.generation.clone();
                 let number = generation.meta.number;
                 match self.install(generation) {
                     Ok(()) => {
-                        self.drift.repairs += 1;
-                        self.metrics.inc_drift_repairs();
-                        let msg = format!("{what}; generation {number} re-installed");
-                        if let Err(e) = self.audit.record(&audit::FW_DRIFT_REPAIRED, 0, Outcome::Success, &msg) {
-                            log::error!(error:display = e; "could not record the drift repair");
+                        for (kind, what) in drifted {
+                            self.drift.repairs += 1;
+                            self.metrics.inc_drift_repairs();
+                            let msg = format!("{what}; generation {number} re-installed");
+                            if let Err(e) = self.audit.record(kind, 0, Outcome::Success, &msg) {
+                                log::error!(error:display = e; "could not record the drift repair");
+                            }
                         }
                     }
                     Err(e) => {
@@ -105,7 +112,8 @@ impl Engine {
             }
             DriftMode::Report => {
                 if !self.drift.detected {
-                    let msg = format!("{what}; drift = \"report\", left as found");
+                    let what: Vec<String> = drifted.into_iter().map(|(_, w)| w).collect();
+                    let msg = format!("{}; drift = \"report\", left as found", what.join("; "));
                     if let Err(e) = self.audit.record(&audit::FW_DRIFT_DETECTED, 0, Outcome::Failure, &msg) {
                         log::error!(error:display = e; "could not record drift");
                     }
@@ -114,6 +122,22 @@ impl Engine {
             }
         }
         self.notify_status();
+    }
+
+    /// Remove peers whose expiry passed, with an audit event each.
+    fn expire_peers(&mut self) {
+        let Some(vpn) = self.current.as_ref().and_then(|c| c.profile.wireguard.clone()) else { return };
+        match self.wg.expire(&vpn, now_unix()) {
+            Ok(expired) => {
+                for p in expired {
+                    let msg = format!("peer {} {} key {}", p.name, p.address, p.public_key);
+                    if let Err(e) = self.audit.record(&audit::WG_PEER_EXPIRED, 0, Outcome::Success, &msg) {
+                        log::error!(error:display = e; "could not record the expiry");
+                    }
+                }
+            }
+            Err(e) => log::error!(error:display = e; "could not expire peers"),
+        }
     }
 
     /// Refresh health (and so the metrics), and audit the moment the K3s API

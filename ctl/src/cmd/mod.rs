@@ -12,6 +12,7 @@ use crate::client::{Client, ClientError};
 use crate::error;
 
 mod docs;
+mod peers;
 mod profile;
 mod query;
 
@@ -44,6 +45,9 @@ pub fn run(cli: &Cli) -> u8 {
         Command::Apply(args) => profile::apply(&ctx, &mut out, args),
         Command::Confirm => profile::confirm(&ctx, &mut out),
         Command::Rollback { generation } => profile::rollback(&ctx, &mut out, *generation),
+        Command::AddPeer(args) => peers::add(&ctx, &mut out, args),
+        Command::RemovePeer { name, yes } => peers::remove(&ctx, &mut out, name, *yes),
+        Command::Peers => peers::list(&ctx, &mut out),
         Command::Generations => query::generations(&ctx, &mut out),
         Command::Status => query::status(&ctx, &mut out),
         Command::Audit {
