@@ -149,7 +149,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
         );
         log::info!(socket:display = socket.display(); "ready: {summary}");
         crate::notify::ready(&summary);
-        tokio::spawn(serve_monitoring(monitor_rx, metrics.clone()));
+        let scrape = api::metrics::Scrape { metrics: metrics.clone(), engine: handle.clone() };
+        tokio::spawn(serve_monitoring(monitor_rx, scrape));
         let app = api::router(Ctx { engine: handle, policy, metrics });
         tokio::select! {
             () = api::serve(listener, app) => {}
@@ -172,7 +173,7 @@ async fn shutdown() {
 
 /// Serve Prometheus metrics on the profile's `[monitoring] listen` address,
 /// moving the listener whenever an apply changes it.
-async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, metrics: Arc<Metrics>) {
+async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, scrape: api::metrics::Scrape) {
     loop {
         let addr = *listen.borrow_and_update();
         let mut changed = listen.clone();
@@ -181,7 +182,7 @@ async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, metri
         };
         if let Some(addr) = addr {
             log::info!(listen:display = addr; "serving metrics over TCP");
-            if let Err(e) = api::metrics::serve_tcp(addr, metrics.clone(), stop).await {
+            if let Err(e) = api::metrics::serve_tcp(addr, scrape.clone(), stop).await {
                 log::error!(listen:display = addr, error:display = e; "metrics listener failed");
             }
         }

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::converge::task::{Command, EngineHandle};
 use crate::health::Metrics;
 
 /// OpenMetrics 1.0, which prometheus-client writes and Prometheus asks for.
@@ -30,9 +31,21 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Hard cap on one connection's life.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What a scrape needs: the metrics, and the engine to refresh the health
+/// checks first, so a scrape never reports a stale check.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub metrics: Arc<Metrics>,
+    pub engine: EngineHandle,
+}
+
 /// OpenMetrics when the client accepts it (Prometheus does), else the
 /// classic text format, which curl users and `promtool check metrics` read.
-pub async fn metrics(State(m): State<Arc<Metrics>>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn metrics(State(scrape): State<Scrape>, headers: HeaderMap) -> impl IntoResponse {
+    // Computing health updates the check gauges; a stopped engine leaves
+    // the last values, and `bulwark_up` tells the rest.
+    let _ = scrape.engine.call(Command::Health).await;
+    let m = &scrape.metrics;
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -46,8 +59,8 @@ pub async fn metrics(State(m): State<Arc<Metrics>>, headers: HeaderMap) -> impl 
 }
 
 /// The router of the TCP listener: `GET /metrics` only.
-pub fn tcp_router(metrics: Arc<Metrics>) -> Router {
-    Router::new().route("/metrics", get(self::metrics)).with_state(metrics)
+pub fn tcp_router(scrape: Scrape) -> Router {
+    Router::new().route("/metrics", get(self::metrics)).with_state(scrape)
 }
 
 /// Serve `GET /metrics` on `addr` until `shutdown` completes. Binding fails
@@ -55,12 +68,12 @@ pub fn tcp_router(metrics: Arc<Metrics>) -> Router {
 /// to retry.
 pub async fn serve_tcp(
     addr: SocketAddr,
-    metrics: Arc<Metrics>,
+    scrape: Scrape,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     log::info!(addr:display = addr; "serving Prometheus metrics");
-    let app = tcp_router(metrics);
+    let app = tcp_router(scrape);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {

@@ -49,9 +49,9 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
 }
 
-impl axum::extract::FromRef<Ctx> for Arc<Metrics> {
-    fn from_ref(ctx: &Ctx) -> Arc<Metrics> {
-        ctx.metrics.clone()
+impl axum::extract::FromRef<Ctx> for metrics::Scrape {
+    fn from_ref(ctx: &Ctx) -> metrics::Scrape {
+        metrics::Scrape { metrics: ctx.metrics.clone(), engine: ctx.engine.clone() }
     }
 }
 
