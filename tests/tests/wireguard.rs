@@ -67,13 +67,14 @@ keepalive = 5
 fn wg_go_pids(iface: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-        if args.len() >= 2
-            && args[0].ends_with(b"wireguard-go")
-            && args.last() == Some(&iface.as_bytes())
-        {
+        if args.len() >= 2 && args[0].ends_with(b"wireguard-go") && args.last() == Some(&iface.as_bytes()) {
             pids.push(pid);
         }
     }
@@ -86,9 +87,18 @@ struct Reaper(String);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
+        // SIGTERM first: wireguard-go then removes its socket and TUN device.
+        for pid in wg_go_pids(&self.0) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let _ = poll(Duration::from_secs(3), Duration::from_millis(20), || {
+            wg_go_pids(&self.0).is_empty().then_some(())
+        });
         for pid in wg_go_pids(&self.0) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        // A SIGKILLed one (here or in the test) leaves its socket file behind.
+        let _ = fs::remove_file(format!("/var/run/wireguard/{}.sock", self.0));
     }
 }
 
@@ -145,7 +155,11 @@ impl Client {
         let file = self.dir.path().join("client.conf");
         fs::write(&file, strip(config)).unwrap();
         let (ns, iface) = (self.ns.as_str(), self.iface.as_str());
-        run_ok(Command::new("ip").args(["netns", "exec", ns, "wg", "setconf", iface]).arg(&file));
+        run_ok(
+            Command::new("ip")
+                .args(["netns", "exec", ns, "wg", "setconf", iface])
+                .arg(&file),
+        );
         run_ok(Command::new("ip").args(["-n", ns, "addr", "flush", "dev", iface]));
         run_ok(Command::new("ip").args(["-n", ns, "addr", "add", field(config, "Address"), "dev", iface]));
         run_ok(Command::new("ip").args(["-n", ns, "link", "set", iface, "up"]));
@@ -219,7 +233,11 @@ fn wait_tunnel(ns: &str, d: &Daemon) {
     let ok = poll(Duration::from_secs(20), Duration::from_millis(200), || {
         through_tunnel(ns).then_some(())
     });
-    assert!(ok.is_some(), "no connection through the tunnel to {VPN_SERVER}:{API_PORT}\n{}", d.logs());
+    assert!(
+        ok.is_some(),
+        "no connection through the tunnel to {VPN_SERVER}:{API_PORT}\n{}",
+        d.logs()
+    );
 }
 
 /// `bulwarkctl --json peers`, accepting a bare list or `{"peers": [...]}`.
@@ -285,7 +303,10 @@ fn add_peer_config_completes_a_handshake_and_reaches_6443_only_through_the_tunne
     // from the internet even with a route to the VPN subnet.
     run_ok(Command::new("ip").args(["-n", &admin, "route", "add", "10.8.0.0/24", "via", "198.51.100.1"]));
     run_ok(Command::new("ip").args(["-n", &inet, "route", "add", "10.8.0.0/24", "via", "203.0.113.1"]));
-    assert!(!through_tunnel(&admin), "6443 on the VPN address is reachable without the tunnel");
+    assert!(
+        !through_tunnel(&admin),
+        "6443 on the VPN address is reachable without the tunnel"
+    );
     assert!(!tcp(&admin, VPS_ADMIN_V4, API_PORT), "6443 answers on the admin link");
     assert!(tcp(&admin, VPS_ADMIN_V4, 22), "the admin lost SSH");
 
@@ -299,8 +320,14 @@ fn add_peer_config_completes_a_handshake_and_reaches_6443_only_through_the_tunne
     let client = Client::new(&admin, &cli_if);
     client.up(&config);
     wait_tunnel(&admin, d);
-    assert!(!tcp(&inet, IpAddr::V4(VPN_SERVER), API_PORT), "the internet reaches 6443");
-    assert!(!tcp(&inet, VPS_INET_V4, API_PORT), "the internet reaches 6443 on the vps link");
+    assert!(
+        !tcp(&inet, IpAddr::V4(VPN_SERVER), API_PORT),
+        "the internet reaches 6443"
+    );
+    assert!(
+        !tcp(&inet, VPS_INET_V4, API_PORT),
+        "the internet reaches 6443 on the vps link"
+    );
 
     let all = peers(d);
     let alice = peer(&all, "alice");
@@ -326,12 +353,18 @@ fn remove_peer_asks_without_yes_and_then_cuts_the_tunnel() {
 
     // No terminal and no --yes: refused, nothing removed.
     let r = d.ctl(&["remove-peer", "alice"]);
-    assert!(!r.ok(), "remove-peer without --yes and without a terminal must not proceed:\n{r}");
+    assert!(
+        !r.ok(),
+        "remove-peer without --yes and without a terminal must not proceed:\n{r}"
+    );
     assert_eq!(peers(d).len(), 1);
 
     d.ctl_ok(&["remove-peer", "alice", "--yes"]);
     assert!(peers(d).is_empty());
-    assert!(device_keys(d, &lab.net.vps, &srv_if).is_empty(), "alice is still on the device");
+    assert!(
+        device_keys(d, &lab.net.vps, &srv_if).is_empty(),
+        "alice is still on the device"
+    );
     // The same config, brought up again, no longer gets through.
     client.up(&config);
     thread::sleep(Duration::from_secs(1));
@@ -350,7 +383,7 @@ fn own_key_mode_installs_the_given_key_and_the_filled_config_works() {
     let admin = lab.net.admin.clone();
 
     let private = run_ok(Command::new("wg").arg("genkey")).stdout.trim().to_owned();
-    let public = bulwark_tests::run_with_stdin(&mut Command::new("wg").arg("pubkey"), private.as_bytes())
+    let public = bulwark_tests::run_with_stdin(Command::new("wg").arg("pubkey"), private.as_bytes())
         .stdout
         .trim()
         .to_owned();
@@ -406,7 +439,11 @@ fn twenty_concurrent_add_peers_get_distinct_addresses_and_survive_kill9() {
         let live: BTreeSet<String> = r.stdout.lines().map(str::to_owned).collect();
         (live == keys).then_some(())
     });
-    assert!(back.is_some(), "the 20 peers are not back on {srv_if}\n{}", lab.daemon.logs());
+    assert!(
+        back.is_some(),
+        "the 20 peers are not back on {srv_if}\n{}",
+        lab.daemon.logs()
+    );
 }
 
 /// What the kill -9 loop knows about one peer name.
@@ -475,12 +512,19 @@ fn kill9_during_add_and_remove_loops_loses_or_duplicates_no_peer() {
             .into_iter()
             .filter(|f| f.to_string_lossy().ends_with(".bwk-tmp"))
             .collect();
-        assert!(leftovers.is_empty(), "temporary files survived the restart: {leftovers:?}");
+        assert!(
+            leftovers.is_empty(),
+            "temporary files survived the restart: {leftovers:?}"
+        );
 
         let all = peers(&lab.daemon);
         let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
         let unique: BTreeSet<&str> = names.iter().copied().collect();
-        assert_eq!(unique.len(), names.len(), "duplicate peer names after kill -9: {names:?}");
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "duplicate peer names after kill -9: {names:?}"
+        );
         let addrs: BTreeSet<&str> = all.iter().map(|p| p.address.as_str()).collect();
         assert_eq!(addrs.len(), all.len(), "duplicate addresses after kill -9: {all:#?}");
         for (name, k) in known.lock().unwrap().iter() {
@@ -532,14 +576,22 @@ fn an_expired_peer_is_removed_within_one_drift_interval() {
         (!peers(d).iter().any(|p| p.name == "temp")).then(|| t0.elapsed())
     });
     let took = gone.unwrap_or_else(|| panic!("temp was not removed\n{}", d.logs()));
-    assert!(took <= Duration::from_secs(12), "expired peer removed only after {took:?}");
-    assert!(took >= Duration::from_secs(9), "peer removed before it expired ({took:?})");
+    assert!(
+        took <= Duration::from_secs(12),
+        "expired peer removed only after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(9),
+        "peer removed before it expired ({took:?})"
+    );
     let keys = device_keys(d, &lab.net.vps, &srv_if);
     assert!(!keys.contains(&temp.public_key), "expired peer still on the device");
     assert_eq!(peers(d).len(), 1, "the peer without expiry must stay");
     let events = d.audit_tail(20);
     assert!(
-        events.iter().any(|e| e.event == "BWK-WG-0003" && e.message.contains("temp")),
+        events
+            .iter()
+            .any(|e| e.event == "BWK-WG-0003" && e.message.contains("temp")),
         "no BWK-WG-0003 audit event for temp: {events:#?}"
     );
 }
@@ -587,8 +639,15 @@ fn reapplying_the_same_profile_while_traffic_flows_keeps_the_handshake() {
     let hs_after = wg_show(d, &vps, &srv_if, "latest-handshakes")[&key].clone();
     let rx_after: u64 = wg_show(d, &vps, &srv_if, "transfer")[&key].parse().unwrap();
     assert_eq!(hs_after, hs_before, "re-apply reset the WireGuard session");
-    assert!(rx_after >= rx_before, "transfer counters went back: {rx_before} -> {rx_after}");
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "connections failed during re-apply");
+    assert!(
+        rx_after >= rx_before,
+        "transfer counters went back: {rx_before} -> {rx_after}"
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "connections failed during re-apply"
+    );
 }
 
 /// Files under `dir`, recursively.
@@ -634,9 +693,17 @@ fn the_server_private_key_is_in_no_log_and_no_file_readable_by_others() {
         let Ok(bytes) = fs::read(&f) else { continue };
         let text = String::from_utf8_lossy(&bytes);
         if f != key_file {
-            assert!(!text.contains(&server_key), "{} contains the server private key", f.display());
+            assert!(
+                !text.contains(&server_key),
+                "{} contains the server private key",
+                f.display()
+            );
         }
-        assert!(!text.contains(&client_private), "{} contains alice's private key", f.display());
+        assert!(
+            !text.contains(&client_private),
+            "{} contains alice's private key",
+            f.display()
+        );
         if text.contains(&server_key) {
             let m = fs::metadata(&f).unwrap().permissions().mode();
             assert_eq!(m & 0o077, 0, "{} holds the key and is readable by others", f.display());
@@ -648,10 +715,19 @@ fn the_server_private_key_is_in_no_log_and_no_file_readable_by_others() {
     // The API shows only the public half.
     for args in [&["--json", "status"][..], &["--json", "peers"], &["--json", "health"]] {
         let r = d.ctl(args);
-        assert!(!r.stdout.contains(&server_key), "`bulwarkctl {args:?}` shows the server key");
+        assert!(
+            !r.stdout.contains(&server_key),
+            "`bulwarkctl {args:?}` shows the server key"
+        );
     }
-    let journal = run(Command::new("journalctl").args(["-o", "cat", "--since", "-10min"]));
-    assert!(!journal.stdout.contains(&server_key), "the journal holds the server key");
+    // Where a journal exists (the daemon logs there when it can), it is clean too.
+    if let Ok(out) = Command::new("journalctl")
+        .args(["-o", "cat", "--since", "-10min"])
+        .output()
+    {
+        let journal = String::from_utf8_lossy(&out.stdout);
+        assert!(!journal.contains(&server_key), "the journal holds the server key");
+    }
 }
 
 #[test]
@@ -667,11 +743,14 @@ fn bad_add_peer_inputs_are_refused_with_a_clear_message_and_change_nothing() {
     let device = device_keys(d, &vps, &srv_if);
     let cases: &[(&[&str], &str)] = &[
         (&["add-peer", "bad name"], "invalid peer name"),
-        (&["add-peer", "-dash"], "invalid peer name"),
+        (&["add-peer", "--", "-dash"], "invalid peer name"),
         (&["add-peer", "x/../../etc"], "invalid peer name"),
         (&["add-peer", &"n".repeat(33)], "longer than 32"),
         (&["add-peer", "alice"], "already exists"),
-        (&["add-peer", "bob", "--public-key", "not-base64!"], "invalid public key"),
+        (
+            &["add-peer", "bob", "--public-key", "not-base64!"],
+            "invalid public key",
+        ),
         (&["add-peer", "bob", "--public-key", "AAAA"], "invalid public key"),
         (&["add-peer", "bob", "--public-key", &alice_key], "already used"),
         (&["add-peer", "bob", "--address", "10.9.0.5"], "outside the VPN subnet"),

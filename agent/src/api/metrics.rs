@@ -133,7 +133,8 @@ mod tests {
             .local_addr()
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_tcp(addr, metrics, async {
+        let scrape = Scrape { metrics, engine: EngineHandle::detached() };
+        let server = tokio::spawn(serve_tcp(addr, scrape, async {
             let _ = stopped.await;
         }));
         let mut up = false;

@@ -56,6 +56,12 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineGone)
     }
 
+    /// A handle whose engine is gone: every call answers [`EngineGone`].
+    #[cfg(test)]
+    pub fn detached() -> EngineHandle {
+        EngineHandle { tx: mpsc::channel().0 }
+    }
+
     pub fn record(&self, kind: &'static EventKind, uid: u32, outcome: Outcome, message: String) {
         // A stopped engine is reported by the next call; nothing to add here.
         let _ = self.tx.send(Command::Record(kind, uid, outcome, message));

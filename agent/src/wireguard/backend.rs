@@ -33,7 +33,11 @@ use bulwark_model::profile::Backend as Wanted;
 /// Where wireguard-go (and `wg`) keep the UAPI sockets.
 pub const RUN_DIR: &str = "/var/run/wireguard";
 /// Where Debian and source installs put wireguard-go.
-const USERSPACE_BINARIES: &[&str] = &["/usr/bin/wireguard-go", "/usr/local/bin/wireguard-go", "/usr/sbin/wireguard-go"];
+const USERSPACE_BINARIES: &[&str] = &[
+    "/usr/bin/wireguard-go",
+    "/usr/local/bin/wireguard-go",
+    "/usr/sbin/wireguard-go",
+];
 /// How long wireguard-go may take to open its UAPI socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping wireguard-go gets before SIGKILL.
@@ -334,20 +338,18 @@ pub fn spawn(iface: &str) -> Result<Userspace, WgError> {
 /// Forward a pipe of wireguard-go into our log, keeping the last lines for errors.
 fn forward(iface: &str, pipe: impl Read + Send + 'static, keep: Arc<Mutex<VecDeque<String>>>) {
     let iface = iface.to_owned();
-    let spawned = thread::Builder::new()
-        .name(format!("wg-go-{iface}"))
-        .spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                log::info!(target: "wireguard-go", iface = iface.as_str(); "{line}");
-                if let Ok(mut k) = keep.lock() {
-                    if k.len() == OUTPUT_LINES {
-                        k.pop_front();
-                    }
-                    k.push_back(line);
+    let spawned = thread::Builder::new().name(format!("wg-go-{iface}")).spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            log::info!(target: "wireguard-go", iface = iface.as_str(); "{line}");
+            if let Ok(mut k) = keep.lock() {
+                if k.len() == OUTPUT_LINES {
+                    k.pop_front();
                 }
+                k.push_back(line);
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         log::warn!(error:display = e; "cannot start a thread for wireguard-go output; it is discarded");
     }

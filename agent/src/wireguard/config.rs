@@ -41,7 +41,10 @@ impl ClientConfig<'_> {
         // Writing into a String cannot fail.
         let _ = writeln!(s, "# Bulwark WireGuard access for {:?}", self.name);
         if self.private_key.is_none() {
-            let _ = writeln!(s, "# Replace the PrivateKey placeholder with the key whose public half you gave.");
+            let _ = writeln!(
+                s,
+                "# Replace the PrivateKey placeholder with the key whose public half you gave."
+            );
         }
         let _ = writeln!(s, "[Interface]");
         let _ = writeln!(

@@ -93,7 +93,7 @@ pub struct Live {
 impl From<Device> for Live {
     fn from(d: Device) -> Live {
         Live {
-            private_key: d.private_key.map(|k| Secret::from_key(k)),
+            private_key: d.private_key.map(Secret::from_key),
             listen_port: d.listen_port,
             peers: d
                 .peers
@@ -252,7 +252,12 @@ pub struct Link {
 }
 
 /// Pure: the plan for the WireGuard part of the host.
-pub fn plan(desired: &Desired<'_>, live: Option<&Live>, link: Option<&Link>, names: &HashMap<String, String>) -> Vec<Change> {
+pub fn plan(
+    desired: &Desired<'_>,
+    live: Option<&Live>,
+    link: Option<&Link>,
+    names: &HashMap<String, String>,
+) -> Vec<Change> {
     let iface = desired.iface;
     let ch = |op, what: String| Change {
         module: "wireguard".to_owned(),
@@ -263,7 +268,10 @@ pub fn plan(desired: &Desired<'_>, live: Option<&Live>, link: Option<&Link>, nam
     if live.is_none() || link.is_none() {
         out.push(ch(ChangeOp::Add, format!("interface {iface}")));
     }
-    let empty = Link { up: false, v4: Vec::new() };
+    let empty = Link {
+        up: false,
+        v4: Vec::new(),
+    };
     let link = link.unwrap_or(&empty);
     if !link.v4.contains(&desired.address) {
         out.push(ch(ChangeOp::Add, format!("{iface} address {}", desired.address)));
@@ -287,7 +295,10 @@ pub fn plan(desired: &Desired<'_>, live: Option<&Live>, link: Option<&Link>, nam
     if d.private_key {
         out.push(ch(
             ChangeOp::Change,
-            format!("{iface} private key (public key {})", desired.private_key.public().to_base64()),
+            format!(
+                "{iface} private key (public key {})",
+                desired.private_key.public().to_base64()
+            ),
         ));
     }
     for k in &d.remove {
@@ -321,7 +332,9 @@ where
         reason,
     };
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(err("called from inside an async runtime; call it from the engine thread".to_owned()));
+        return Err(err(
+            "called from inside an async runtime; call it from the engine thread".to_owned(),
+        ));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -375,7 +388,11 @@ async fn query(handle: &rtnetlink::Handle, iface: &str) -> Result<Option<(u32, L
 }
 
 pub fn link(iface: &str) -> Result<Option<Link>, WgError> {
-    netlink(iface, "read", |h| async move { Ok(query(&h, iface).await?.map(|(_, l)| l)) })
+    netlink(
+        iface,
+        "read",
+        |h| async move { Ok(query(&h, iface).await?.map(|(_, l)| l)) },
+    )
 }
 
 /// Give `iface` exactly `address` (IPv4; other IPv4 addresses go) and set it up.
@@ -523,7 +540,10 @@ mod tests {
             private_key: &key,
             peers: vec![peer("alice", 2)],
         };
-        let lines: Vec<String> = plan(&d, None, None, &HashMap::new()).iter().map(ToString::to_string).collect();
+        let lines: Vec<String> = plan(&d, None, None, &HashMap::new())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(lines[0], "+ wireguard: interface wg0");
         assert_eq!(lines[1], "+ wireguard: wg0 address 10.8.0.1/24");
         assert_eq!(lines[2], "~ wireguard: wg0 link up");
@@ -561,7 +581,10 @@ mod tests {
             v4: vec![d.address, "10.9.0.1/24".parse().unwrap()],
         };
         let names = HashMap::from([(gone.to_base64(), "peer dave".to_owned())]);
-        let lines: Vec<String> = plan(&d, Some(&live), Some(&link), &names).iter().map(ToString::to_string).collect();
+        let lines: Vec<String> = plan(&d, Some(&live), Some(&link), &names)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             lines,
             vec![

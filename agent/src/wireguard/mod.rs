@@ -47,7 +47,9 @@ pub enum WgError {
     ServerKey { path: PathBuf, reason: String },
     #[error("invalid peer name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
-    #[error("a peer named {name:?} already exists; pick another name or remove it first (bulwarkctl remove-peer {name})")]
+    #[error(
+        "a peer named {name:?} already exists; pick another name or remove it first (bulwarkctl remove-peer {name})"
+    )]
     NameTaken { name: String },
     #[error("no peer named {name:?} (bulwarkctl peers lists them)")]
     PeerNotFound { name: String },
@@ -426,7 +428,10 @@ impl WireGuard {
     /// a full converge, which removes every peer the store does not know.
     fn revoke(&mut self, desired: &Profile, gone: &[StoredPeer]) -> Result<(), WgError> {
         let Some(kind) = self.backend else { return Ok(()) };
-        let keys: Vec<Key> = gone.iter().filter_map(|p| Key::from_base64(&p.public_key).ok()).collect();
+        let keys: Vec<Key> = gone
+            .iter()
+            .filter_map(|p| Key::from_base64(&p.public_key).ok())
+            .collect();
         let first = match device::remove_peers(&desired.interface, &keys, kind) {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -543,12 +548,20 @@ impl WireGuard {
             .map(|p| p.name.as_str())
             .collect();
         checks.push(if missing.is_empty() {
-            check("wireguard_peers", Level::Ok, format!("{} peer(s) on {iface}", stored.len()))
+            check(
+                "wireguard_peers",
+                Level::Ok,
+                format!("{} peer(s) on {iface}", stored.len()),
+            )
         } else {
             check(
                 "wireguard_peers",
                 Level::Warning,
-                format!("{} peer(s) stored, missing on {iface}: {}", stored.len(), short_list(&missing)),
+                format!(
+                    "{} peer(s) stored, missing on {iface}: {}",
+                    stored.len(),
+                    short_list(&missing)
+                ),
             )
         });
         let now = now_unix();
@@ -574,10 +587,7 @@ impl WireGuard {
             check(
                 "wireguard_handshakes",
                 Level::Warning,
-                format!(
-                    "no handshake within {STALE_HANDSHAKE_SECS} s: {}",
-                    short_list(&stale)
-                ),
+                format!("no handshake within {STALE_HANDSHAKE_SECS} s: {}", short_list(&stale)),
             )
         });
         checks

@@ -101,7 +101,11 @@ impl PeerStore {
             reason,
         };
         if file.version != STORE_VERSION {
-            return Err(corrupt(format!("unsupported version {} (expected {STORE_VERSION})", file.version)).into());
+            return Err(corrupt(format!(
+                "unsupported version {} (expected {STORE_VERSION})",
+                file.version
+            ))
+            .into());
         }
         let (mut names, mut keys, mut addrs) = (HashSet::new(), HashSet::new(), HashSet::new());
         for p in &file.peers {
@@ -115,8 +119,7 @@ impl PeerStore {
             if !addrs.insert(p.address) {
                 return Err(corrupt(format!("address {} appears twice", p.address)).into());
             }
-            super::keys::parse_public_key(&p.public_key)
-                .map_err(|e| corrupt(format!("peer {:?}: {e}", p.name)))?;
+            super::keys::parse_public_key(&p.public_key).map_err(|e| corrupt(format!("peer {:?}: {e}", p.name)))?;
             if p.preshared().is_none() {
                 return Err(corrupt(format!("peer {:?}: bad preshared key", p.name)).into());
             }
@@ -214,11 +217,7 @@ fn hosts(server: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
 
 /// Pick a peer address: `requested` when it is a free host address of the
 /// server's subnet, else the lowest free one.
-pub fn allocate(
-    server: Ipv4Net,
-    taken: &HashSet<Ipv4Addr>,
-    requested: Option<Ipv4Addr>,
-) -> Result<Ipv4Addr, WgError> {
+pub fn allocate(server: Ipv4Net, taken: &HashSet<Ipv4Addr>, requested: Option<Ipv4Addr>) -> Result<Ipv4Addr, WgError> {
     let subnet = server.trunc();
     match requested {
         Some(a) => {
@@ -253,11 +252,7 @@ pub fn allocate(
 
 /// Expiry time for a new peer: the request's duration ("90d", "12h"), else
 /// the profile's default, else none.
-pub fn expiry(
-    requested: Option<&str>,
-    default: Option<std::time::Duration>,
-    now: u64,
-) -> Result<Option<u64>, WgError> {
+pub fn expiry(requested: Option<&str>, default: Option<std::time::Duration>, now: u64) -> Result<Option<u64>, WgError> {
     let lifetime = match requested.map(str::trim) {
         Some(text) => {
             let d = humantime::parse_duration(text).map_err(|e| WgError::InvalidExpiry {
@@ -299,7 +294,10 @@ mod tests {
     fn next_free_address_skips_the_server_and_taken_ones() {
         let server = net("10.8.0.1/24");
         assert_eq!(allocate(server, &set(&[]), None).unwrap(), ip("10.8.0.2"));
-        assert_eq!(allocate(server, &set(&["10.8.0.2", "10.8.0.3"]), None).unwrap(), ip("10.8.0.4"));
+        assert_eq!(
+            allocate(server, &set(&["10.8.0.2", "10.8.0.3"]), None).unwrap(),
+            ip("10.8.0.4")
+        );
         // A hole left by a removed peer is reused.
         assert_eq!(allocate(server, &set(&["10.8.0.3"]), None).unwrap(), ip("10.8.0.2"));
         // A server that is not .1 leaves .1 to peers.
@@ -309,7 +307,10 @@ mod tests {
     #[test]
     fn explicit_addresses_are_checked() {
         let server = net("10.8.0.1/24");
-        assert_eq!(allocate(server, &set(&[]), Some(ip("10.8.0.77"))).unwrap(), ip("10.8.0.77"));
+        assert_eq!(
+            allocate(server, &set(&[]), Some(ip("10.8.0.77"))).unwrap(),
+            ip("10.8.0.77")
+        );
         let err = |a: &str, taken: &[&str]| allocate(server, &set(taken), Some(ip(a))).unwrap_err().to_string();
         assert!(err("10.9.0.7", &[]).contains("outside the VPN subnet 10.8.0.0/24"));
         assert!(err("10.8.0.1", &[]).contains("server's own"));
@@ -332,7 +333,17 @@ mod tests {
         for ok in ["alice", "a", "bob.laptop", "ops_1-x", "9lives", &"x".repeat(32)] {
             validate_name(ok).unwrap();
         }
-        for bad in ["", "-x", ".hidden", "a b", "a/b", "ålice", "a;rm", "a\n", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "-x",
+            ".hidden",
+            "a b",
+            "a/b",
+            "ålice",
+            "a;rm",
+            "a\n",
+            &"x".repeat(33),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         let msg = validate_name("a b").unwrap_err().to_string();
@@ -345,7 +356,10 @@ mod tests {
         assert_eq!(expiry(None, None, 100).unwrap(), None);
         assert_eq!(expiry(None, d, 100).unwrap(), Some(3700));
         assert_eq!(expiry(Some("2d"), d, 100).unwrap(), Some(100 + 2 * 86400));
-        assert!(expiry(Some("soon"), d, 100).unwrap_err().to_string().contains("\"soon\""));
+        assert!(expiry(Some("soon"), d, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("\"soon\""));
         assert!(expiry(Some("5s"), d, 100).is_err());
         assert_eq!(expiry(Some("10s"), d, 100).unwrap(), Some(110));
     }

@@ -399,7 +399,11 @@ fn scenario(lab: &Lab, cli: &str, srv_if: &str, cli_if: &str, work: &Path) {
     assert!(wg.drift(&p).unwrap().is_some());
 
     wg.apply(&p).unwrap();
-    assert_eq!(wg.backend_in_use(), Some("userspace"), "this kernel has no WireGuard module");
+    assert_eq!(
+        wg.backend_in_use(),
+        Some("userspace"),
+        "this kernel has no WireGuard module"
+    );
     assert_eq!(wg.plan(Some(&p)), vec![], "plan after apply must be empty");
     assert_eq!(wg.drift(&p).unwrap(), None);
     let health = wg.health(&p);
@@ -420,7 +424,11 @@ fn scenario(lab: &Lab, cli: &str, srv_if: &str, cli_if: &str, work: &Path) {
     let state_files = walk(&host.state_dir());
     for f in &state_files {
         let text = fs::read_to_string(f).unwrap_or_default();
-        assert!(!text.contains(&private), "{} holds the client's private key", f.display());
+        assert!(
+            !text.contains(&private),
+            "{} holds the client's private key",
+            f.display()
+        );
     }
     client_up(lab, cli_if, &config, work);
     assert!(
@@ -437,7 +445,10 @@ fn scenario(lab: &Lab, cli: &str, srv_if: &str, cli_if: &str, work: &Path) {
     assert!(talks(cli, vpn));
     let (hs2, rx2, tx2) = handshake_of(&wg, &p, "alice");
     assert_eq!(hs2, Some(hs), "re-apply reset the session");
-    assert!(rx2 >= rx && tx2 >= tx, "counters went back: rx {rx}->{rx2} tx {tx}->{tx2}");
+    assert!(
+        rx2 >= rx && tx2 >= tx,
+        "counters went back: rx {rx}->{rx2} tx {tx}->{tx2}"
+    );
 
     // --- drift: a peer deleted behind our back is reported and restored.
     let alice_key = resp.peer.public_key.clone();
@@ -448,7 +459,10 @@ fn scenario(lab: &Lab, cli: &str, srv_if: &str, cli_if: &str, work: &Path) {
     assert_eq!(wg.drift(&p).unwrap(), None);
     // The server lost alice's session and endpoint with her; the client
     // re-handshakes after ~15 s of unanswered traffic.
-    assert!(poll(Duration::from_secs(40), || talks(cli, vpn)), "restored alice does not get through");
+    assert!(
+        poll(Duration::from_secs(40), || talks(cli, vpn)),
+        "restored alice does not get through"
+    );
 
     // --- wireguard-go killed: drift, and apply starts a new one with every peer.
     let old = wg.userspace_pid().unwrap();
@@ -459,7 +473,10 @@ fn scenario(lab: &Lab, cli: &str, srv_if: &str, cli_if: &str, work: &Path) {
     assert_eq!(wg.drift(&p).unwrap(), None);
     // The listener stays bound to the VPN address while it is gone and back.
     // The client notices the lost session after ~15 s without replies and re-handshakes.
-    assert!(poll(Duration::from_secs(40), || talks(cli, vpn)), "no tunnel after wireguard-go restart");
+    assert!(
+        poll(Duration::from_secs(40), || talks(cli, vpn)),
+        "no tunnel after wireguard-go restart"
+    );
 
     // --- remove-peer: the same config no longer gets through.
     let removed = wg.remove_peer(&p, "alice").unwrap();
