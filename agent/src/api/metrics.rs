@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -26,8 +25,6 @@ pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Scrapers are few; more connections than this are closed at once.
 const MAX_CONNECTIONS: usize = 16;
-/// Time for a scraper to send its request headers (also bounds keep-alive idling).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Hard cap on one connection's life.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -92,19 +89,7 @@ pub async fn serve_tcp(
             log::warn!(limit = MAX_CONNECTIONS; "metrics listener: connection limit reached; closing a new connection");
             continue;
         };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(app));
-            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
-                Ok(Err(e)) => log::debug!(error:display = e; "metrics connection ended with an error"),
-                Err(_) => log::debug!("metrics connection exceeded {}s; closed", CONNECTION_TIMEOUT.as_secs()),
-                Ok(Ok(())) => {}
-            }
-            drop(slot);
-        });
+        super::spawn_connection(stream, app.clone(), slot, CONNECTION_TIMEOUT);
     }
 }
 

@@ -23,7 +23,7 @@ use axum::Router;
 use bulwark_model::api::MAX_BODY_BYTES;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::audit::{self, Outcome};
@@ -164,19 +164,34 @@ pub async fn serve(listener: UnixListener, app: Router) {
             req.extensions_mut().insert(peer.clone());
             req
         });
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(app));
-            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
-                Ok(Err(e)) => log::debug!(error:display = e; "connection ended with an error"),
-                Err(_) => log::warn!("connection exceeded {}s; closed", CONNECTION_TIMEOUT.as_secs()),
-                Ok(Ok(())) => {}
-            }
-            drop(slot);
-        });
+        spawn_connection(stream, app, slot, CONNECTION_TIMEOUT);
     }
+}
+
+/// Serve one HTTP/1.1 connection on its own task, with the header timeout
+/// and a cap on its whole life, holding `slot` (its place under the
+/// connection limit) until it ends.
+pub(crate) fn spawn_connection<I, S>(io: I, app: S, slot: OwnedSemaphorePermit, lifetime: Duration)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<hyper::body::Incoming>, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tokio::spawn(async move {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(app));
+        match tokio::time::timeout(lifetime, conn).await {
+            Ok(Err(e)) => log::debug!(error:display = e; "connection ended with an error"),
+            Err(_) => log::warn!("connection exceeded {}s; closed", lifetime.as_secs()),
+            Ok(Ok(())) => {}
+        }
+        drop(slot);
+    });
 }
 
 #[derive(Debug, thiserror::Error)]
