@@ -10,10 +10,10 @@ use clap::Parser;
 
 use crate::api::{self, Ctx, Policy};
 use crate::converge::{task, Engine, EngineError, Parts, DEFAULT_PROFILE};
-use crate::health::Metrics;
-use crate::k3s::K3s;
 use crate::firewall::Nft;
+use crate::health::Metrics;
 use crate::host::Host;
+use crate::k3s::K3s;
 
 /// bulwarkd: converge this host to its Bulwark profile and keep it there.
 ///
@@ -149,9 +149,16 @@ pub fn run(args: Args) -> Result<(), StartError> {
         );
         log::info!(socket:display = socket.display(); "ready: {summary}");
         crate::notify::ready(&summary);
-        let scrape = api::metrics::Scrape { metrics: metrics.clone(), engine: handle.clone() };
+        let scrape = api::metrics::Scrape {
+            metrics: metrics.clone(),
+            engine: handle.clone(),
+        };
         tokio::spawn(serve_monitoring(monitor_rx, scrape));
-        let app = api::router(Ctx { engine: handle, policy, metrics });
+        let app = api::router(Ctx {
+            engine: handle,
+            policy,
+            metrics,
+        });
         tokio::select! {
             () = api::serve(listener, app) => {}
             () = shutdown() => log::info!("stopping"),

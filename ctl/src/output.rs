@@ -213,7 +213,12 @@ pub fn peers(peers: &[PeerInfo], now: u64) -> String {
     for p in peers {
         let ago = p.last_handshake.map_or_else(
             || "never".to_owned(),
-            |t| format!("{} ago", humantime::format_duration(Duration::from_secs(now.saturating_sub(t)))),
+            |t| {
+                format!(
+                    "{} ago",
+                    humantime::format_duration(Duration::from_secs(now.saturating_sub(t)))
+                )
+            },
         );
         t.row(vec![
             p.name.clone(),

@@ -118,7 +118,10 @@ mod tests {
             .local_addr()
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let scrape = Scrape { metrics, engine: EngineHandle::detached() };
+        let scrape = Scrape {
+            metrics,
+            engine: EngineHandle::detached(),
+        };
         let server = tokio::spawn(serve_tcp(addr, scrape, async {
             let _ = stopped.await;
         }));

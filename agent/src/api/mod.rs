@@ -51,7 +51,10 @@ pub struct Ctx {
 
 impl axum::extract::FromRef<Ctx> for metrics::Scrape {
     fn from_ref(ctx: &Ctx) -> metrics::Scrape {
-        metrics::Scrape { metrics: ctx.metrics.clone(), engine: ctx.engine.clone() }
+        metrics::Scrape {
+            metrics: ctx.metrics.clone(),
+            engine: ctx.engine.clone(),
+        }
     }
 }
 

@@ -5,8 +5,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::Json;
 use bulwark_model::api::{
-    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, PeerInfo, AuditEvent, AuditVerify, GenerationInfo, Health, RollbackRequest, Status, VersionInfo,
-    API_VERSION, MAX_BODY_BYTES,
+    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health,
+    PeerInfo, RollbackRequest, Status, VersionInfo, API_VERSION, MAX_BODY_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -44,9 +44,19 @@ pub async fn version() -> Json<VersionInfo> {
     Json(VersionInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         api_versions: vec![API_VERSION.to_owned()],
-        capabilities: ["firewall", "generations", "confirm", "rollback", "drift", "audit", "wireguard", "k3s", "metrics"]
-            .map(str::to_owned)
-            .to_vec(),
+        capabilities: [
+            "firewall",
+            "generations",
+            "confirm",
+            "rollback",
+            "drift",
+            "audit",
+            "wireguard",
+            "k3s",
+            "metrics",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     })
 }
 
@@ -99,7 +109,9 @@ pub async fn add_peer(
     caller: Caller,
     Body(req): Body<AddPeerRequest>,
 ) -> Result<Json<AddPeerResponse>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::AddPeer(req, caller.0.uid, r)).await??))
+    Ok(Json(
+        ctx.engine.call(|r| Command::AddPeer(req, caller.0.uid, r)).await??,
+    ))
 }
 
 pub async fn remove_peer(
@@ -107,7 +119,11 @@ pub async fn remove_peer(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<PeerInfo>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::RemovePeer(name, caller.0.uid, r)).await??))
+    Ok(Json(
+        ctx.engine
+            .call(|r| Command::RemovePeer(name, caller.0.uid, r))
+            .await??,
+    ))
 }
 
 pub async fn confirm(State(ctx): State<Ctx>, caller: Caller) -> Result<Json<ApplyResponse>, ApiError> {

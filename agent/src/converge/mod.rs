@@ -23,10 +23,10 @@ use bulwark_model::{Profile, ValidationErrors};
 use crate::audit::{self, AuditLog, Outcome};
 use crate::firewall::{self, FirewallError, Nft, Ruleset};
 use crate::health::Metrics;
-use crate::k3s::{K3s, K3sError};
-use crate::wireguard::{WgError, WireGuard};
 use crate::host::Host;
+use crate::k3s::{K3s, K3sError};
 use crate::state::{self, StateError};
+use crate::wireguard::{WgError, WireGuard};
 use generations::{Generation, Meta, Store};
 
 /// The profile applied when a host has neither a generation nor a boot profile.
@@ -151,7 +151,12 @@ impl Engine {
             let msg = format!("public key {}", wg.public_key());
             audit.record(&audit::WG_KEY_CREATED, 0, Outcome::Success, &msg)?;
         }
-        let Parts { nft, k3s, metrics, monitor } = parts;
+        let Parts {
+            nft,
+            k3s,
+            metrics,
+            monitor,
+        } = parts;
         Ok(Engine {
             host,
             nft,
@@ -346,11 +351,20 @@ impl Engine {
     }
 
     fn make_current(&mut self, generation: Generation, profile: Profile, snapshot: String) {
-        self.drift = Drift { repairs: self.drift.repairs, ..Drift::default() };
+        self.drift = Drift {
+            repairs: self.drift.repairs,
+            ..Drift::default()
+        };
         self.metrics.set_generation(generation.meta.number);
-        self.metrics.set_firewall_set_elements(generation.ruleset.set_elements());
-        self.monitor.send_if_modified(|listen| std::mem::replace(listen, profile.monitoring.listen) != *listen);
-        self.current = Some(Current { generation, profile, snapshot: Some(snapshot) });
+        self.metrics
+            .set_firewall_set_elements(generation.ruleset.set_elements());
+        self.monitor
+            .send_if_modified(|listen| std::mem::replace(listen, profile.monitoring.listen) != *listen);
+        self.current = Some(Current {
+            generation,
+            profile,
+            snapshot: Some(snapshot),
+        });
         self.schedule_drift_check();
         self.notify_status();
     }
@@ -360,12 +374,18 @@ impl Engine {
     /// are put back to the current generation. Returns the firewall snapshot.
     fn converge(&mut self, profile: &Profile, ruleset: &Ruleset, uid: u32) -> Result<String, EngineError> {
         let started = Instant::now();
-        self.nft.apply(ruleset).map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
-        let result = self.converge_modules(profile, uid).and_then(|()| match self.nft.list() {
-            Ok(Some(snapshot)) => Ok(snapshot),
-            Ok(None) => Err(EngineError::Verify("table inet bulwark is missing right after the apply".to_owned())),
-            Err(source) => Err(EngineError::Firewall { kept: RESTORED, source }),
-        });
+        self.nft
+            .apply(ruleset)
+            .map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
+        let result = self
+            .converge_modules(profile, uid)
+            .and_then(|()| match self.nft.list() {
+                Ok(Some(snapshot)) => Ok(snapshot),
+                Ok(None) => Err(EngineError::Verify(
+                    "table inet bulwark is missing right after the apply".to_owned(),
+                )),
+                Err(source) => Err(EngineError::Firewall { kept: RESTORED, source }),
+            });
         if result.is_err() {
             self.restore_current();
         }
@@ -376,7 +396,9 @@ impl Engine {
     /// The modules after the firewall.
     fn converge_modules(&mut self, profile: &Profile, uid: u32) -> Result<(), EngineError> {
         if let Some(wg) = &profile.wireguard {
-            self.wg.apply(wg).map_err(|source| EngineError::WireGuard { kept: RESTORED, source })?;
+            self.wg
+                .apply(wg)
+                .map_err(|source| EngineError::WireGuard { kept: RESTORED, source })?;
             if let Some(backend) = self.wg.backend_in_use() {
                 log::info!(interface = wg.interface.as_str(), backend; "WireGuard {} up on the {backend} backend", wg.interface);
             }
@@ -386,11 +408,15 @@ impl Engine {
             .apply(profile.k3s.as_ref(), profile.k3s_bind_ip())
             .map_err(|source| EngineError::K3s { kept: RESTORED, source })?;
         if outcome.changed {
-            let msg = format!("bind {}", profile.k3s_bind_ip().map_or("removed".to_owned(), |ip| ip.to_string()));
+            let msg = format!(
+                "bind {}",
+                profile.k3s_bind_ip().map_or("removed".to_owned(), |ip| ip.to_string())
+            );
             self.audit.record(&audit::K3S_CONFIGURED, uid, Outcome::Success, &msg)?;
         }
         if outcome.restarted {
-            self.audit.record(&audit::K3S_RESTARTED, uid, Outcome::Success, "k3s.service restarted")?;
+            self.audit
+                .record(&audit::K3S_RESTARTED, uid, Outcome::Success, "k3s.service restarted")?;
         }
         self.k3s_note = outcome.note;
         Ok(())
@@ -559,9 +585,12 @@ impl Engine {
 
     /// The `[wireguard]` section in force, or why peers cannot be managed.
     fn vpn(&self) -> Result<bulwark_model::profile::WireGuard, EngineError> {
-        self.current.as_ref().and_then(|c| c.profile.wireguard.clone()).ok_or_else(|| {
-            EngineError::Conflict("the profile in force has no [wireguard] section; apply one first".to_owned())
-        })
+        self.current
+            .as_ref()
+            .and_then(|c| c.profile.wireguard.clone())
+            .ok_or_else(|| {
+                EngineError::Conflict("the profile in force has no [wireguard] section; apply one first".to_owned())
+            })
     }
 
     pub fn add_peer(&mut self, req: AddPeerRequest, uid: u32) -> Result<AddPeerResponse, EngineError> {
@@ -577,7 +606,8 @@ impl Engine {
         let vpn = self.vpn()?;
         let removed = self.wg.remove_peer(&vpn, name)?;
         let msg = format!("peer {} {} key {}", removed.name, removed.address, removed.public_key);
-        self.audit.record(&audit::WG_PEER_REMOVED, uid, Outcome::Success, &msg)?;
+        self.audit
+            .record(&audit::WG_PEER_REMOVED, uid, Outcome::Success, &msg)?;
         Ok(removed)
     }
 

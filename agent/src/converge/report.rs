@@ -91,7 +91,13 @@ impl Engine {
                     let now = now_unix();
                     let ages: Vec<(String, Option<std::time::Duration>)> = peers
                         .into_iter()
-                        .map(|p| (p.name, p.last_handshake.map(|t| std::time::Duration::from_secs(now.saturating_sub(t)))))
+                        .map(|p| {
+                            (
+                                p.name,
+                                p.last_handshake
+                                    .map(|t| std::time::Duration::from_secs(now.saturating_sub(t))),
+                            )
+                        })
                         .collect();
                     self.metrics.set_wireguard_peers(&ages);
                 }

@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bulwark_model::api::{
-    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, PeerInfo,
-    Status,
+    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health,
+    PeerInfo, Status,
 };
 use tokio::sync::oneshot;
 

@@ -126,7 +126,9 @@ impl Engine {
 
     /// Remove peers whose expiry passed, with an audit event each.
     fn expire_peers(&mut self) {
-        let Some(vpn) = self.current.as_ref().and_then(|c| c.profile.wireguard.clone()) else { return };
+        let Some(vpn) = self.current.as_ref().and_then(|c| c.profile.wireguard.clone()) else {
+            return;
+        };
         match self.wg.expire(&vpn, now_unix()) {
             Ok(expired) => {
                 for p in expired {
@@ -144,9 +146,15 @@ impl Engine {
     /// becomes reachable outside the VPN and loopback.
     fn watch_k3s_exposure(&mut self) {
         let health = self.health();
-        let exposed = health.checks.iter().find(|c| c.name == crate::k3s::CHECK && c.level == Level::Critical);
+        let exposed = health
+            .checks
+            .iter()
+            .find(|c| c.name == crate::k3s::CHECK && c.level == Level::Critical);
         if let (Some(check), false) = (exposed, self.k3s_exposed) {
-            if let Err(e) = self.audit.record(&audit::K3S_EXPOSED, 0, Outcome::Failure, &check.reason) {
+            if let Err(e) = self
+                .audit
+                .record(&audit::K3S_EXPOSED, 0, Outcome::Failure, &check.reason)
+            {
                 log::error!(error:display = e; "could not record the K3s exposure");
             }
         }

@@ -30,11 +30,17 @@ pub fn add(ctx: &Ctx<'_>, out: &mut dyn Write, args: &AddPeerArgs) -> anyhow::Re
     emit(out, &added.client_config)?;
     if args.qr {
         let qr = QrCode::new(added.client_config.as_bytes())?;
-        emit(out, &format!("\n{}\n", qr.render::<Dense1x2>().quiet_zone(true).build()))?;
+        emit(
+            out,
+            &format!("\n{}\n", qr.render::<Dense1x2>().quiet_zone(true).build()),
+        )?;
     }
     let p = &added.peer;
     let expires = p.expires.map_or_else(|| "never".to_owned(), output::rfc3339);
-    eprintln!("added peer {} at {} (expires {expires}); this config is shown only once", p.name, p.address);
+    eprintln!(
+        "added peer {} at {} (expires {expires}); this config is shown only once",
+        p.name, p.address
+    );
     Ok(OK)
 }
 
