@@ -22,7 +22,10 @@ iface="wgb$(( $$ % 100000 ))"   # /var/run/wireguard is shared across namespaces
 root=$(mktemp -d)
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
   # wireguard-go children of the daemon live in the namespace: end them by it.
   for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
   ip netns del "$ns" 2>/dev/null || true

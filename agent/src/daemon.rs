@@ -149,15 +149,17 @@ pub fn run(args: Args) -> Result<(), StartError> {
         );
         log::info!(socket:display = socket.display(); "ready: {summary}");
         crate::notify::ready(&summary);
-        let scrape = api::metrics::Scrape {
+        let reporter = api::Reporter {
+            host: host.clone(),
             metrics: metrics.clone(),
             engine: handle.clone(),
         };
-        tokio::spawn(serve_monitoring(monitor_rx, scrape));
+        tokio::spawn(serve_monitoring(monitor_rx, reporter));
         let app = api::router(Ctx {
             engine: handle,
             policy,
             metrics,
+            host,
         });
         tokio::select! {
             () = api::serve(listener, app) => {}
@@ -180,7 +182,7 @@ async fn shutdown() {
 
 /// Serve Prometheus metrics on the profile's `[monitoring] listen` address,
 /// moving the listener whenever an apply changes it.
-async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, scrape: api::metrics::Scrape) {
+async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, reporter: api::Reporter) {
     loop {
         let addr = *listen.borrow_and_update();
         let mut changed = listen.clone();
@@ -189,7 +191,7 @@ async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, scrap
         };
         if let Some(addr) = addr {
             log::info!(listen:display = addr; "serving metrics over TCP");
-            if let Err(e) = api::metrics::serve_tcp(addr, scrape.clone(), stop).await {
+            if let Err(e) = api::metrics::serve_tcp(addr, reporter.clone(), stop).await {
                 log::error!(listen:display = addr, error:display = e; "metrics listener failed");
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! The help is the first manual an operator reads (and the source of the man
 //! pages), so each command says what it does and, where it helps, shows an
-//! example. docs/contract.md is the reference this must match.
+//! example. README.md and docs/api.md describe the same behaviour.
 
 use std::path::PathBuf;
 

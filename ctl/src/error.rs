@@ -1,6 +1,6 @@
 //! Exit codes and how errors reach the operator.
 //!
-//! Exit codes are part of the interface (docs/contract.md) and scripts depend
+//! Exit codes are part of the interface (README.md, "Exit codes") and scripts depend
 //! on them, so the mapping from error to code lives in one place.
 
 use std::io::{self, Write};

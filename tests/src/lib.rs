@@ -359,6 +359,13 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for ns in self.created.drain(..) {
+            // Whatever still runs in a namespace we made is ours (the
+            // daemon's wireguard-go children, above all): end it by PID.
+            let pids = run(Command::new("ip").args(["netns", "pids", &ns]));
+            let me = std::process::id().to_string();
+            for pid in pids.stdout.split_whitespace().filter(|p| *p != me) {
+                let _ = run(Command::new("kill").args(["-9", pid]));
+            }
             let r = run(Command::new("ip").args(["netns", "del", &ns]));
             if !r.ok() {
                 eprintln!("warning: could not delete namespace {ns}:\n{r}");

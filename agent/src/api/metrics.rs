@@ -15,8 +15,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::converge::task::{Command, EngineHandle};
-use crate::health::Metrics;
+use super::Reporter;
 
 /// OpenMetrics 1.0, which prometheus-client writes and Prometheus asks for.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -28,21 +27,13 @@ const MAX_CONNECTIONS: usize = 16;
 /// Hard cap on one connection's life.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// What a scrape needs: the metrics, and the engine to refresh the health
-/// checks first, so a scrape never reports a stale check.
-#[derive(Debug, Clone)]
-pub struct Scrape {
-    pub metrics: Arc<Metrics>,
-    pub engine: EngineHandle,
-}
-
 /// OpenMetrics when the client accepts it (Prometheus does), else the
 /// classic text format, which curl users and `promtool check metrics` read.
-pub async fn metrics(State(scrape): State<Scrape>, headers: HeaderMap) -> impl IntoResponse {
-    // Computing health updates the check gauges; a stopped engine leaves
-    // the last values, and `bulwark_up` tells the rest.
-    let _ = scrape.engine.call(Command::Health).await;
-    let m = &scrape.metrics;
+pub async fn metrics(State(reporter): State<Reporter>, headers: HeaderMap) -> impl IntoResponse {
+    // Computing health updates the check gauges, so a scrape never reports a
+    // stale check; a stopped engine leaves the last values.
+    let _ = reporter.health().await;
+    let m = &reporter.metrics;
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -56,8 +47,8 @@ pub async fn metrics(State(scrape): State<Scrape>, headers: HeaderMap) -> impl I
 }
 
 /// The router of the TCP listener: `GET /metrics` only.
-pub fn tcp_router(scrape: Scrape) -> Router {
-    Router::new().route("/metrics", get(self::metrics)).with_state(scrape)
+pub fn tcp_router(reporter: Reporter) -> Router {
+    Router::new().route("/metrics", get(self::metrics)).with_state(reporter)
 }
 
 /// Serve `GET /metrics` on `addr` until `shutdown` completes. Binding fails
@@ -65,12 +56,12 @@ pub fn tcp_router(scrape: Scrape) -> Router {
 /// to retry.
 pub async fn serve_tcp(
     addr: SocketAddr,
-    scrape: Scrape,
+    reporter: Reporter,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     log::info!(addr:display = addr; "serving Prometheus metrics");
-    let app = tcp_router(scrape);
+    let app = tcp_router(reporter);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -110,7 +101,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tcp_listener_serves_metrics_only() {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(crate::health::Metrics::new());
         metrics.set_generation(3);
         // Find a free port, then hand it to serve_tcp.
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -118,11 +109,12 @@ mod tests {
             .local_addr()
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let scrape = Scrape {
+        let reporter = Reporter {
+            host: crate::host::Host::new("/"),
             metrics,
-            engine: EngineHandle::detached(),
+            engine: crate::converge::task::EngineHandle::detached(),
         };
-        let server = tokio::spawn(serve_tcp(addr, scrape, async {
+        let server = tokio::spawn(serve_tcp(addr, reporter, async {
             let _ = stopped.await;
         }));
         let mut up = false;

@@ -27,8 +27,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::audit::{self, Outcome};
-use crate::converge::task::EngineHandle;
+use crate::converge::task::{Command, EngineHandle};
 use crate::health::Metrics;
+use crate::host::Host;
+use bulwark_model::api::Health;
 pub use error::ApiError;
 pub use peer::{Peer, Policy, Role};
 
@@ -47,11 +49,37 @@ pub struct Ctx {
     pub engine: EngineHandle,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
+    pub host: Host,
 }
 
-impl axum::extract::FromRef<Ctx> for metrics::Scrape {
-    fn from_ref(ctx: &Ctx) -> metrics::Scrape {
-        metrics::Scrape {
+/// Builds the full health report: the engine's checks plus the resource
+/// checks, which read the system (sysinfo) and so run off the engine thread.
+/// Every report also refreshes the check gauges of the metrics.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    pub host: Host,
+    pub engine: EngineHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Reporter {
+    pub async fn health(&self) -> Result<Health, ApiError> {
+        let mut checks = self.engine.call(Command::Health).await??.checks;
+        let (host, k3s) = (self.host.clone(), checks.iter().any(|c| c.name.starts_with("k3s")));
+        let resources = tokio::task::spawn_blocking(move || crate::health::resource_checks(&host, k3s));
+        match resources.await {
+            Ok(r) => checks.extend(r),
+            Err(e) => log::error!(error:display = e; "resource checks failed"),
+        }
+        self.metrics.set_checks(&checks);
+        Ok(Health::from_checks(checks))
+    }
+}
+
+impl axum::extract::FromRef<Ctx> for Reporter {
+    fn from_ref(ctx: &Ctx) -> Reporter {
+        Reporter {
+            host: ctx.host.clone(),
             metrics: ctx.metrics.clone(),
             engine: ctx.engine.clone(),
         }

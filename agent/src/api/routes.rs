@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{Caller, Ctx};
+use super::{Caller, Ctx, Reporter};
 use crate::converge::task::Command;
 
 /// A JSON body read within the size limit, with errors as JSON bodies.
@@ -60,12 +60,14 @@ pub async fn version() -> Json<VersionInfo> {
     })
 }
 
-pub async fn status(State(ctx): State<Ctx>) -> Result<Json<Status>, ApiError> {
-    Ok(Json(ctx.engine.call(Command::Status).await??))
+pub async fn status(State(ctx): State<Ctx>, State(reporter): State<Reporter>) -> Result<Json<Status>, ApiError> {
+    let mut status = ctx.engine.call(Command::Status).await??;
+    status.health = reporter.health().await?.level;
+    Ok(Json(status))
 }
 
-pub async fn health(State(ctx): State<Ctx>) -> Result<Json<Health>, ApiError> {
-    Ok(Json(ctx.engine.call(Command::Health).await??))
+pub async fn health(State(reporter): State<Reporter>) -> Result<Json<Health>, ApiError> {
+    Ok(Json(reporter.health().await?))
 }
 
 pub async fn generations(State(ctx): State<Ctx>) -> Result<Json<Vec<GenerationInfo>>, ApiError> {

@@ -106,9 +106,6 @@ impl Engine {
                 checks.extend(self.k3s.checks(bind, self.k3s_note.as_deref()));
             }
         }
-        let k3s = self.current.as_ref().is_some_and(|c| c.profile.k3s.is_some());
-        checks.extend(crate::health::resource_checks(&self.host, k3s));
-        self.metrics.set_checks(&checks);
         Health::from_checks(checks)
     }
 }

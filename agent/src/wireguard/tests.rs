@@ -254,6 +254,16 @@ impl Drop for Lab {
             let _ = c.wait();
         }
         for ns in [&self.srv, &self.cli] {
+            // The server's wireguard-go (spawned by the module) runs there too.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                let me = std::process::id().to_string();
+                for pid in String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter(|p| *p != me)
+                {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
