@@ -92,11 +92,13 @@ events! {
     K3S_EXPOSED = "BWK-K3S-0003", Error, "K3s API listens outside the VPN address and loopback", NETWORK_2013, NETWORK_2022;
     SYS_STARTED = "BWK-SYS-0001", Info, "bulwarkd started and restored the current generation", LOGGING_2013, LOGGING_2022;
     SYS_AUDIT_RECOVERED = "BWK-SYS-0002", Warning, "Audit log tail torn by a crash was truncated", LOGGING_2013, LOGGING_2022;
+    SYS_AUDIT_DAMAGED = "BWK-SYS-0003", Error, "Audit log found edited or cut short; verification fails from here on", LOGGING_2013, LOGGING_2022;
     WG_PEER_ADDED = "BWK-WG-0001", Notice, "WireGuard admin peer added", PROVISION_2013, PROVISION_2022;
     WG_PEER_REMOVED = "BWK-WG-0002", Notice, "WireGuard admin peer removed", PROVISION_2013, PROVISION_2022;
     WG_PEER_EXPIRED = "BWK-WG-0003", Notice, "WireGuard admin peer expired and removed", PROVISION_2013, PROVISION_2022;
     WG_KEY_CREATED = "BWK-WG-0004", Notice, "WireGuard server key created", PROVISION_2013, PROVISION_2022;
     WG_DRIFT_REPAIRED = "BWK-WG-0005", Warning, "WireGuard interface or peers drifted and were restored", PROVISION_2013, PROVISION_2022;
+    WG_DRIFT_DETECTED = "BWK-WG-0006", Warning, "WireGuard interface or peers drifted; reported, left as found", PROVISION_2013, PROVISION_2022;
 }
 
 /// The catalogue as a Markdown table (docs/audit-events.md is this output).
@@ -155,7 +157,10 @@ struct Head {
 
 impl AuditLog {
     /// Open (creating) the log in `dir`. A final line torn by a crash is cut
-    /// off and the cut itself recorded, so the chain stays verifiable.
+    /// off and the cut recorded, so the chain stays verifiable. A log that was
+    /// tampered with (lines edited or removed, the head not where the log
+    /// ends) still opens, so the daemon keeps running, but the damage is
+    /// recorded as an event of its own and `verify` fails from then on.
     pub fn open(dir: &Path) -> Result<AuditLog, StateError> {
         state::private_dir(dir, 0o700)?;
         let path = dir.join("audit.log");
@@ -167,12 +172,42 @@ impl AuditLog {
             seq: 0,
             last_hash: GENESIS.to_owned(),
         };
-        if let Some(last) = log.read_all()?.pop() {
-            log.seq = last.seq;
-            log.last_hash = last.hash;
-            // A crash between appending and updating the head leaves the head
-            // one line behind; bring it forward.
-            log.write_head()?;
+        let mut damage = None;
+        let recorded = state::read_json::<Head>(&log.head).unwrap_or_else(|e| {
+            damage = Some(e.to_string());
+            None
+        });
+        match log.read_all() {
+            Ok(events) => {
+                let last = events.last();
+                if let Some(l) = last {
+                    log.seq = l.seq;
+                    log.last_hash = l.hash.clone();
+                }
+                match (&recorded, last) {
+                    (None, None) => {}
+                    (Some(h), Some(l)) if h.seq == l.seq && h.hash == l.hash => {}
+                    // A crash between appending a line and updating the head
+                    // leaves the head exactly one line behind.
+                    (Some(h), Some(l)) if h.seq + 1 == l.seq && h.hash == l.prev => log.write_head()?,
+                    (None, Some(l)) if l.seq == 1 && damage.is_none() => log.write_head()?,
+                    (h, _) => {
+                        let at = h.as_ref().map_or(0, |h| h.seq);
+                        damage.get_or_insert(format!(
+                            "the log ends at event {} but audit.head records event {at}",
+                            log.seq
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                // Continue the chain from the recorded head; verify names the bad line.
+                if let Some(h) = &recorded {
+                    log.seq = h.seq;
+                    log.last_hash = h.hash.clone();
+                }
+                damage = Some(e.to_string());
+            }
         }
         if torn {
             log.record(
@@ -180,6 +215,15 @@ impl AuditLog {
                 0,
                 Outcome::Success,
                 "truncated a partial last line",
+            )?;
+        }
+        if let Some(why) = damage {
+            log::error!("audit log damaged: {why}");
+            log.record(
+                &SYS_AUDIT_DAMAGED,
+                0,
+                Outcome::Failure,
+                &format!("audit log damaged: {why}"),
             )?;
         }
         Ok(log)
@@ -294,6 +338,12 @@ impl AuditLog {
             if e.prev != prev {
                 return fail(line as u64, format!("line {line}: does not follow the line before it"));
             }
+            if e.event == SYS_AUDIT_DAMAGED.id {
+                return fail(
+                    line as u64,
+                    format!("line {line} records earlier damage: {}", e.message),
+                );
+            }
             if hash(e) != e.hash {
                 return fail(
                     line as u64,
@@ -400,6 +450,29 @@ mod tests {
             fs::write(&p, lines.join("\n") + "\n").unwrap();
             assert!(!log.verify().ok, "removing line {remove} went unnoticed");
         }
+    }
+
+    #[test]
+    fn a_removed_last_line_stays_detected_across_a_restart() {
+        let (dir, _log) = log_with(3);
+        let p = dir.path().join("audit.log");
+        let text = fs::read_to_string(&p).unwrap();
+        let kept: Vec<&str> = text.lines().take(2).collect();
+        fs::write(&p, kept.join("\n") + "\n").unwrap();
+        let reopened = AuditLog::open(dir.path()).unwrap();
+        let v = reopened.verify();
+        assert!(!v.ok, "{v:?}");
+        assert_eq!(reopened.tail(1).unwrap()[0].event, SYS_AUDIT_DAMAGED.id);
+    }
+
+    #[test]
+    fn a_garbled_line_does_not_stop_the_log_from_opening() {
+        let (dir, _log) = log_with(3);
+        let p = dir.path().join("audit.log");
+        let text = fs::read_to_string(&p).unwrap().replacen("{\"seq\":2", "garbage{", 1);
+        fs::write(&p, text).unwrap();
+        let reopened = AuditLog::open(dir.path()).unwrap();
+        assert!(!reopened.verify().ok);
     }
 
     #[test]

@@ -35,11 +35,6 @@ impl Host {
         self.path("/var/log/bulwark")
     }
 
-    /// Runtime directory holding the API socket.
-    pub fn run_dir(&self) -> PathBuf {
-        self.path("/run/bulwark")
-    }
-
     pub fn default_socket(&self) -> PathBuf {
         self.path(bulwark_model::api::DEFAULT_SOCKET)
     }

@@ -16,9 +16,9 @@ const LONG_ABOUT: &str = "\
 Control bulwarkd, the Bulwark host hardening agent.
 
 bulwarkctl talks to bulwarkd over its Unix socket. Reading state (status,
-health, generations, audit) needs membership in group `bulwark`; changing it
-(apply, confirm, rollback) needs root or group `bulwark-admin`. `validate`
-works offline and needs no daemon.
+health, generations, peers, audit) needs membership in group `bulwark`;
+changing it (apply, confirm, rollback, add-peer, remove-peer) needs root or
+group `bulwark-admin`. `validate` works offline and needs no daemon.
 
 A typical change:
   bulwarkctl validate /etc/bulwark/profile.toml
@@ -94,7 +94,7 @@ Apply a profile: validate it, show the plan, and make it the new generation.
 
 The profile is validated locally first, so errors look the same whether or not
 the daemon is reachable. When run over SSH, bulwarkctl refuses a profile that
-would drop the SSH connection it runs in, unless --confirm or --force is given.
+would drop the SSH connection it runs in, unless --force is given.
 
 With --confirm SECS the change reverts to the previous generation after SECS
 seconds unless `bulwarkctl confirm` is run in time: use it whenever a change

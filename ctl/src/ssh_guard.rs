@@ -81,20 +81,20 @@ pub fn decide(ssh_connection: Option<&str>, fw: &Firewall, flags: Flags) -> Verd
     } = session;
     let prefix = if client.is_ipv4() { 32 } else { 128 };
     let drops = format!("this profile would drop your SSH connection from {client} to port {port}");
+    // Only --force overrides: a confirm window would still cut the session
+    // for its whole length, so it is a safety net on top of --force.
     if flags.dry_run {
-        Verdict::Warn(format!(
-            "{drops}; a real apply would be refused without --confirm SECS or --force"
-        ))
+        Verdict::Warn(format!("{drops}; a real apply would be refused without --force"))
     } else if flags.force {
-        Verdict::Warn(format!("{drops}; applying anyway because of --force"))
-    } else if let Some(secs) = flags.confirm_secs {
-        Verdict::Warn(format!(
-            "{drops}; if you lose access it reverts in {secs}s unless you run `bulwarkctl confirm`"
-        ))
+        let net = match flags.confirm_secs {
+            Some(secs) => format!("; if you lose access it reverts in {secs}s unless you run `bulwarkctl confirm`"),
+            None => String::new(),
+        };
+        Verdict::Warn(format!("{drops}; applying anyway because of --force{net}"))
     } else {
         Verdict::Refuse(format!(
             "{drops}; add {client}/{prefix} to firewall.admin_cidrs and {port} to firewall.admin_tcp, \
-             or use --confirm SECS, or --force"
+             or pass --force (with --confirm SECS, so it reverts if you are cut off)"
         ))
     }
 }
@@ -217,7 +217,7 @@ mod tests {
             msg,
             "this profile would drop your SSH connection from 198.51.100.7 to port 22; \
              add 198.51.100.7/32 to firewall.admin_cidrs and 22 to firewall.admin_tcp, \
-             or use --confirm SECS, or --force"
+             or pass --force (with --confirm SECS, so it reverts if you are cut off)"
         );
         // Right network, wrong port (sshd on 2222).
         let other_port = "198.51.100.7 51022 203.0.113.5 2222";
@@ -226,11 +226,17 @@ mod tests {
     }
 
     #[test]
-    fn force_confirm_and_dry_run_only_warn() {
+    fn only_force_and_dry_run_warn_and_confirm_alone_is_refused() {
         let fw = firewall("");
+        let confirm_only = Flags {
+            confirm_secs: Some(60),
+            ..REFUSE
+        };
+        assert!(matches!(decide(Some(SSH), &fw, confirm_only), Verdict::Refuse(_)));
         for flags in [
             Flags { force: true, ..REFUSE },
             Flags {
+                force: true,
                 confirm_secs: Some(60),
                 ..REFUSE
             },

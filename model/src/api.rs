@@ -292,13 +292,23 @@ pub struct AddPeerRequest {
 }
 
 /// Response of `POST /v1/peers`: the only time the client config is shown.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AddPeerResponse {
     pub peer: PeerInfo,
     /// wg-quick configuration for the admin; holds the private key when
     /// Bulwark generated it, a placeholder otherwise. Not stored by Bulwark.
     pub client_config: String,
+}
+
+/// The client config holds private and preshared keys: never in Debug output.
+impl std::fmt::Debug for AddPeerResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddPeerResponse")
+            .field("peer", &self.peer)
+            .field("client_config", &"<redacted>")
+            .finish()
+    }
 }
 
 /// One WireGuard peer (`GET /v1/peers`).

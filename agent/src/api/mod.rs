@@ -128,6 +128,10 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/version", get(routes::version))
         .nest(bulwark_model::api::API_PREFIX, read.merge(admin))
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::BadRequest(format!("{} is not allowed on {}", req.method(), req.uri().path()))
+        })
+        .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(middleware::from_fn(log_request))
@@ -157,6 +161,34 @@ async fn authorize(State((ctx, needs)): State<(Ctx, Role)>, caller: Caller, req:
         needs: needed,
     }
     .into_response()
+}
+
+/// Errors that axum's own extractors produce (a bad query string, say) come
+/// as plain text; give them the JSON body every error of this API has.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(response.status().is_client_error() || response.status().is_server_error()) || is_json {
+        return response;
+    }
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let body = bulwark_model::api::ErrorBody {
+        kind: if status.is_client_error() {
+            "bad_request"
+        } else {
+            "internal"
+        }
+        .to_owned(),
+        error: String::from_utf8_lossy(&text).trim().to_owned(),
+        profile_errors: Vec::new(),
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// One log line per request: method, path, caller, status.
@@ -257,8 +289,12 @@ pub fn listen(path: &Path, policy: Policy) -> Result<std::os::unix::net::UnixLis
         move |source| SocketError::Io { op, path, source }
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io("set mode of", dir))?;
+    // Only a directory created here gets its mode set: an existing one (such
+    // as /tmp for `--socket /tmp/x.sock`) is not ours to change.
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io("set mode of", dir))?;
+    }
     let tmp = crate::state::tmp_path(path);
     let _ = std::fs::remove_file(&tmp);
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));

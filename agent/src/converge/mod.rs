@@ -92,6 +92,14 @@ struct Drift {
     next_check: Option<Instant>,
 }
 
+/// Retries of a revert that failed: backing off keeps a host that cannot
+/// revert from spinning and flooding the audit log.
+#[derive(Debug, Default)]
+struct RevertRetry {
+    failures: u32,
+    next: Option<Instant>,
+}
+
 /// Outcome of the last apply, rollback or revert.
 #[derive(Debug)]
 struct LastChange {
@@ -108,6 +116,7 @@ pub struct Engine {
     current: Option<Current>,
     pending: Option<PendingConfirm>,
     drift: Drift,
+    revert_retry: RevertRetry,
     last: Option<LastChange>,
     wg: WireGuard,
     k3s: K3s,
@@ -165,6 +174,7 @@ impl Engine {
             current: None,
             pending: None,
             drift: Drift::default(),
+            revert_retry: RevertRetry::default(),
             last: None,
             wg,
             k3s,
@@ -195,10 +205,22 @@ impl Engine {
         }
         match latest {
             Some(n) => {
-                let generation = self.load(n)?;
-                self.install(generation)?;
-                let msg = format!("restored generation {n}");
-                self.audit.record(&audit::SYS_STARTED, 0, Outcome::Success, &msg)?;
+                // A window that closed while the daemon was down reverts
+                // straight away, without putting the unconfirmed generation
+                // back first.
+                if let Some(p) = self.pending.clone().filter(|p| now_unix() >= p.deadline) {
+                    self.revert(&p);
+                }
+                if self.current.is_none() {
+                    self.restore_latest_good(n)?;
+                }
+                let number = self.current_number().unwrap_or(n);
+                self.record(
+                    &audit::SYS_STARTED,
+                    0,
+                    Outcome::Success,
+                    &format!("restored generation {number}"),
+                );
             }
             None => {
                 let (source, text) = boot;
@@ -214,6 +236,26 @@ impl Engine {
         // A window that closed while the daemon was down reverts now.
         self.tick();
         Ok(())
+    }
+
+    /// Install the newest generation that installs, starting at `latest`:
+    /// a host must come back to the last state that worked, not stay down
+    /// because the newest one no longer applies (a missing wireguard-go
+    /// after a reboot, say).
+    fn restore_latest_good(&mut self, latest: u64) -> Result<(), EngineError> {
+        let mut first_error = None;
+        for n in self.store.numbers()?.into_iter().rev().filter(|n| *n <= latest) {
+            match self.load(n).and_then(|g| self.install(g)) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let msg = format!("restoring generation {n} at start-up: {e}");
+                    log::error!("{msg}");
+                    self.record(&audit::CHG_FAILED, 0, Outcome::Failure, &msg);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| EngineError::NotFound(format!("generation {latest} does not exist"))))
     }
 
     fn load(&self, number: u64) -> Result<Generation, EngineError> {
@@ -242,7 +284,7 @@ impl Engine {
             Err(errors) => {
                 if !req.dry_run {
                     let msg = format!("{source}: {} validation error(s)", errors.errors.len());
-                    self.audit.record(&audit::CHG_INVALID, uid, Outcome::Refused, &msg)?;
+                    self.record(&audit::CHG_INVALID, uid, Outcome::Refused, &msg);
                 }
                 return Err(errors.into());
             }
@@ -315,7 +357,7 @@ impl Engine {
                     profile.name,
                     response.plan.changes.len()
                 );
-                self.audit.record(&audit::CHG_APPLIED, uid, Outcome::Success, &msg)?;
+                self.record(&audit::CHG_APPLIED, uid, Outcome::Success, &msg);
                 self.last = Some(LastChange { ok: true, message: msg });
                 response.generation = Some(number);
                 response.changed = true;
@@ -327,7 +369,7 @@ impl Engine {
                     state::remove(&self.pending_path())?;
                 }
                 let msg = format!("profile {}: {e}", profile.name);
-                self.audit.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg)?;
+                self.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg);
                 self.last = Some(LastChange {
                     ok: false,
                     message: msg,
@@ -412,11 +454,10 @@ impl Engine {
                 "bind {}",
                 profile.k3s_bind_ip().map_or("removed".to_owned(), |ip| ip.to_string())
             );
-            self.audit.record(&audit::K3S_CONFIGURED, uid, Outcome::Success, &msg)?;
+            self.record(&audit::K3S_CONFIGURED, uid, Outcome::Success, &msg);
         }
         if outcome.restarted {
-            self.audit
-                .record(&audit::K3S_RESTARTED, uid, Outcome::Success, "k3s.service restarted")?;
+            self.record(&audit::K3S_RESTARTED, uid, Outcome::Success, "k3s.service restarted");
         }
         self.k3s_note = outcome.note;
         Ok(())
@@ -495,7 +536,7 @@ impl Engine {
         };
         state::remove(&self.pending_path())?;
         let msg = format!("generation {} confirmed", pending.generation);
-        self.audit.record(&audit::CHG_CONFIRMED, uid, Outcome::Success, &msg)?;
+        self.record(&audit::CHG_CONFIRMED, uid, Outcome::Success, &msg);
         self.notify_status();
         Ok(self.response_for(pending.generation))
     }
@@ -538,7 +579,7 @@ impl Engine {
             response.generation.unwrap_or(0),
             current.unwrap_or(0)
         );
-        self.audit.record(&audit::CHG_ROLLBACK, uid, Outcome::Success, &msg)?;
+        self.record(&audit::CHG_ROLLBACK, uid, Outcome::Success, &msg);
         Ok(response)
     }
 
@@ -563,7 +604,7 @@ impl Engine {
         let profile = generation.meta.profile.clone();
         if let Err(e) = self.commit(generation) {
             let msg = format!("{reason} to generation {target}: {e}");
-            self.audit.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg)?;
+            self.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg);
             self.last = Some(LastChange {
                 ok: false,
                 message: msg,
@@ -583,6 +624,15 @@ impl Engine {
         })
     }
 
+    /// Record an audit event. The change it reports has already happened,
+    /// so a failure to write the event is logged, not turned into a failed
+    /// request (an add-peer's config, shown once, must not be lost to it).
+    fn record(&mut self, kind: &audit::EventKind, uid: u32, outcome: Outcome, message: &str) {
+        if let Err(e) = self.audit.record(kind, uid, outcome, message) {
+            log::error!(error:display = e, event = kind.id; "could not write audit event: {message}");
+        }
+    }
+
     /// The `[wireguard]` section in force, or why peers cannot be managed.
     fn vpn(&self) -> Result<bulwark_model::profile::WireGuard, EngineError> {
         self.current
@@ -598,7 +648,7 @@ impl Engine {
         let added = self.wg.add_peer(&vpn, req)?;
         let p = &added.peer;
         let msg = format!("peer {} {} key {}", p.name, p.address, p.public_key);
-        self.audit.record(&audit::WG_PEER_ADDED, uid, Outcome::Success, &msg)?;
+        self.record(&audit::WG_PEER_ADDED, uid, Outcome::Success, &msg);
         Ok(added)
     }
 
@@ -606,8 +656,7 @@ impl Engine {
         let vpn = self.vpn()?;
         let removed = self.wg.remove_peer(&vpn, name)?;
         let msg = format!("peer {} {} key {}", removed.name, removed.address, removed.public_key);
-        self.audit
-            .record(&audit::WG_PEER_REMOVED, uid, Outcome::Success, &msg)?;
+        self.record(&audit::WG_PEER_REMOVED, uid, Outcome::Success, &msg);
         Ok(removed)
     }
 
