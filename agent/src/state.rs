@@ -44,16 +44,21 @@ pub fn private_dir(dir: &Path, mode: u32) -> Result<(), StateError> {
 
 /// Write `bytes` to `path` atomically with mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// Write `bytes` to `path` atomically with exactly `mode` (umask ignored).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
     let tmp = tmp_path(path);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(io("create", &tmp))?;
     // The mode argument is filtered by the umask; set it outright.
-    f.set_permissions(fs::Permissions::from_mode(0o600))
+    f.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io("set mode of", &tmp))?;
     f.write_all(bytes).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;

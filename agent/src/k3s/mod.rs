@@ -10,10 +10,10 @@
 mod listen;
 mod render;
 
-use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
+use std::fs;
+use std::io::Read;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -321,9 +321,8 @@ impl K3s {
     }
 }
 
-/// Write `bytes` to `path` atomically with mode 0644, creating parent
-/// directories (0755) as needed: the same temp + fsync + rename + directory
-/// fsync as [`state::write_atomic`], with a mode for public configuration.
+/// Write `bytes` to `path` atomically with mode 0644 (public configuration),
+/// creating parent directories (0755) as needed.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), K3sError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::DirBuilder::new()
@@ -331,24 +330,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), K3sError> {
         .mode(DIR_MODE)
         .create(dir)
         .map_err(io("create directory", dir))?;
-    let tmp = state::tmp_path(path);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    // The mode argument is filtered by the umask; set it outright.
-    f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-        .map_err(io("set mode of", &tmp))?;
-    f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io("rename into", path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync directory", dir))
+    Ok(state::write_atomic_mode(path, bytes, FILE_MODE)?)
 }
 
 #[cfg(test)]
@@ -357,6 +339,7 @@ mod tests {
 
     use super::*;
     use bulwark_model::profile::K3sBind;
+    use std::os::unix::fs::PermissionsExt;
 
     struct Fixture {
         _dir: tempfile::TempDir,
