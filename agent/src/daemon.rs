@@ -181,18 +181,38 @@ async fn shutdown() {
 }
 
 /// Serve Prometheus metrics on the profile's `[monitoring] listen` address,
-/// moving the listener whenever an apply changes it.
+/// moving the listener whenever an apply changes it. A bind that fails (the
+/// VPN address not there yet) is retried every few seconds; only the first
+/// failure of a streak is logged as an error.
 async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, reporter: api::Reporter) {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut failures = 0u32;
     loop {
         let addr = *listen.borrow_and_update();
-        let mut changed = listen.clone();
-        let stop = async move {
-            let _ = changed.changed().await;
-        };
         if let Some(addr) = addr {
-            log::info!(listen:display = addr; "serving metrics over TCP");
-            if let Err(e) = api::metrics::serve_tcp(addr, reporter.clone(), stop).await {
-                log::error!(listen:display = addr, error:display = e; "metrics listener failed");
+            let mut changed = listen.clone();
+            let stop = async move {
+                let _ = changed.changed().await;
+            };
+            match api::metrics::serve_tcp(addr, reporter.clone(), stop).await {
+                // Stopped because the address changed: serve the new one.
+                Ok(()) => {
+                    failures = 0;
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        log::error!(listen:display = addr, error:display = e; "metrics listener failed; retrying every {}s", RETRY.as_secs());
+                    } else {
+                        log::debug!(listen:display = addr, error:display = e; "metrics listener retry failed");
+                    }
+                    tokio::select! {
+                        r = listen.changed() => if r.is_err() { return },
+                        () = tokio::time::sleep(RETRY) => {}
+                    }
+                    continue;
+                }
             }
         }
         if listen.changed().await.is_err() {

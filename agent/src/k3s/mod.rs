@@ -33,6 +33,8 @@ pub const DEFAULT_SYSTEMCTL: &str = "/usr/bin/systemctl";
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The drop-ins are configuration, readable by everyone, like the files beside them.
 const FILE_MODE: u32 = 0o644;
+/// In the state directory while drop-ins changed but systemd was not yet told.
+const RELOAD_PENDING: &str = "k3s-reload-pending";
 const DIR_MODE: u32 = 0o755;
 /// Name of the health check carrying an apply's note.
 pub const NOTE_CHECK: &str = "k3s";
@@ -199,20 +201,30 @@ impl K3s {
             out.note = Some("[k3s] has no address to bind to; the drop-ins were left as they are".to_owned());
             return Ok(out);
         }
+        // Marked before the first file changes and cleared once systemd knows:
+        // a daemon killed in between still reloads and restarts on its next
+        // apply, although the files then look unchanged.
+        let marker = self.host.state_dir().join(RELOAD_PENDING);
+        let mut pending = marker.exists();
         for (host_path, want) in Self::wanted(desired, bind) {
             let have = self.read(host_path)?;
             let path = self.host.path(host_path);
-            match want {
-                Some(text) if have.as_deref() != Some(text.as_str()) => {
-                    write_file(&path, text.as_bytes())?;
-                    out.changed = true;
-                }
-                None if have.is_some() => {
-                    state::remove(&path)?;
-                    out.changed = true;
-                }
-                _ => {}
+            let differs = match &want {
+                Some(text) => have.as_deref() != Some(text.as_str()),
+                None => have.is_some(),
+            };
+            if !differs {
+                continue;
             }
+            if !pending {
+                state::write_atomic(&marker, b"")?;
+                pending = true;
+            }
+            match want {
+                Some(text) => write_file(&path, text.as_bytes())?,
+                None => state::remove(&path)?,
+            }
+            out.changed = true;
         }
         let presence = self.presence();
         out.note = match (desired.is_some(), presence) {
@@ -226,7 +238,12 @@ impl K3s {
             }
             (true, _) => None,
         };
-        if !out.changed || !presence.systemd || !presence.installed {
+        if !pending {
+            return Ok(out);
+        }
+        if !presence.systemd || !presence.installed {
+            // Nothing to tell: K3s reads the files whenever it starts.
+            state::remove(&marker)?;
             return Ok(out);
         }
         // The unit drop-in only takes effect after a reload.
@@ -247,6 +264,7 @@ impl K3s {
             // Without [k3s] a restart would re-bind K3s to every address.
             None => {}
         }
+        state::remove(&marker)?;
         Ok(out)
     }
 
@@ -353,6 +371,8 @@ mod tests {
     fn fixture(systemd: bool, installed: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
+        // The engine creates the state directory before K3s is touched.
+        fs::create_dir_all(root.join("var/lib/bulwark")).unwrap();
         if systemd {
             fs::create_dir_all(root.join("run/systemd/system")).unwrap();
         }
@@ -436,6 +456,20 @@ mod tests {
         let out = f.k3s.apply(Some(&profile(&["b.example"], true)), ip()).unwrap();
         assert!(out.changed && out.restarted);
         assert_eq!(calls(&f).len(), 4);
+    }
+
+    #[test]
+    fn a_restart_interrupted_by_a_crash_happens_on_the_next_apply() {
+        let f = fixture(true, true);
+        f.k3s.apply(Some(&profile(&["a.example"], true)), ip()).unwrap();
+        assert_eq!(calls(&f).len(), 2);
+        // Killed after writing the files, before systemctl: the marker stays.
+        let marker = f.root.join("var/lib/bulwark").join(RELOAD_PENDING);
+        fs::write(&marker, b"").unwrap();
+        let out = f.k3s.apply(Some(&profile(&["a.example"], true)), ip()).unwrap();
+        assert!(!out.changed && out.restarted);
+        assert_eq!(calls(&f)[2..], ["daemon-reload", "--no-block try-restart k3s.service"]);
+        assert!(!marker.exists());
     }
 
     #[test]
