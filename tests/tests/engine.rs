@@ -141,6 +141,25 @@ fn unconfirmed_apply_reverts_at_start_when_the_window_closed_while_the_daemon_wa
 }
 
 #[test]
+fn a_settings_only_change_is_planned_and_becomes_a_generation() {
+    let mut lab = Lab::new("settings");
+    lab.daemon.start(None);
+    let d = &lab.daemon;
+    let first = d.apply(&d.write_profile("a", A), &[]).generation;
+    let rules = d.ruleset_present();
+    let changed = A.replace("[profile]\n", "[profile]\ndrift = \"report\"\n");
+    let r = d.apply(&d.write_profile("a-report", changed), &[]);
+    assert!(r.changed, "a drift-mode change was planned as no change: {r:?}");
+    assert!(
+        r.plan.changes.iter().any(|c| c.what.starts_with("drift:")),
+        "{:?}",
+        r.plan
+    );
+    assert_ne!(r.generation, first, "no new generation for the settings change");
+    assert_eq!(d.ruleset_present(), rules, "the ruleset must not change");
+}
+
+#[test]
 fn confirmed_apply_stays_in_force() {
     let mut lab = Lab::new("confirm-ok");
     lab.daemon.start(None);

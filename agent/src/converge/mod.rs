@@ -29,6 +29,28 @@ use crate::state::{self, StateError};
 use crate::wireguard::{WgError, WireGuard};
 use generations::{Generation, Meta, Store};
 
+/// Every profile setting that differs, top-level key by key, so no change
+/// (a new `[monitoring] listen`, a WireGuard endpoint) is ever planned as
+/// "no changes". The firewall is left out: its ruleset diff says it better.
+fn setting_changes(old: &Profile, new: &Profile) -> Vec<Change> {
+    let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    new.iter()
+        .filter(|(key, value)| key.as_str() != "firewall" && old.get(key.as_str()) != Some(value))
+        .map(|(key, value)| Change {
+            module: "profile".to_owned(),
+            op: ChangeOp::Change,
+            what: format!(
+                "{key}: {} -> {value}",
+                old.get(key.as_str()).unwrap_or(&serde_json::Value::Null)
+            ),
+        })
+        .collect()
+}
+
 /// The profile applied when a host has neither a generation nor a boot profile.
 pub const DEFAULT_PROFILE: &str = include_str!("../../../profiles/default.toml");
 
@@ -489,27 +511,7 @@ impl Engine {
         let mut changes = Vec::new();
         let in_sync = match &self.current {
             Some(cur) => {
-                let setting = |what: String| Change {
-                    module: "profile".to_owned(),
-                    op: ChangeOp::Change,
-                    what,
-                };
-                let old = &cur.profile;
-                if old.name != profile.name {
-                    changes.push(setting(format!("name {} -> {}", old.name, profile.name)));
-                }
-                if old.drift != profile.drift {
-                    changes.push(setting(
-                        format!("drift {:?} -> {:?}", old.drift, profile.drift).to_lowercase(),
-                    ));
-                }
-                if old.drift_interval != profile.drift_interval {
-                    let (a, b) = (
-                        humantime::format_duration(old.drift_interval),
-                        humantime::format_duration(profile.drift_interval),
-                    );
-                    changes.push(setting(format!("drift_interval {a} -> {b}")));
-                }
+                changes.extend(setting_changes(&cur.profile, profile));
                 changes.extend(firewall::plan(desired, Some(&cur.generation.ruleset)));
                 live.is_some() && live == cur.snapshot
             }
@@ -688,5 +690,30 @@ impl Engine {
             None => "no generation".to_owned(),
         };
         crate::notify::status(&status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_changed_setting_outside_the_firewall_is_planned() {
+        let old = Profile::parse("a", "[profile]\nname = \"a\"\n[firewall]\npublic_tcp = [22]\n").unwrap();
+        let new = Profile::parse(
+            "b",
+            "[profile]\nname = \"a\"\ndrift = \"report\"\n[firewall]\npublic_tcp = [23]\n\
+             [monitoring]\nlisten = \"127.0.0.1:9469\"\n",
+        )
+        .unwrap();
+        let what: Vec<String> = setting_changes(&old, &new).into_iter().map(|c| c.what).collect();
+        assert_eq!(
+            what,
+            [
+                "drift: \"repair\" -> \"report\"",
+                "monitoring: {\"listen\":null} -> {\"listen\":\"127.0.0.1:9469\"}",
+            ]
+        );
+        assert!(setting_changes(&old, &old).is_empty());
     }
 }
