@@ -1,4 +1,6 @@
 use super::*;
+use crate::cidr;
+use ipnet::Ipv4Net;
 
 const GOOD: &str = r#"
 [profile]
