@@ -11,6 +11,7 @@ pub mod health;
 pub mod host;
 pub mod k3s;
 pub mod logging;
+pub mod module;
 pub mod notify;
 pub mod state;
 pub mod wireguard;

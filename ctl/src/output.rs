@@ -386,11 +386,13 @@ mod tests {
     fn health_puts_the_verdict_first_and_aligns_checks() {
         let h = Health::from_checks(vec![
             Check {
+                module: String::new(),
                 name: "firewall".into(),
                 level: Level::Ok,
                 reason: "in sync".into(),
             },
             Check {
+                module: String::new(),
                 name: "confirm".into(),
                 level: Level::Warning,
                 reason: "a confirm window is open".into(),
@@ -410,6 +412,7 @@ mod tests {
         let reason =
             "the live table differs from generation 4: chain input has 3 extra rules and set admin_v4 lost 2 elements";
         let h = Health::from_checks(vec![Check {
+            module: String::new(),
             name: "drift".into(),
             level: Level::Critical,
             reason: reason.into(),

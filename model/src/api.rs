@@ -142,6 +142,9 @@ impl std::fmt::Display for Level {
 #[serde(default)]
 pub struct Check {
     pub name: String,
+    /// The module the check belongs to (`firewall`, `wireguard`, ...;
+    /// `bulwarkd` for the daemon's own and the host's resources).
+    pub module: String,
     pub level: Level,
     /// One line: why the check has this level.
     pub reason: String,
@@ -213,6 +216,21 @@ pub struct WireGuardStatus {
     /// The server's public key (the private key never leaves the host).
     pub public_key: String,
     pub peers: usize,
+}
+
+/// One module's entry in `status.modules`, in registry order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModuleStatus {
+    pub module: String,
+    /// The profile in force has a section for it (the firewall always has).
+    pub managed: bool,
+    /// The worst of the module's health checks.
+    pub level: Level,
+    /// One line for people: what is in force.
+    pub summary: String,
+    /// Module-specific detail for scripts; its shape is the module's own.
+    pub details: serde_json::Value,
 }
 
 /// One entry of `GET /v1/generations`.

@@ -42,6 +42,7 @@ impl Engine {
     pub fn health(&self) -> Health {
         let mut checks = Vec::new();
         let check = |name: &str, level, reason: String| Check {
+            module: String::new(),
             name: name.to_owned(),
             level,
             reason,

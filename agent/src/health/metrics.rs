@@ -284,6 +284,7 @@ mod tests {
 
     fn check(name: &str, level: Level) -> Check {
         Check {
+            module: String::new(),
             name: name.to_owned(),
             level,
             reason: String::new(),

@@ -126,6 +126,7 @@ pub fn disk_check(name: &str, path: &Path, mounts: &[Space]) -> Check {
         }
     };
     Check {
+        module: String::new(),
         name: name.to_owned(),
         level,
         reason,
@@ -141,6 +142,7 @@ pub fn memory_check(available: u64, total: u64) -> Check {
         Level::Ok
     };
     Check {
+        module: String::new(),
         name: "memory".to_owned(),
         level,
         reason: format!(

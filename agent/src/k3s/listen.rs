@@ -121,6 +121,7 @@ pub fn judge(bind: IpAddr, listening: &[(IpAddr, u16)]) -> Check {
         )
     };
     Check {
+        module: String::new(),
         name: CHECK.to_owned(),
         level,
         reason,

@@ -278,6 +278,7 @@ impl K3s {
         let mut checks = vec![bind_check];
         if let Some(note) = note {
             checks.push(Check {
+                module: String::new(),
                 name: NOTE_CHECK.to_owned(),
                 level: Level::Warning,
                 reason: note.to_owned(),

@@ -513,6 +513,7 @@ impl WireGuard {
     pub fn health(&self, desired: &Profile) -> Vec<Check> {
         let iface = desired.interface.as_str();
         let check = |name: &str, level, reason: String| Check {
+            module: String::new(),
             name: name.to_owned(),
             level,
             reason,

@@ -87,6 +87,7 @@ mod tests {
     #[test]
     fn health_exit_code_is_the_worst_level() {
         let check = |level| Check {
+            module: String::new(),
             name: "x".into(),
             level,
             reason: String::new(),

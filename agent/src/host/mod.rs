@@ -5,6 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod run;
+
+pub use run::{Run, RunError};
+
 /// The filesystem view of the host.
 #[derive(Debug, Clone)]
 pub struct Host {
