@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         .set_nonblocking(true)
         .map_err(|source| StartError::Runtime { what: "socket", source })?;
     let status = engine.status();
-    let handle = task::spawn(engine, crate::notify::watchdog_interval()).map_err(|source| StartError::Runtime {
+    let (handle, _published) = task::spawn(engine, crate::notify::watchdog_interval()).map_err(|source| StartError::Runtime {
         what: "engine thread",
         source,
     })?;

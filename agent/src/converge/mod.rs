@@ -5,6 +5,7 @@
 //! confirmation window and the drift loop.
 
 pub mod generations;
+pub mod published;
 mod report;
 pub mod task;
 mod timers;

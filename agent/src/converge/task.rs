@@ -6,15 +6,16 @@
 //! watchdog ping); pinging the watchdog from here, not from a side task, means
 //! a wedged engine gets the daemon restarted.
 
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
 
 use bulwark_model::api::{
     AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health,
     PeerInfo, Status,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use super::published::{Published, Reader, REFRESH};
 use super::{Engine, EngineError};
 use crate::audit::{EventKind, Outcome};
 
@@ -69,12 +70,20 @@ impl EngineHandle {
 }
 
 /// Run `engine` on its own thread; `watchdog` is systemd's WatchdogSec/2.
-pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<EngineHandle> {
+/// Also returns the reader of what the engine publishes.
+pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<(EngineHandle, Reader)> {
     let (tx, rx) = mpsc::channel::<Command>();
+    let (publish, reader) = watch::channel(Arc::new(engine.published()));
     std::thread::Builder::new().name("converge".to_owned()).spawn(move || {
         let mut next_ping = Instant::now();
+        let mut next_publish = Instant::now() + REFRESH;
         loop {
             let mut wait = engine.tick();
+            if Instant::now() >= next_publish {
+                publish.send_replace(Arc::new(engine.published()));
+                next_publish = Instant::now() + REFRESH;
+            }
+            wait = wait.min(next_publish.saturating_duration_since(Instant::now()));
             if let Some(interval) = watchdog {
                 if Instant::now() >= next_ping {
                     crate::notify::watchdog();
@@ -83,13 +92,34 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                 wait = wait.min(next_ping.saturating_duration_since(Instant::now()));
             }
             match rx.recv_timeout(wait) {
-                Ok(cmd) => handle(&mut engine, cmd),
+                Ok(cmd) => {
+                    handle(&mut engine, cmd);
+                    // Whatever the command changed is visible to readers at once.
+                    publish.send_replace(Arc::new(engine.published()));
+                    next_publish = Instant::now() + REFRESH;
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
     })?;
-    Ok(EngineHandle { tx })
+    Ok((EngineHandle { tx }, reader))
+}
+
+impl Engine {
+    /// The view readers get until the next change or refresh.
+    pub fn published(&self) -> Published {
+        Published {
+            status: self.status(),
+            health: self.health(),
+            generations: self.generations().unwrap_or_else(|e| {
+                log::error!(error:display = e; "cannot list generations");
+                Vec::new()
+            }),
+            peers: self.peers().unwrap_or_default(),
+            at: SystemTime::now(),
+        }
+    }
 }
 
 fn handle(engine: &mut Engine, cmd: Command) {
