@@ -124,10 +124,11 @@ pub fn run(args: Args) -> Result<(), StartError> {
         .set_nonblocking(true)
         .map_err(|source| StartError::Runtime { what: "socket", source })?;
     let status = engine.status();
-    let (handle, _published) = task::spawn(engine, crate::notify::watchdog_interval()).map_err(|source| StartError::Runtime {
-        what: "engine thread",
-        source,
-    })?;
+    let (handle, published) =
+        task::spawn(engine, crate::notify::watchdog_interval()).map_err(|source| StartError::Runtime {
+            what: "engine thread",
+            source,
+        })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -149,20 +150,11 @@ pub fn run(args: Args) -> Result<(), StartError> {
         );
         log::info!(socket:display = socket.display(); "ready: {summary}");
         crate::notify::ready(&summary);
-        let reporter = api::Reporter {
-            host: host.clone(),
-            metrics: metrics.clone(),
-            engine: handle.clone(),
-        };
-        tokio::spawn(serve_monitoring(monitor_rx, reporter));
-        let app = api::router(Ctx {
-            engine: handle,
-            policy,
-            metrics,
-            host,
-        });
+        tokio::spawn(serve_monitoring(monitor_rx, metrics.clone()));
+        let view = api::view::View::start(host.clone(), published, metrics.clone()).await;
+        let app = api::router(Ctx::new(handle, policy, metrics, host, view));
         tokio::select! {
-            () = api::serve(listener, app) => {}
+            () = api::serve(listener, app, policy) => {}
             () = shutdown() => log::info!("stopping"),
         }
         Ok(())
@@ -184,7 +176,7 @@ async fn shutdown() {
 /// moving the listener whenever an apply changes it. A bind that fails (the
 /// VPN address not there yet) is retried every few seconds; only the first
 /// failure of a streak is logged as an error.
-async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, reporter: api::Reporter) {
+async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, metrics: Arc<Metrics>) {
     const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
     let mut failures = 0u32;
     loop {
@@ -194,7 +186,7 @@ async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, repor
             let stop = async move {
                 let _ = changed.changed().await;
             };
-            match api::metrics::serve_tcp(addr, reporter.clone(), stop).await {
+            match api::metrics::serve_tcp(addr, metrics.clone(), stop).await {
                 // Stopped because the address changed: serve the new one.
                 Ok(()) => {
                     failures = 0;

@@ -25,6 +25,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body exceeds {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("request body did not arrive within {secs}s")]
+    BodyTimeout { secs: u64 },
+    #[error("the request's work was interrupted (is the daemon stopping?)")]
+    Interrupted,
     #[error("no such route: {0}")]
     NoRoute(String),
 }
@@ -63,6 +67,8 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::Interrupted => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found"),
         };
         let profile_errors = match &self {

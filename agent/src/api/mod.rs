@@ -1,13 +1,20 @@
 //! The HTTP/1.1 + JSON API on a Unix socket.
 //!
 //! Each connection is served by hyper with its peer's credentials attached;
-//! a middleware authorises every request from them. Connections are capped,
-//! headers and bodies must arrive in time, bodies are bounded.
+//! a middleware authorises every request from them. Connections are charged
+//! to per-caller budgets ([`limits`]) and queue rather than being reset;
+//! headers must arrive in time, bodies within one total deadline and a size
+//! limit. Reads are answered from the state the engine publishes ([`view`]),
+//! refusals without the engine at all ([`refusals`]), and the audit log is
+//! read on blocking threads beside its writer.
 
 mod error;
+pub mod limits;
 pub mod metrics;
 mod peer;
+pub mod refusals;
 mod routes;
+pub mod view;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,25 +30,26 @@ use axum::Router;
 use bulwark_model::api::MAX_BODY_BYTES;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::audit::{self, Outcome};
-use crate::converge::task::{Command, EngineHandle};
+use crate::converge::task::EngineHandle;
 use crate::health::Metrics;
 use crate::host::Host;
-use bulwark_model::api::Health;
 pub use error::ApiError;
+use limits::{Closed, Limits};
 pub use peer::{Peer, Policy, Role};
+use refusals::Refusals;
+use view::View;
 
-/// Concurrent connections served; more are closed at once.
-const MAX_CONNECTIONS: usize = 64;
 /// Time for a client to send its request headers (also bounds idle keep-alive).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time for a client to send its request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time for a client to send its whole request body, however it trickles in.
+pub(crate) const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Hard cap on one connection's life, whatever it does.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Audit reads (tail, verify) running at once; more wait their turn.
+const AUDIT_READERS: usize = 2;
 
 /// Shared by all handlers.
 #[derive(Debug, Clone)]
@@ -50,39 +58,29 @@ pub struct Ctx {
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub host: Host,
+    pub view: View,
+    pub refusals: Arc<Refusals>,
+    /// Turns for reading the audit log off the engine thread.
+    pub audit_readers: Arc<Semaphore>,
 }
 
-/// Builds the full health report: the engine's checks plus the resource
-/// checks, which read the system (sysinfo) and so run off the engine thread.
-/// Every report also refreshes the check gauges of the metrics.
-#[derive(Debug, Clone)]
-pub struct Reporter {
-    pub host: Host,
-    pub engine: EngineHandle,
-    pub metrics: Arc<Metrics>,
-}
-
-impl Reporter {
-    pub async fn health(&self) -> Result<Health, ApiError> {
-        let mut checks = self.engine.call(Command::Health).await??.checks;
-        let (host, k3s) = (self.host.clone(), checks.iter().any(|c| c.name.starts_with("k3s")));
-        let resources = tokio::task::spawn_blocking(move || crate::health::resource_checks(&host, k3s));
-        match resources.await {
-            Ok(r) => checks.extend(r),
-            Err(e) => log::error!(error:display = e; "resource checks failed"),
+impl Ctx {
+    pub fn new(engine: EngineHandle, policy: Policy, metrics: Arc<Metrics>, host: Host, view: View) -> Ctx {
+        Ctx {
+            refusals: Refusals::start(engine.clone()),
+            engine,
+            policy,
+            metrics,
+            host,
+            view,
+            audit_readers: Arc::new(Semaphore::new(AUDIT_READERS)),
         }
-        self.metrics.set_checks(&checks);
-        Ok(Health::from_checks(checks))
     }
 }
 
-impl axum::extract::FromRef<Ctx> for Reporter {
-    fn from_ref(ctx: &Ctx) -> Reporter {
-        Reporter {
-            host: ctx.host.clone(),
-            metrics: ctx.metrics.clone(),
-            engine: ctx.engine.clone(),
-        }
+impl axum::extract::FromRef<Ctx> for Arc<Metrics> {
+    fn from_ref(ctx: &Ctx) -> Arc<Metrics> {
+        ctx.metrics.clone()
     }
 }
 
@@ -133,11 +131,11 @@ pub fn router(ctx: Ctx) -> Router {
         })
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(middleware::from_fn(log_request))
         .with_state(ctx)
 }
 
+/// Refusals are answered here, at once; their audit events are rate-limited.
 async fn authorize(State((ctx, needs)): State<(Ctx, Role)>, caller: Caller, req: Request, next: Next) -> Response {
     let role = ctx.policy.role(&caller.0);
     if role >= needs {
@@ -149,12 +147,7 @@ async fn authorize(State((ctx, needs)): State<(Ctx, Role)>, caller: Caller, req:
     } else {
         "group bulwark or bulwark-admin"
     };
-    ctx.engine.record(
-        &audit::API_REFUSED,
-        caller.0.uid,
-        Outcome::Refused,
-        format!("{action} needs {needed}"),
-    );
+    ctx.refusals.refused(caller.0.uid, format!("{action} needs {needed}"));
     ApiError::Forbidden {
         uid: caller.0.uid,
         action,
@@ -200,9 +193,12 @@ async fn log_request(req: Request, next: Next) -> Response {
     response
 }
 
-/// Serve `app` on `listener` until the process ends.
-pub async fn serve(listener: UnixListener, app: Router) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Serve `app` on `listener` until the process ends. Each connection is
+/// charged to its caller's budget (see [`limits`]), waits its turn there,
+/// and is then served on its own task.
+pub async fn serve(listener: UnixListener, app: Router, policy: Policy) {
+    limits::raise_file_limit();
+    let limits = Limits::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -212,10 +208,6 @@ pub async fn serve(listener: UnixListener, app: Router) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            log::warn!(limit = MAX_CONNECTIONS; "connection limit reached; closing a new connection");
-            continue;
-        };
         let peer = match Peer::of(&stream) {
             Ok(p) => p,
             Err(e) => {
@@ -223,18 +215,40 @@ pub async fn serve(listener: UnixListener, app: Router) {
                 continue;
             }
         };
+        let ticket = match limits.admit(peer.uid, policy.role(&peer)) {
+            Ok(t) => t,
+            Err(why) => {
+                if let Some(n) = limits.closed() {
+                    let (whose, limit) = match why {
+                        Closed::Caller(l) => ("this caller's", l),
+                        Closed::Readers(l) => ("all non-admin callers'", l),
+                    };
+                    log::warn!(uid = peer.uid, closed = n; "closed {n} connection(s) over budget ({whose} limit of {limit} connections; root and admins keep their own)");
+                }
+                continue;
+            }
+        };
         let app = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(peer.clone());
             req
         });
-        spawn_connection(stream, app, slot, CONNECTION_TIMEOUT);
+        tokio::spawn(async move {
+            let Some(turn) = ticket.turn().await else {
+                log::warn!(
+                    "a connection waited {}s for its turn; closed",
+                    limits::QUEUE_WAIT.as_secs()
+                );
+                return;
+            };
+            serve_connection(stream, app, CONNECTION_TIMEOUT).await;
+            drop((turn, ticket));
+        });
     }
 }
 
-/// Serve one HTTP/1.1 connection on its own task, with the header timeout
-/// and a cap on its whole life, holding `slot` (its place under the
-/// connection limit) until it ends.
-pub(crate) fn spawn_connection<I, S>(io: I, app: S, slot: OwnedSemaphorePermit, lifetime: Duration)
+/// Serve one HTTP/1.1 connection with the header timeout and a cap on its
+/// whole life.
+pub(crate) async fn serve_connection<I, S>(io: I, app: S, lifetime: Duration)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<Request<hyper::body::Incoming>, Response = Response, Error = std::convert::Infallible>
@@ -243,18 +257,15 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    tokio::spawn(async move {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(app));
-        match tokio::time::timeout(lifetime, conn).await {
-            Ok(Err(e)) => log::debug!(error:display = e; "connection ended with an error"),
-            Err(_) => log::warn!("connection exceeded {}s; closed", lifetime.as_secs()),
-            Ok(Ok(())) => {}
-        }
-        drop(slot);
-    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(app));
+    match tokio::time::timeout(lifetime, conn).await {
+        Ok(Err(e)) => log::debug!(error:display = e; "connection ended with an error"),
+        Err(_) => log::warn!("connection exceeded {}s; closed", lifetime.as_secs()),
+        Ok(Ok(())) => {}
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

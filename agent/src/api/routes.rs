@@ -1,5 +1,6 @@
-//! Route handlers. They only translate: parse the request, hand a command to
-//! the engine thread, turn the answer into JSON.
+//! Route handlers. They only translate: reads copy the published view or
+//! read the audit log on a blocking thread; changes parse the request, hand
+//! a command to the engine thread and turn the answer into JSON.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -12,7 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{Caller, Ctx, Reporter};
+use super::{Caller, Ctx, BODY_DEADLINE};
+use crate::audit;
 use crate::converge::task::Command;
 
 /// A JSON body read within the size limit, with errors as JSON bodies.
@@ -22,13 +24,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge { limit: MAX_BODY_BYTES }
-            } else {
-                ApiError::BadRequest(e.body_text())
-            }
-        })?;
+        // One deadline for the whole body: a client trickling a byte at a
+        // time cannot stretch it, as a per-read timeout would let it.
+        let read = tokio::time::timeout(BODY_DEADLINE, Bytes::from_request(req, state));
+        let bytes = read
+            .await
+            .map_err(|_| ApiError::BodyTimeout {
+                secs: BODY_DEADLINE.as_secs(),
+            })?
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge { limit: MAX_BODY_BYTES }
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -60,24 +70,26 @@ pub async fn version() -> Json<VersionInfo> {
     })
 }
 
-pub async fn status(State(ctx): State<Ctx>, State(reporter): State<Reporter>) -> Result<Json<Status>, ApiError> {
-    let mut status = ctx.engine.call(Command::Status).await??;
-    status.health = reporter.health().await?.level;
-    Ok(Json(status))
+pub async fn status(State(ctx): State<Ctx>) -> Json<Status> {
+    Json(ctx.view.status())
 }
 
-pub async fn health(State(reporter): State<Reporter>) -> Result<Json<Health>, ApiError> {
-    Ok(Json(reporter.health().await?))
+pub async fn health(State(ctx): State<Ctx>) -> Json<Health> {
+    Json(ctx.view.health())
 }
 
-pub async fn generations(State(ctx): State<Ctx>) -> Result<Json<Vec<GenerationInfo>>, ApiError> {
-    Ok(Json(ctx.engine.call(Command::Generations).await??))
+pub async fn generations(State(ctx): State<Ctx>) -> Json<Vec<GenerationInfo>> {
+    Json(ctx.view.generations())
+}
+
+pub async fn peers(State(ctx): State<Ctx>) -> Json<Vec<PeerInfo>> {
+    Json(ctx.view.peers())
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TailQuery {
-    /// How many of the newest events to return.
+    /// How many of the newest events to return (at most [`audit::MAX_TAIL`]).
     #[serde(default = "default_tail")]
     n: usize,
 }
@@ -86,12 +98,48 @@ fn default_tail() -> usize {
     20
 }
 
+/// Run a read of the audit log on a blocking thread, a few at a time: the
+/// engine keeps writing meanwhile (see `audit::chain` on why that is safe).
+async fn read_audit<T: Send + 'static>(
+    ctx: &Ctx,
+    read: impl FnOnce(&crate::host::Host) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _turn = ctx
+        .audit_readers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Interrupted)?;
+    let host = ctx.host.clone();
+    tokio::task::spawn_blocking(move || read(&host))
+        .await
+        .map_err(|_| ApiError::Interrupted)
+}
+
 pub async fn audit_tail(State(ctx): State<Ctx>, Query(q): Query<TailQuery>) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::AuditTail(q.n, r)).await??))
+    if q.n > audit::MAX_TAIL {
+        return Err(ApiError::BadRequest(format!(
+            "n: {} is more than the {} events one request returns",
+            q.n,
+            audit::MAX_TAIL
+        )));
+    }
+    let n = q.n;
+    let events = read_audit(&ctx, move |host| audit::tail(host, n)).await?;
+    Ok(Json(events.map_err(crate::converge::EngineError::from)?))
 }
 
 pub async fn audit_verify(State(ctx): State<Ctx>) -> Result<Json<AuditVerify>, ApiError> {
-    Ok(Json(ctx.engine.call(Command::AuditVerify).await??))
+    Ok(Json(read_audit(&ctx, audit::verify).await?))
+}
+
+/// After a change, wait until readers see it. The engine publishes after
+/// every command and before it takes the next, so the answer to one more
+/// (cheap) command means the change's publication is out: a `status` right
+/// after an `apply` shows the new generation.
+async fn settled<T>(ctx: &Ctx, answer: T) -> T {
+    let _ = ctx.engine.call(Command::Generations).await;
+    answer
 }
 
 pub async fn apply(
@@ -99,11 +147,8 @@ pub async fn apply(
     caller: Caller,
     Body(req): Body<ApplyRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::Apply(req, caller.0.uid, r)).await??))
-}
-
-pub async fn peers(State(ctx): State<Ctx>) -> Result<Json<Vec<PeerInfo>>, ApiError> {
-    Ok(Json(ctx.engine.call(Command::Peers).await??))
+    let answer = ctx.engine.call(|r| Command::Apply(req, caller.0.uid, r)).await?;
+    Ok(Json(settled(&ctx, answer).await?))
 }
 
 pub async fn add_peer(
@@ -111,9 +156,8 @@ pub async fn add_peer(
     caller: Caller,
     Body(req): Body<AddPeerRequest>,
 ) -> Result<Json<AddPeerResponse>, ApiError> {
-    Ok(Json(
-        ctx.engine.call(|r| Command::AddPeer(req, caller.0.uid, r)).await??,
-    ))
+    let answer = ctx.engine.call(|r| Command::AddPeer(req, caller.0.uid, r)).await?;
+    Ok(Json(settled(&ctx, answer).await?))
 }
 
 pub async fn remove_peer(
@@ -121,15 +165,13 @@ pub async fn remove_peer(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<PeerInfo>, ApiError> {
-    Ok(Json(
-        ctx.engine
-            .call(|r| Command::RemovePeer(name, caller.0.uid, r))
-            .await??,
-    ))
+    let answer = ctx.engine.call(|r| Command::RemovePeer(name, caller.0.uid, r)).await?;
+    Ok(Json(settled(&ctx, answer).await?))
 }
 
 pub async fn confirm(State(ctx): State<Ctx>, caller: Caller) -> Result<Json<ApplyResponse>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::Confirm(caller.0.uid, r)).await??))
+    let answer = ctx.engine.call(|r| Command::Confirm(caller.0.uid, r)).await?;
+    Ok(Json(settled(&ctx, answer).await?))
 }
 
 pub async fn rollback(
@@ -137,9 +179,9 @@ pub async fn rollback(
     caller: Caller,
     Body(req): Body<RollbackRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
-    Ok(Json(
-        ctx.engine
-            .call(|r| Command::Rollback(req.generation, caller.0.uid, r))
-            .await??,
-    ))
+    let answer = ctx
+        .engine
+        .call(|r| Command::Rollback(req.generation, caller.0.uid, r))
+        .await?;
+    Ok(Json(settled(&ctx, answer).await?))
 }

@@ -177,7 +177,7 @@ impl Engine {
             log::warn!(removed; "removed {removed} temporary file(s) left by an interrupted write");
         }
         let store = Store::open(&state_dir)?;
-        let mut audit = AuditLog::open(&host.log_dir())?;
+        let mut audit = AuditLog::open(&host)?;
         let (wg, key_created) = WireGuard::open(&host)?;
         if key_created {
             let msg = format!("public key {}", wg.public_key());

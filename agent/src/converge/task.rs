@@ -9,10 +9,7 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use bulwark_model::api::{
-    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health,
-    PeerInfo, Status,
-};
+use bulwark_model::api::{AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, GenerationInfo, PeerInfo};
 use tokio::sync::{oneshot, watch};
 
 use super::published::{Published, Reader, REFRESH};
@@ -29,12 +26,10 @@ pub enum Command {
     Rollback(Option<u64>, u32, Reply<ApplyResponse>),
     AddPeer(AddPeerRequest, u32, Reply<AddPeerResponse>),
     RemovePeer(String, u32, Reply<PeerInfo>),
-    Peers(Reply<Vec<PeerInfo>>),
-    Status(Reply<Status>),
-    Health(Reply<Health>),
+    /// Readers are served from what the engine publishes; the API also
+    /// sends this after a change, as a barrier: its answer means the
+    /// change's publication is out.
     Generations(Reply<Vec<GenerationInfo>>),
-    AuditTail(usize, Reply<Vec<AuditEvent>>),
-    AuditVerify(Reply<AuditVerify>),
     /// Record an event that happened outside the engine (a refused request).
     Record(&'static EventKind, u32, Outcome, String),
 }
@@ -77,9 +72,12 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
     std::thread::Builder::new().name("converge".to_owned()).spawn(move || {
         let mut next_ping = Instant::now();
         let mut next_publish = Instant::now() + REFRESH;
+        let mut timer_fired = false;
         loop {
             let mut wait = engine.tick();
-            if Instant::now() >= next_publish {
+            // A timer may have changed the host (a revert, a drift repair,
+            // an expired peer): readers see it now, not at the next refresh.
+            if timer_fired || Instant::now() >= next_publish {
                 publish.send_replace(Arc::new(engine.published()));
                 next_publish = Instant::now() + REFRESH;
             }
@@ -97,8 +95,9 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                     // Whatever the command changed is visible to readers at once.
                     publish.send_replace(Arc::new(engine.published()));
                     next_publish = Instant::now() + REFRESH;
+                    timer_fired = false;
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => timer_fired = true,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
@@ -130,12 +129,7 @@ fn handle(engine: &mut Engine, cmd: Command) {
         Command::Rollback(target, uid, reply) => drop(reply.send(engine.rollback(target, uid))),
         Command::AddPeer(req, uid, reply) => drop(reply.send(engine.add_peer(req, uid))),
         Command::RemovePeer(name, uid, reply) => drop(reply.send(engine.remove_peer(&name, uid))),
-        Command::Peers(reply) => drop(reply.send(engine.peers())),
-        Command::Status(reply) => drop(reply.send(Ok(engine.status()))),
-        Command::Health(reply) => drop(reply.send(Ok(engine.health()))),
         Command::Generations(reply) => drop(reply.send(engine.generations())),
-        Command::AuditTail(n, reply) => drop(reply.send(engine.audit().tail(n).map_err(EngineError::from))),
-        Command::AuditVerify(reply) => drop(reply.send(Ok(engine.audit().verify()))),
         Command::Record(kind, uid, outcome, message) => {
             if let Err(e) = engine.audit_mut().record(kind, uid, outcome, &message) {
                 log::error!(error:display = e; "could not write audit event {}", kind.id);
