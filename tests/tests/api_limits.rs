@@ -275,7 +275,7 @@ fn refusal_events(d: &Daemon, uid: u32) -> (usize, u64) {
 }
 
 #[test]
-fn ten_thousand_refused_posts_add_one_counted_event_per_interval() {
+fn ten_thousand_refused_posts_add_one_counted_audit_event_and_few_log_lines_per_interval() {
     let mut lab = Lab::new("lim-refused");
     lab.daemon.start(None);
     let d = &lab.daemon;
@@ -321,4 +321,31 @@ fn ten_thousand_refused_posts_add_one_counted_event_per_interval() {
     );
     let v = d.ctl_ok(&["audit", "verify"]);
     assert!(v.stdout.contains("audit chain ok"), "{v}");
+
+    // bulwarkd's request log stays bounded too, and its counts add up.
+    let lines = bulwark_tests::poll(Duration::from_secs(15), Duration::from_millis(500), || {
+        let (one_by_one, counted) = request_lines(d, FLOODER);
+        (one_by_one as u64 + counted == 10_000).then_some(one_by_one)
+    })
+    .unwrap_or_else(|| panic!("request lines (one by one, counted): {:?}", request_lines(d, FLOODER)));
+    assert!(
+        lines as u64 <= 50 * (intervals + 2),
+        "{lines} request lines logged one by one for uid {FLOODER}"
+    );
+}
+
+/// Request lines of `uid` in bulwarkd's log: (logged one by one, counted in summaries).
+fn request_lines(d: &Daemon, uid: u32) -> (usize, u64) {
+    let log = std::fs::read_to_string(d.root.join("bulwarkd.stderr")).unwrap();
+    let tag = format!(" uid={uid} ");
+    let one_by_one = log
+        .lines()
+        .filter(|l| l.contains("INFO: request ") && format!("{l} ").contains(&tag))
+        .count();
+    let counted = log
+        .lines()
+        .filter(|l| l.contains("not logged one by one") && l.contains(&format!("uid={uid} ")))
+        .filter_map(|l| l.split(" unlogged=").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    (one_by_one, counted)
 }

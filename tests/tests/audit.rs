@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bulwark_model::api::AuditEvent;
+use bulwark_model::api::{AuditEvent, ErrorBody};
 use bulwark_model::text::is_unsafe;
 use bulwark_tests::{run, run_ok, run_with_stdin, Daemon, Lab};
 
@@ -76,6 +76,16 @@ fn a_source_with_newline_and_escape_bytes_is_one_escaped_line_everywhere() {
         &serde_json::json!({ "profile": invalid, "source": source }),
     );
     assert_eq!(code, 422, "{body}");
+    // The answer quotes the source too, escaped.
+    let err: ErrorBody = serde_json::from_str(&body).unwrap_or_else(|e| panic!("422 body ({e}): {body}"));
+    assert!(controls(&err.error).is_empty(), "{err:?}");
+    assert!(!err.profile_errors.is_empty(), "{err:?}");
+    for e in &err.profile_errors {
+        assert!(
+            controls(&e.file).is_empty() && e.file.starts_with("evil.toml\\n"),
+            "{e:?}"
+        );
+    }
 
     // The audit log: exactly one more line, and the event's own text escaped.
     let after = events(d);

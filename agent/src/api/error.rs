@@ -4,6 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bulwark_model::api::ErrorBody;
+use bulwark_model::text::escape;
+use bulwark_model::ProfileError;
 
 use crate::converge::task::EngineGone;
 use crate::converge::EngineError;
@@ -71,13 +73,23 @@ impl IntoResponse for ApiError {
             ApiError::Interrupted => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found"),
         };
+        // Messages quote what the caller sent (an apply's `source` names
+        // the file in every profile error): escaped, like every log line.
         let profile_errors = match &self {
-            ApiError::Engine(EngineError::Invalid(v)) => v.errors.clone(),
+            ApiError::Engine(EngineError::Invalid(v)) => v
+                .errors
+                .iter()
+                .map(|e| ProfileError {
+                    file: escape(&e.file).into_owned(),
+                    path: escape(&e.path).into_owned(),
+                    reason: escape(&e.reason).into_owned(),
+                })
+                .collect(),
             _ => Vec::new(),
         };
         let body = ErrorBody {
             kind: kind.to_owned(),
-            error: chain(&self),
+            error: escape(&chain(&self)).into_owned(),
             profile_errors,
         };
         (status, Json(body)).into_response()

@@ -14,6 +14,7 @@ pub mod metrics;
 mod peer;
 pub mod refusals;
 mod routes;
+mod throttle;
 pub mod view;
 
 use std::os::unix::fs::PermissionsExt;
@@ -40,6 +41,7 @@ pub use error::ApiError;
 use limits::{Closed, Limits};
 pub use peer::{Peer, Policy, Role};
 use refusals::Refusals;
+use throttle::Throttle;
 use view::View;
 
 /// Time for a client to send its request headers (also bounds idle keep-alive).
@@ -50,6 +52,9 @@ pub(crate) const BODY_DEADLINE: Duration = Duration::from_secs(30);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Audit reads (tail, verify) running at once; more wait their turn.
 const AUDIT_READERS: usize = 2;
+/// Request log lines per non-admin uid and window; the rest are counted.
+const LOG_LINES: u64 = 50;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// Shared by all handlers.
 #[derive(Debug, Clone)]
@@ -62,10 +67,15 @@ pub struct Ctx {
     pub refusals: Arc<Refusals>,
     /// Turns for reading the audit log off the engine thread.
     pub audit_readers: Arc<Semaphore>,
+    /// The request log lines of callers who are not admins.
+    pub request_lines: Arc<Throttle>,
 }
 
 impl Ctx {
+    /// Also starts the tasks that flush throttled counts (current runtime).
     pub fn new(engine: EngineHandle, policy: Policy, metrics: Arc<Metrics>, host: Host, view: View) -> Ctx {
+        let request_lines = Arc::new(Throttle::new(LOG_WINDOW, LOG_LINES));
+        tokio::spawn(report_unlogged(request_lines.clone()));
         Ctx {
             refusals: Refusals::start(engine.clone()),
             engine,
@@ -74,6 +84,7 @@ impl Ctx {
             host,
             view,
             audit_readers: Arc::new(Semaphore::new(AUDIT_READERS)),
+            request_lines,
         }
     }
 }
@@ -131,7 +142,7 @@ pub fn router(ctx: Ctx) -> Router {
         })
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(ctx.clone(), log_request))
         .with_state(ctx)
 }
 
@@ -147,7 +158,7 @@ async fn authorize(State((ctx, needs)): State<(Ctx, Role)>, caller: Caller, req:
     } else {
         "group bulwark or bulwark-admin"
     };
-    ctx.refusals.refused(caller.0.uid, format!("{action} needs {needed}"));
+    ctx.refusals.refused(caller.0.uid, &format!("{action} needs {needed}"));
     ApiError::Forbidden {
         uid: caller.0.uid,
         action,
@@ -184,13 +195,39 @@ async fn json_errors(req: Request, next: Next) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// One log line per request: method, path, caller, status.
-async fn log_request(req: Request, next: Next) -> Response {
+/// One log line per request: method, path, caller, status. A caller who is
+/// not an admin gets [`LOG_LINES`] per [`LOG_WINDOW`] and a count of the
+/// rest, so no local user can flood the journal: past its own rate limit,
+/// journald would drop bulwarkd's lines, the audit events' copies among them.
+async fn log_request(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let uid = req.extensions().get::<Peer>().map_or(-1, |p| i64::from(p.uid));
+    let peer = req.extensions().get::<Peer>().cloned();
     let response = next.run(req).await;
-    log::info!(method:display = method, path:display = path, uid, status = response.status().as_u16(); "request");
+    let status = response.status().as_u16();
+    let uid = peer.as_ref().map_or(-1, |p| i64::from(p.uid));
+    let logged = match &peer {
+        Some(p) if ctx.policy.role(p) != Role::Admin => {
+            ctx.request_lines.pass(p.uid, &format!("{method} {path} {status}"))
+        }
+        _ => true,
+    };
+    if logged {
+        log::info!(method:display = method, path:display = path, uid, status; "request");
+    }
     response
+}
+
+/// Say how many request lines each throttled caller did not get logged.
+async fn report_unlogged(lines: Arc<Throttle>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for held in lines.flush(std::time::Instant::now()) {
+            log::info!(uid = held.uid, unlogged = held.count, last:display = held.last;
+                "{} more request(s) of uid {} in the last {}s not logged one by one",
+                held.count, held.uid, lines.interval().as_secs());
+        }
+    }
 }
 
 /// Serve `app` on `listener` until the process ends. Each connection is

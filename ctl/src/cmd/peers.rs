@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
 use bulwark_model::api::{AddPeerRequest, AddPeerResponse, PeerInfo};
+use bulwark_model::text::escape;
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 
@@ -39,7 +40,8 @@ pub fn add(ctx: &Ctx<'_>, out: &mut dyn Write, args: &AddPeerArgs) -> anyhow::Re
     let expires = p.expires.map_or_else(|| "never".to_owned(), output::rfc3339);
     eprintln!(
         "added peer {} at {} (expires {expires}); this config is shown only once",
-        p.name, p.address
+        escape(&p.name),
+        escape(&p.address)
     );
     Ok(OK)
 }
@@ -53,7 +55,14 @@ pub fn remove(ctx: &Ctx<'_>, out: &mut dyn Write, name: &str, yes: bool) -> anyh
     if ctx.json {
         emit(out, &answer.pretty())?;
     } else {
-        emit(out, &format!("removed peer {} ({})\n", removed.name, removed.address))?;
+        emit(
+            out,
+            &format!(
+                "removed peer {} ({})\n",
+                escape(&removed.name),
+                escape(&removed.address)
+            ),
+        )?;
     }
     Ok(OK)
 }
