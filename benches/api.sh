@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: the API under load from a local user. Measures, over the raw
-# socket (python3, no CLI start-up in the figures):
-#   - 500 concurrent `GET /v1/status` by root, and by a reader (group bulwark):
-#     how many are answered, p50/p99/max latency;
+# socket (curl and python3, no CLI start-up in the figures):
+#   - 500 concurrent `GET /v1/status` by root, and by a reader (group bulwark),
+#     with curl --parallel: how many are answered, p50/p99/max latency;
 #   - root's `GET /v1/status` latency idle (the baseline), while a reader holds
 #     1,000 idle connections and reconnects every one the daemon closes, and
 #     while a reader sends 10,000 refused `POST /v1/apply`; each as p50/p99
@@ -13,12 +13,15 @@
 # needed. Needs root, Debian's python3 and a built workspace (release
 # binaries when present: `cargo build --release`).
 #
-#   benches/api.sh [SAMPLES]     # root's status calls per phase, default 200
+#   benches/api.sh [SAMPLES] [ROUNDS]   # root's status calls per phase (200),
+#                                      # rounds of each 500-call burst (3)
+#   BULWARK_BIN_DIR=DIR benches/api.sh  # measure other binaries (an older build)
 set -euo pipefail
 
 samples=${1:-200}
+rounds=${2:-3}
 top=$(cd "$(dirname "$0")/.." && pwd)
-bin="$top/target/release"
+bin="${BULWARK_BIN_DIR:-$top/target/release}"
 [ -x "$bin/bulwarkd" ] || bin="$top/target/debug"
 [ -x "$bin/bulwarkd" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "needs root (creates a network namespace)" >&2; exit 1; }
@@ -86,19 +89,7 @@ def summary(results):
     return {"n": len(ms), "codes": codes, "p50": pick(0.50), "p99": pick(0.99), "max": round(ms[-1], 2)}
 
 mode, path = sys.argv[1], sys.argv[2]
-if mode == "burst":
-    n = int(sys.argv[3])
-    results, lock, start = [], threading.Lock(), threading.Barrier(n)
-    def worker():
-        start.wait()
-        r = call(path, STATUS)
-        with lock:
-            results.append(r)
-    ts = [threading.Thread(target=worker) for _ in range(n)]
-    for t in ts: t.start()
-    for t in ts: t.join()
-    print(json.dumps(summary(results)))
-elif mode == "probe":
+if mode == "probe":
     n, gap = int(sys.argv[3]), float(sys.argv[4])
     results = []
     for _ in range(n):
@@ -156,20 +147,47 @@ load() {
 }
 field() { "$py" -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", (b > 0 ? a / b : 0) }'; }
-row() { # label, summary json, baseline json
-  printf '%-44s %6s %9s %9s %9s %8s\n' "$1" "$(field "$2" n)" "$(field "$2" p50)" "$(field "$2" p99)" \
-    "$(field "$2" max)" "$(ratio "$(field "$2" p50)" "$(field "$3" p50)")"
+answered() { "$py" -c 'import json, sys; print(json.loads(sys.argv[1])["codes"].get(sys.argv[2], 0))' "$1" "$2"; }
+row() { # label, summary json, baseline json[, expected status]
+  printf '%-44s %6s %6s %9s %9s %9s %8s\n' "$1" "$(field "$2" n)" "$(answered "$2" "${4:-200}")" \
+    "$(field "$2" p50)" "$(field "$2" p99)" "$(field "$2" max)" "$(ratio "$(field "$2" p50)" "$(field "$3" p50)")"
 }
 
+echo "binaries: $bin"
 "$bin/bulwarkctl" --socket "$sock" status >/dev/null
-printf '%-44s %6s %9s %9s %9s %8s\n' "measurement" "calls" "p50 ms" "p99 ms" "max ms" "p50/idle"
+printf '%-44s %6s %6s %9s %9s %9s %8s\n' "measurement" "calls" "200" "p50 ms" "p99 ms" "max ms" "p50/idle"
 idle=$(load root probe "$samples" 0.01)
 row "root status, idle (baseline)" "$idle" "$idle"
 
+# burst WHO [PATH]: 500 concurrent `GET PATH` (default /v1/status) by curl
+# --parallel (one connection each, kept alive as curl does); prints the
+# summary JSON.
+burst() {
+  local as=() path=${2:-/v1/status}
+  [ "$1" = root ] || as=(setpriv --reuid "$reader" --regid "$reader" --groups "$read_gid" --)
+  "${as[@]}" curl -s --no-progress-meter --unix-socket "$sock" --parallel --parallel-immediate --parallel-max 500 \
+    -w '%{stderr}%{http_code} %{time_total}\n' "http://localhost$path?[1-500]" >/dev/null 2>"$root/burst.out" || true
+  "$py" -c '
+import json, re, sys
+# Lines of the write-out only: curl may put a progress meter on stderr too.
+rows = [l.split() for l in open(sys.argv[1]) if re.fullmatch(r"\d{3} [\d.]+", l.strip())]
+ms = sorted(float(t) * 1000 for _, t in rows)
+codes = {}
+for c, _ in rows:
+    codes[c] = codes.get(c, 0) + 1
+pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2)
+print(json.dumps({"n": len(ms), "codes": codes, "p50": pick(0.5), "p99": pick(0.99), "max": round(ms[-1], 2)}))
+' "$root/burst.out"
+}
+
+# The floor: the same burst on the route that reads no state at all.
+b=$(burst root /version)
+row "500 concurrent GET /version by root (floor)" "$b" "$idle"
 for who in root reader; do
-  burst=$(load "$who" burst 500)
-  row "500 concurrent status by $who" "$burst" "$idle"
-  echo "  answers: $(field "$burst" codes)"
+  for r in $(seq "$rounds"); do
+    b=$(burst "$who")
+    row "500 concurrent status by $who, round $r" "$b" "$idle"
+  done
 done
 
 load reader idle 1000 >"$root/idle.out" &
@@ -190,7 +208,8 @@ during=$(load root probe "$samples" 0.02)
 wait "${loads[@]}" || true
 loads=()
 row "root status, reader sends 10000 refused POSTs" "$during" "$idle"
-echo "  refused POSTs: $(field "$(cat "$root/refuse.out")" codes), $(field "$(cat "$root/refuse.out")" per_s)/s"
+refused=$(cat "$root/refuse.out")
+echo "  the refused POSTs: $(answered "$refused" 403) answered 403 of $(field "$refused" n), $(field "$refused" per_s)/s, p50 $(field "$refused" p50) ms"
 sleep 11
 events=$(grep -c '"event":"BWK-API-0001"' "$root/var/log/bulwark/audit.log" || true)
 echo "  audit events for them: $events ($(stat -c %s "$root/var/log/bulwark/audit.log") bytes of audit log in all)"

@@ -250,6 +250,38 @@ fn five_hundred_concurrent_status_calls_are_all_answered() {
             d.logs()
         );
     }
+
+    // curl keeps its 500 connections open after each answer. Idle
+    // connections must not hold the turns others wait for: every call is
+    // answered before the 10 s header timeout could free anything.
+    let r = run(Command::new("curl")
+        .args([
+            "-s",
+            "--no-progress-meter",
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            "500",
+        ])
+        .args([
+            "--max-time",
+            "8",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{stderr}%{http_code}\n",
+            "--unix-socket",
+        ])
+        .arg(d.socket())
+        .arg("http://localhost/v1/status?[1-500]"));
+    let codes: Vec<&str> = r.stderr.lines().filter(|l| l.len() == 3).collect();
+    assert!(
+        codes.len() == 500 && codes.iter().all(|c| *c == "200"),
+        "500 concurrent keep-alive status calls: {} answered, {} with 200\n{}",
+        codes.len(),
+        codes.iter().filter(|c| **c == "200").count(),
+        d.logs()
+    );
 }
 
 /// Events `BWK-API-0001` of `uid`, and the refusals they count (each

@@ -31,6 +31,8 @@ pub enum ApiError {
     BodyTimeout { secs: u64 },
     #[error("the request's work was interrupted (is the daemon stopping?)")]
     Interrupted,
+    #[error("this caller has too many requests in progress; waited {secs}s for a turn")]
+    Busy { secs: u64 },
     #[error("no such route: {0}")]
     NoRoute(String),
 }
@@ -71,6 +73,7 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::Interrupted => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found"),
         };
         // Messages quote what the caller sent (an apply's `source` names

@@ -1,18 +1,19 @@
-//! Who gets a connection served: budgets per caller, so that no local user
-//! can crowd out root, the admins or another user.
+//! Who gets served: budgets per caller, so that no local user can crowd out
+//! root, the admins or another user.
 //!
 //! Every accepted connection is charged to a budget: one per uid for callers
 //! who are not admins, one shared by root and the admin group. A budget
-//! serves up to `active` of its connections at once and queues the rest in
-//! arrival order, up to `held` in all; a queued connection is served when one
-//! of the budget's active connections ends, and closed if that takes longer
-//! than [`QUEUE_WAIT`]. Only a connection beyond `held` is closed at once.
-//! All non-admin budgets together also hold at most [`READERS_HELD`].
+//! holds up to `held` connections; one beyond that is closed at once. An
+//! idle connection costs its budget nothing else (the header timeout ends
+//! it). Requests take a turn from their budget while they are handled: up to
+//! `active` at once, the rest wait in arrival order, and one that waited
+//! [`QUEUE_WAIT`] is answered `503`. All non-admin budgets together hold at
+//! most [`READERS_HELD`] connections.
 //!
 //! So a reader who holds hundreds of idle connections, or reconnects in a
-//! loop, waits behind nobody but itself: its active connections run out
-//! their header timeout, and everyone else's budget is untouched. Bursts
-//! (500 concurrent `status` calls) queue and are answered instead of reset.
+//! loop, or fires hundreds of requests at once, waits behind nobody but
+//! itself, and everyone else's budget is untouched. Bursts (500 concurrent
+//! `status` calls) queue and are answered instead of reset.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,15 +23,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Role;
 
-/// Connections of root and the admin group served at once, and held in all.
+/// Requests of root and the admin group handled at once, and connections held.
 pub const ADMIN_ACTIVE: usize = 128;
 pub const ADMIN_HELD: usize = 2048;
-/// Connections of one non-admin uid served at once, and held in all.
+/// Requests of one non-admin uid handled at once, and connections held.
 pub const READER_ACTIVE: usize = 32;
 pub const READER_HELD: usize = 640;
-/// Connections of all non-admin uids together, held in all.
+/// Connections of all non-admin uids together.
 pub const READERS_HELD: usize = 1536;
-/// Longest a connection waits in its budget's queue.
+/// Longest a request waits for its turn.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
 /// File descriptors the budgets need, with room for the daemon's own.
 pub const FILES_NEEDED: u64 = (ADMIN_HELD + READERS_HELD + 512) as u64;
@@ -88,8 +89,12 @@ pub enum Closed {
 pub struct Ticket {
     limits: Arc<Limits>,
     owner: Owner,
-    active: Arc<Semaphore>,
+    turns: Turns,
 }
+
+/// The turns of a connection's budget, for its requests.
+#[derive(Debug, Clone)]
+pub struct Turns(Arc<Semaphore>);
 
 impl Limits {
     pub fn new() -> Arc<Limits> {
@@ -129,14 +134,14 @@ impl Limits {
             return Err(Closed::Caller(budget.max_held));
         }
         budget.held += 1;
-        let active = budget.active.clone();
+        let turns = Turns(budget.active.clone());
         if owner != Owner::Admins {
             books.readers_held += 1;
         }
         Ok(Ticket {
             limits: self.clone(),
             owner,
-            active,
+            turns,
         })
     }
 
@@ -155,10 +160,15 @@ impl Limits {
 }
 
 impl Ticket {
-    /// Wait for the connection's turn to be served; `None` when it waited
-    /// [`QUEUE_WAIT`] in vain.
-    pub async fn turn(&self) -> Option<OwnedSemaphorePermit> {
-        match tokio::time::timeout(QUEUE_WAIT, self.active.clone().acquire_owned()).await {
+    pub fn turns(&self) -> Turns {
+        self.turns.clone()
+    }
+}
+
+impl Turns {
+    /// Wait for a request's turn; `None` when it waited [`QUEUE_WAIT`] in vain.
+    pub async fn take(&self) -> Option<OwnedSemaphorePermit> {
+        match tokio::time::timeout(QUEUE_WAIT, self.0.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
             _ => None,
         }
@@ -213,21 +223,21 @@ mod tests {
         assert_eq!(limits.admit(1000, Role::Read).unwrap_err(), Closed::Caller(READER_HELD));
         let other = limits.admit(1001, Role::Read).unwrap();
         let root = limits.admit(0, Role::Admin).unwrap();
-        assert!(root.turn().await.is_some());
-        assert!(other.turn().await.is_some());
-        // The reader's first READER_ACTIVE are served, the rest queue.
+        // The reader's first READER_ACTIVE requests are handled, the rest wait.
         let mut permits = Vec::new();
         for t in &mine[..READER_ACTIVE] {
-            permits.push(t.turn().await.unwrap());
+            permits.push(t.turns().take().await.unwrap());
         }
-        let queued = &mine[READER_ACTIVE];
-        assert!(tokio::time::timeout(Duration::from_millis(50), queued.turn())
+        assert!(root.turns().take().await.is_some());
+        assert!(other.turns().take().await.is_some());
+        let waiting = mine[READER_ACTIVE].turns();
+        assert!(tokio::time::timeout(Duration::from_millis(50), waiting.take())
             .await
             .is_err());
         permits.pop();
         assert!(
-            queued.turn().await.is_some(),
-            "a queued connection is served when one ends"
+            waiting.take().await.is_some(),
+            "a waiting request gets its turn when one ends"
         );
         drop(permits);
         drop(mine);

@@ -1,8 +1,8 @@
 //! The HTTP/1.1 + JSON API on a Unix socket.
 //!
 //! Each connection is served by hyper with its peer's credentials attached;
-//! a middleware authorises every request from them. Connections are charged
-//! to per-caller budgets ([`limits`]) and queue rather than being reset;
+//! a middleware authorises every request from them. Connections and requests
+//! are charged to per-caller budgets ([`limits`]) and wait rather than fail;
 //! headers must arrive in time, bodies within one total deadline and a size
 //! limit. Reads are answered from the state the engine publishes ([`view`]),
 //! refusals without the engine at all ([`refusals`]), and the audit log is
@@ -142,6 +142,7 @@ pub fn router(ctx: Ctx) -> Router {
         })
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(take_turn))
         .layer(middleware::from_fn_with_state(ctx.clone(), log_request))
         .with_state(ctx)
 }
@@ -231,8 +232,8 @@ async fn report_unlogged(lines: Arc<Throttle>) {
 }
 
 /// Serve `app` on `listener` until the process ends. Each connection is
-/// charged to its caller's budget (see [`limits`]), waits its turn there,
-/// and is then served on its own task.
+/// charged to its caller's budget (see [`limits`]) and served on its own
+/// task; its requests take turns from that budget.
 pub async fn serve(listener: UnixListener, app: Router, policy: Policy) {
     limits::raise_file_limit();
     let limits = Limits::new();
@@ -265,21 +266,30 @@ pub async fn serve(listener: UnixListener, app: Router, policy: Policy) {
                 continue;
             }
         };
+        let turns = ticket.turns();
         let app = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(peer.clone());
+            req.extensions_mut().insert(turns.clone());
             req
         });
         tokio::spawn(async move {
-            let Some(turn) = ticket.turn().await else {
-                log::warn!(
-                    "a connection waited {}s for its turn; closed",
-                    limits::QUEUE_WAIT.as_secs()
-                );
-                return;
-            };
             serve_connection(stream, app, CONNECTION_TIMEOUT).await;
-            drop((turn, ticket));
+            drop(ticket);
         });
+    }
+}
+
+/// Each request waits for a turn of its caller's budget (see [`limits`]).
+async fn take_turn(req: Request, next: Next) -> Response {
+    let Some(turns) = req.extensions().get::<limits::Turns>().cloned() else {
+        return next.run(req).await;
+    };
+    match turns.take().await {
+        Some(_turn) => next.run(req).await,
+        None => ApiError::Busy {
+            secs: limits::QUEUE_WAIT.as_secs(),
+        }
+        .into_response(),
     }
 }
 
