@@ -14,11 +14,13 @@
 //! then everything in it), so a refused ruleset leaves the previous one in
 //! force and there is no partial state to reconcile.
 
+pub mod interfaces;
 pub mod nft;
 pub mod plan;
 pub mod render;
 pub mod ruleset;
 
+pub use interfaces::{refuse_trusted_uplinks, UplinkError};
 pub use nft::{FirewallError, Nft, NftOp, DEFAULT_NFT, DEFAULT_TIMEOUT};
 pub use plan::plan;
 pub use render::render;
