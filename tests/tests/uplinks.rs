@@ -13,7 +13,7 @@ use std::process::Command;
 use bulwark_agent::firewall::interfaces::{live_interfaces, Interface};
 use bulwark_agent::firewall::{refuse_trusted_uplinks, UplinkError};
 use bulwark_model::Profile;
-use bulwark_tests::{in_ns, require_root, run, run_ok};
+use bulwark_tests::{addr, connects, in_ns, require_root, run, run_ok, Lab};
 
 /// A namespace of the test's own, deleted on drop.
 struct Ns(String);
@@ -182,4 +182,97 @@ fn the_error_is_a_typed_refusal_listing_every_match() {
             ("upl*".to_owned(), "upl1".to_owned())
         ]
     );
+}
+
+/// A profile that trusts `interfaces` (and the K3s pod network) and opens
+/// nothing else to the internet.
+fn trusting(interfaces: &str) -> String {
+    format!(
+        "[profile]\nname = \"trust\"\n[firewall]\npublic_tcp = [22]\ncluster_cidrs = [\"10.42.0.0/16\"]\ncluster_interfaces = [{interfaces}]\n"
+    )
+}
+
+/// bulwarkd itself refuses an apply, and a dry run, whose cluster_interfaces
+/// match the uplink of the namespace it runs in: before nft runs, with the
+/// reason, an audit event, and the firewall in force unchanged, as seen by
+/// packets from the internet namespace.
+#[test]
+fn bulwarkd_refuses_an_apply_that_trusts_its_uplink_and_keeps_the_firewall() {
+    let mut lab = Lab::new("upl-apply");
+    // As on a VPS: the default route leaves through the internet-facing leg.
+    run_ok(Command::new("ip").args([
+        "-n",
+        &lab.net.vps,
+        "route",
+        "add",
+        "default",
+        "via",
+        "203.0.113.2",
+        "dev",
+        "bw-inet",
+    ]));
+    lab.daemon.start(None);
+    let _listening = lab.net.listen(&lab.net.vps, &[8080]);
+    let d = &lab.daemon;
+    let rules = d.ruleset_present();
+    let gens = d.generations().len();
+    assert!(
+        !connects(&lab.net.inet, addr::VPS_INET_V4, 8080),
+        "8080 open before the test"
+    );
+
+    for (name, interfaces, want) in [
+        (
+            "exact",
+            "\"cni0\", \"bw-inet\"",
+            vec![
+                "\"bw-inet\" matches bw-inet, which carries the IPv4 default route",
+                "\"bw-inet\" matches bw-inet, which has address 203.0.113.1, outside firewall.cluster_cidrs",
+            ],
+        ),
+        (
+            "wildcard",
+            "\"bw-*\"",
+            vec![
+                "\"bw-*\" matches bw-inet, which carries the IPv4 default route",
+                "\"bw-*\" matches bw-admin, which has address 198.51.100.1, outside firewall.cluster_cidrs",
+            ],
+        ),
+    ] {
+        let file = d.write_profile(name, trusting(interfaces));
+        let file = file.to_str().unwrap();
+        // Valid as a profile: only the live host shows what it would trust.
+        assert!(d.ctl(&["validate", file]).ok(), "{name}: the profile itself is valid");
+        for args in [vec!["apply", file], vec!["apply", "--dry-run", file]] {
+            let r = d.ctl(&args);
+            assert_eq!(r.code, Some(1), "{name}: {args:?} must be refused:\n{r}");
+            for w in &want {
+                assert!(r.stderr.contains(w), "{name}: {args:?}: {w:?} missing:\n{r}");
+            }
+            assert!(r.stderr.contains("nothing was changed"), "{r}");
+        }
+        assert_eq!(
+            d.ruleset().as_deref(),
+            Some(rules.as_str()),
+            "{name}: the refused apply changed the ruleset"
+        );
+        assert!(
+            !connects(&lab.net.inet, addr::VPS_INET_V4, 8080),
+            "{name}: 8080 reachable from the internet"
+        );
+    }
+    assert_eq!(d.generations().len(), gens, "a refused apply recorded a generation");
+    let events = d.audit_tail(10);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "BWK-CHG-0006" && e.message.contains("bw-inet")),
+        "no BWK-CHG-0006 audit event naming bw-inet: {events:#?}"
+    );
+
+    // The same profile trusting only interfaces that are not uplinks applies.
+    let file = d.write_profile("cni", trusting("\"cni0\", \"lxc*\""));
+    d.apply(&file, &[]);
+    assert_eq!(d.generations().len(), gens + 1);
+    assert!(d.ruleset_present().contains("\"lxc*\""), "{}", d.ruleset_present());
 }

@@ -327,6 +327,15 @@ impl Engine {
             )));
         }
 
+        // Trusting an interface that carries a default route or a public
+        // address opens every port to it: refused before nft runs.
+        if let Err(e) = firewall::refuse_trusted_uplinks(&profile.firewall) {
+            if !req.dry_run {
+                self.record(&audit::CHG_INVALID, uid, Outcome::Refused, &format!("{source}: {e}"));
+            }
+            return Err(EngineError::Conflict(e.to_string()));
+        }
+
         let vpn = profile.wireguard.as_ref().map(|w| w.interface.as_str());
         let desired = firewall::render(&profile.firewall, vpn);
         let (plan, in_sync) = self.plan(&profile, &desired)?;
