@@ -32,14 +32,16 @@ macro_rules! fw {
     };
 }
 
-/// A `[firewall]` body and extra `[wireguard]` keys around a valid VPN.
+/// A `[firewall]` body and a `[wireguard]` section with its interface
+/// (a name no other test uses, should one of these ever be applied).
 macro_rules! wg {
-    ($fw:expr, $wg:expr) => {
+    ($fw:expr, $iface:expr) => {
         concat!(
             "[profile]\nname = \"bad\"\n[firewall]\n",
             $fw,
-            "[wireguard]\naddress = \"10.8.0.1/24\"\nendpoint = \"vps.example.org:51820\"\n",
-            $wg
+            "[wireguard]\naddress = \"10.8.0.1/24\"\nendpoint = \"vps.example.org:51820\"\ninterface = \"",
+            $iface,
+            "\"\n"
         )
     };
 }
@@ -177,17 +179,17 @@ const BAD: &[Bad] = &[
     ),
     bad(
         "vpn-inside-cluster",
-        wg!("cluster_cidrs = [\"10.8.0.0/16\"]\n", ""),
+        wg!("cluster_cidrs = [\"10.8.0.0/16\"]\n", "wgbadprof0"),
         "wireguard.address",
     ),
     bad(
         "vpn-inside-admin",
-        wg!("admin_cidrs = [\"10.0.0.0/8\"]\n", ""),
+        wg!("admin_cidrs = [\"10.0.0.0/8\"]\n", "wgbadprof0"),
         "wireguard.address",
     ),
     bad(
         "vpn-udp-wireguard-port",
-        wg!("vpn_udp = [51820]\n", ""),
+        wg!("vpn_udp = [51820]\n", "wgbadprof0"),
         "firewall.vpn_udp",
     ),
     bad(
@@ -212,27 +214,27 @@ const BAD: &[Bad] = &[
     ),
     bad(
         "interface-is-the-vpn",
-        wg!("cluster_interfaces = [\"wg0\"]\n", ""),
+        wg!("cluster_interfaces = [\"wgbadprof0\"]\n", "wgbadprof0"),
         "firewall.cluster_interfaces[0]",
     ),
     bad(
         "wireguard-interface-wildcard",
-        wg!("", "interface = \"wg*\"\n"),
+        wg!("", "wgbadprof*"),
         "wireguard.interface",
     ),
     bad(
         "endpoint-unbracketed-ipv6",
         concat!(
-            "[profile]\nname = \"bad\"\n[wireguard]\naddress = \"10.8.0.1/24\"\n",
-            "endpoint = \"2001:db8::1:51820\"\n"
+            "[profile]\nname = \"bad\"\n[wireguard]\ninterface = \"wgbadprof0\"\n",
+            "address = \"10.8.0.1/24\"\nendpoint = \"2001:db8::1:51820\"\n"
         ),
         "wireguard.endpoint",
     ),
     bad(
         "endpoint-malformed-brackets",
         concat!(
-            "[profile]\nname = \"bad\"\n[wireguard]\naddress = \"10.8.0.1/24\"\n",
-            "endpoint = \"[[[2001:db8::1]:51820\"\n"
+            "[profile]\nname = \"bad\"\n[wireguard]\ninterface = \"wgbadprof0\"\n",
+            "address = \"10.8.0.1/24\"\nendpoint = \"[[[2001:db8::1]:51820\"\n"
         ),
         "wireguard.endpoint",
     ),
