@@ -12,6 +12,7 @@ use std::process::Command;
 
 use bulwark_agent::firewall::interfaces::{live_interfaces, Interface};
 use bulwark_agent::firewall::{refuse_trusted_uplinks, UplinkError};
+use bulwark_model::api::ErrorBody;
 use bulwark_model::Profile;
 use bulwark_tests::{addr, connects, in_ns, require_root, run, run_ok, Lab};
 
@@ -251,6 +252,14 @@ fn bulwarkd_refuses_an_apply_that_trusts_its_uplink_and_keeps_the_firewall() {
             }
             assert!(r.stderr.contains("nothing was changed"), "{r}");
         }
+        // Straight to the API: a 409, the host's state clashing with the request.
+        let req = serde_json::json!({ "profile": trusting(interfaces), "source": format!("{name}.toml") });
+        let body_file = d.root.join(format!("{name}.json"));
+        std::fs::write(&body_file, req.to_string()).unwrap();
+        let (code, body) = d.http("POST", "/v1/apply", Some(&body_file));
+        let err: ErrorBody = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!((code, err.kind.as_str()), (409, "conflict"), "{body}");
+        assert!(err.error.contains(want[0]), "{body}");
         assert_eq!(
             d.ruleset().as_deref(),
             Some(rules.as_str()),
