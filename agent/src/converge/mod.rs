@@ -289,6 +289,16 @@ impl Engine {
                 return Err(errors.into());
             }
         };
+        // Trusting an interface that carries a default route or a public
+        // address opens every port to it: refused before any module runs.
+        // Reverts, restores and drift repair put back what was in force and
+        // are not held up by it.
+        if let Err(e) = crate::firewall::refuse_trusted_uplinks(&profile.firewall) {
+            if !req.dry_run {
+                self.record(&audit::CHG_INVALID, uid, Outcome::Refused, &format!("{source}: {e}"));
+            }
+            return Err(ModuleError::new("firewall", crate::module::ErrorClass::Conflict, e).into());
+        }
         self.apply_profile(profile, req, uid, "apply")
     }
 
