@@ -289,15 +289,22 @@ impl Engine {
                 return Err(errors.into());
             }
         };
-        // Trusting an interface that carries a default route or a public
-        // address opens every port to it: refused before any module runs.
-        // Reverts, restores and drift repair put back what was in force and
-        // are not held up by it.
-        if let Err(e) = crate::firewall::refuse_trusted_uplinks(&profile.firewall) {
-            if !req.dry_run {
-                self.record(&audit::CHG_INVALID, uid, Outcome::Refused, &format!("{source}: {e}"));
+        // What guards a new profile against the live host (an interface
+        // that carries the default route trusted as a cluster interface)
+        // runs here, before any module changes anything. Reverts, restores
+        // and drift repair put back what was in force and are not held up.
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.with_module(i, uid, |m, cx| m.preflight(cx, &profile)) {
+                if !req.dry_run {
+                    self.record(
+                        &audit::CHG_INVALID,
+                        uid,
+                        Outcome::Refused,
+                        &format!("{source}: {}", chain(&e)),
+                    );
+                }
+                return Err(e.into());
             }
-            return Err(ModuleError::new("firewall", crate::module::ErrorClass::Conflict, e).into());
         }
         self.apply_profile(profile, req, uid, "apply")
     }
