@@ -207,7 +207,7 @@ fn a_full_log_disk_then_kill_9_raises_no_false_alarm() {
     fs::remove_file(&filler).unwrap();
     apply_many(d, 1);
     verify_ok(d, "after space came back");
-    let lost: Vec<AuditEvent> = events(d).into_iter().filter(|e| e.event == "BWK-SYS-0005").collect();
+    let lost: Vec<AuditEvent> = events(d).into_iter().filter(|e| e.event == "BWK-SYS-0007").collect();
     assert_eq!(lost.len(), 1, "{lost:#?}");
     assert!(
         lost[0].message.contains("audit event(s) could not be written"),
@@ -228,12 +228,20 @@ fn a_full_log_disk_then_kill_9_raises_no_false_alarm() {
     drop(disk);
 }
 
-/// SHA-256 (no key) or HMAC-SHA256 of `bytes`, hex, by python's hashlib.
-fn digest(bytes: &[u8], key: Option<&[u8]>) -> String {
+/// SHA-256 of `parts[1]` (no key: the unkeyed scheme), or HMAC-SHA256 of
+/// `parts` length-prefixed (8 bytes, big-endian) as the integrity key seals
+/// them, hex, by python's hashlib.
+fn digest(parts: &[&[u8]], key: Option<&[u8]>) -> String {
     let key: String = key.unwrap_or_default().iter().map(|b| format!("{b:02x}")).collect();
+    let mut input = Vec::new();
+    for p in parts {
+        input.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        input.extend_from_slice(p);
+    }
     let script = "import sys, hmac, hashlib\nd = sys.stdin.buffer.read()\nk = sys.argv[1]\n\
                   print(hmac.new(bytes.fromhex(k), d, hashlib.sha256).hexdigest() if k else hashlib.sha256(d).hexdigest())";
-    let r = run_with_stdin(Command::new(PYTHON).args(["-c", script, &key]), bytes);
+    let stdin = if key.is_empty() { parts[1].to_vec() } else { input };
+    let r = run_with_stdin(Command::new(PYTHON).args(["-c", script, &key]), &stdin);
     assert!(r.ok(), "{r}");
     r.stdout.trim().to_owned()
 }
@@ -254,7 +262,7 @@ fn rewrite(d: &Daemon, events: &mut [AuditEvent], from: usize, key: Option<&[u8]
         if i > 0 {
             events[i].prev = events[i - 1].hash.clone();
         }
-        events[i].hash = digest(&content(&events[i]), key);
+        events[i].hash = digest(&[b"bulwark audit line", &content(&events[i])], key);
     }
     let text: String = events
         .iter()
@@ -264,8 +272,8 @@ fn rewrite(d: &Daemon, events: &mut [AuditEvent], from: usize, key: Option<&[u8]
     let last = events.last().unwrap();
     let mut head = serde_json::json!({ "seq": last.seq, "hash": last.hash });
     if key.is_some() {
-        let input = format!("bulwark audit head {} {}", last.seq, last.hash);
-        head["mac"] = digest(input.as_bytes(), key).into();
+        let seq = last.seq.to_string();
+        head["mac"] = digest(&[b"bulwark audit head", seq.as_bytes(), last.hash.as_bytes()], key).into();
     }
     fs::write(d.root.join("var/log/bulwark/audit.head"), head.to_string()).unwrap();
 }
@@ -295,7 +303,7 @@ fn a_line_rewritten_without_the_key_fails_verify_naming_the_line_and_check() {
 
     // The same rewrite with the host's key verifies: the key, and only the
     // key, is what it takes.
-    let key = fs::read(d.state_dir().join("audit.key")).unwrap();
+    let key = fs::read(d.state_dir().join("integrity.key")).unwrap();
     rewrite(d, &mut evs, target, Some(&key));
     verify_ok(d, "after a rewrite with the host's key");
 
@@ -333,6 +341,6 @@ fn a_log_written_before_keying_verifies_after_the_upgrade() {
     let evs = events(d);
     let json = |e: &[AuditEvent]| serde_json::to_string(e).unwrap();
     assert_eq!(json(&evs[..3]), json(&old), "the old lines were changed");
-    assert_eq!(evs[3].event, "BWK-SYS-0004", "{:?}", evs[3]);
+    assert_eq!(evs[3].event, "BWK-SYS-0006", "{:?}", evs[3]);
     assert!(evs[3].message.contains("the 3 earlier event(s)"), "{:?}", evs[3]);
 }

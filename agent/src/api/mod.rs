@@ -63,6 +63,8 @@ pub struct Ctx {
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub host: Host,
+    /// What the engine publishes, with the resource checks: reads never
+    /// queue behind the engine.
     pub view: View,
     pub refusals: Arc<Refusals>,
     /// Turns for reading the audit log off the engine thread.
@@ -133,9 +135,16 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/peers", post(routes::add_peer))
         .route("/peers/{name}", axum::routing::delete(routes::remove_peer))
         .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Admin), authorize));
+    // Module actions: who may call each comes from the module's own table.
+    let modules = Router::new()
+        .route(
+            "/modules/{module}/{action}",
+            get(routes::module_action).post(routes::module_action),
+        )
+        .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Read), authorize));
     Router::new()
         .route("/version", get(routes::version))
-        .nest(bulwark_model::api::API_PREFIX, read.merge(admin))
+        .nest(bulwark_model::api::API_PREFIX, read.merge(admin).merge(modules))
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|req: Request| async move {
             ApiError::BadRequest(format!("{} is not allowed on {}", req.method(), req.uri().path()))

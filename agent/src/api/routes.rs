@@ -13,9 +13,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{Caller, Ctx, BODY_DEADLINE};
+use super::{Caller, Ctx, Role, BODY_DEADLINE};
 use crate::audit;
 use crate::converge::task::Command;
+use crate::module::ActionRole;
 
 /// A JSON body read within the size limit, with errors as JSON bodies.
 pub struct Body<T>(pub T);
@@ -64,6 +65,7 @@ pub async fn version() -> Json<VersionInfo> {
             "wireguard",
             "k3s",
             "metrics",
+            "modules",
         ]
         .map(str::to_owned)
         .to_vec(),
@@ -71,19 +73,19 @@ pub async fn version() -> Json<VersionInfo> {
 }
 
 pub async fn status(State(ctx): State<Ctx>) -> Json<Status> {
-    Json(ctx.view.status())
+    Json(ctx.view.status().await)
 }
 
 pub async fn health(State(ctx): State<Ctx>) -> Json<Health> {
-    Json(ctx.view.health())
+    Json(ctx.view.health().await)
 }
 
 pub async fn generations(State(ctx): State<Ctx>) -> Json<Vec<GenerationInfo>> {
-    Json(ctx.view.generations())
+    Json(ctx.view.current().await.generations.clone())
 }
 
 pub async fn peers(State(ctx): State<Ctx>) -> Json<Vec<PeerInfo>> {
-    Json(ctx.view.peers())
+    Json(ctx.view.current().await.peers.clone())
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,22 +135,34 @@ pub async fn audit_verify(State(ctx): State<Ctx>) -> Result<Json<AuditVerify>, A
     Ok(Json(read_audit(&ctx, audit::verify).await?))
 }
 
-/// After a change, wait until readers see it. The engine publishes after
-/// every command and before it takes the next, so the answer to one more
-/// (cheap) command means the change's publication is out: a `status` right
-/// after an `apply` shows the new generation.
-async fn settled<T>(ctx: &Ctx, answer: T) -> T {
-    let _ = ctx.engine.call(Command::Generations).await;
-    answer
-}
+// Changes go to the engine thread, which publishes what they changed before
+// it answers: a `status` right after an `apply` shows the new generation.
 
 pub async fn apply(
     State(ctx): State<Ctx>,
     caller: Caller,
     Body(req): Body<ApplyRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
-    let answer = ctx.engine.call(|r| Command::Apply(req, caller.0.uid, r)).await?;
-    Ok(Json(settled(&ctx, answer).await?))
+    Ok(Json(ctx.engine.call(|r| Command::Apply(req, caller.0.uid, r)).await??))
+}
+
+/// Run `action` of `module` on the engine thread for `uid`.
+async fn action(
+    ctx: &Ctx,
+    module: &str,
+    action: &str,
+    body: serde_json::Value,
+    uid: u32,
+) -> Result<serde_json::Value, ApiError> {
+    let (module, action) = (module.to_owned(), action.to_owned());
+    Ok(ctx
+        .engine
+        .call(|r| Command::Action(module, action, body, uid, r))
+        .await??)
+}
+
+fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::BadRequest(format!("unexpected answer from the engine: {e}")))
 }
 
 pub async fn add_peer(
@@ -156,8 +170,10 @@ pub async fn add_peer(
     caller: Caller,
     Body(req): Body<AddPeerRequest>,
 ) -> Result<Json<AddPeerResponse>, ApiError> {
-    let answer = ctx.engine.call(|r| Command::AddPeer(req, caller.0.uid, r)).await?;
-    Ok(Json(settled(&ctx, answer).await?))
+    let body = serde_json::to_value(req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(decode(
+        action(&ctx, "wireguard", "add-peer", body, caller.0.uid).await?,
+    )?))
 }
 
 pub async fn remove_peer(
@@ -165,13 +181,14 @@ pub async fn remove_peer(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<PeerInfo>, ApiError> {
-    let answer = ctx.engine.call(|r| Command::RemovePeer(name, caller.0.uid, r)).await?;
-    Ok(Json(settled(&ctx, answer).await?))
+    let body = serde_json::json!({ "name": name });
+    Ok(Json(decode(
+        action(&ctx, "wireguard", "remove-peer", body, caller.0.uid).await?,
+    )?))
 }
 
 pub async fn confirm(State(ctx): State<Ctx>, caller: Caller) -> Result<Json<ApplyResponse>, ApiError> {
-    let answer = ctx.engine.call(|r| Command::Confirm(caller.0.uid, r)).await?;
-    Ok(Json(settled(&ctx, answer).await?))
+    Ok(Json(ctx.engine.call(|r| Command::Confirm(caller.0.uid, r)).await??))
 }
 
 pub async fn rollback(
@@ -179,9 +196,36 @@ pub async fn rollback(
     caller: Caller,
     Body(req): Body<RollbackRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
-    let answer = ctx
-        .engine
-        .call(|r| Command::Rollback(req.generation, caller.0.uid, r))
-        .await?;
-    Ok(Json(settled(&ctx, answer).await?))
+    Ok(Json(
+        ctx.engine
+            .call(|r| Command::Rollback(req.generation, caller.0.uid, r))
+            .await??,
+    ))
+}
+
+/// `GET|POST /v1/modules/{module}/{action}`: a module's own command. The
+/// caller's role was checked against Read by the router; an action that
+/// needs more is refused here, from the module's own table, without a trip
+/// to the engine thread, and audited like every refusal.
+pub async fn module_action(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    Path((module, name)): Path<(String, String)>,
+    req: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(needs) = ctx.view.action_role(&module, &name) else {
+        return Err(ApiError::NoRoute(format!("{module} {name}")));
+    };
+    if needs == ActionRole::Admin && ctx.policy.role(&caller.0) < Role::Admin {
+        let needed = "root or group bulwark-admin";
+        let what = format!("run {module} {name}");
+        ctx.refusals.refused(caller.0.uid, &format!("{what} needs {needed}"));
+        return Err(ApiError::Forbidden {
+            uid: caller.0.uid,
+            action: what,
+            needs: needed,
+        });
+    }
+    let Body(body) = Body::<serde_json::Value>::from_request(req, &()).await?;
+    Ok(Json(action(&ctx, &module, &name, body, caller.0.uid).await?))
 }

@@ -1,42 +1,56 @@
 //! What readers see: the state the engine publishes, plus the host's
 //! resource checks, refreshed on timers and never computed per request.
 //!
-//! The engine publishes after every command and every few seconds
-//! ([`crate::converge::published`]); the resource checks (disk, memory,
-//! load: sysinfo) run here every [`RESOURCES_REFRESH`] on a blocking thread.
-//! A read request only copies the latest of both, so any number of readers
-//! costs the engine nothing and never waits behind an apply.
+//! The engine publishes after every command, every timer that changed
+//! something and every [`REFRESH`](crate::converge::published::REFRESH)
+//! ([`crate::converge::published`]). A read copies the latest view when it
+//! is at most [`MAX_AGE`] old; an older one is refreshed first (readers that
+//! ask together share one refresh, and wait at most
+//! [`PATIENCE`] while the engine is busy). So however many readers there
+//! are, they cost the engine at most one refresh per [`MAX_AGE`], and never
+//! wait behind an apply for long. The resource checks (disk, memory: sysinfo)
+//! run here every [`RESOURCES_REFRESH`] on a blocking thread.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use bulwark_model::api::{Check, GenerationInfo, Health, PeerInfo, Status};
+use bulwark_model::api::{Check, Health, Status};
 use tokio::sync::watch;
 
-use crate::converge::published::{Published, Reader};
+use crate::converge::published::{Published, Reader, PATIENCE};
+use crate::converge::task::EngineHandle;
 use crate::health::Metrics;
 use crate::host::Host;
+use crate::module::ActionRole;
 
 /// How often the host's resource checks are taken.
 pub const RESOURCES_REFRESH: Duration = Duration::from_secs(10);
+/// The oldest view a read is answered from without asking for a new one.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The latest published state and resource checks; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct View {
+    engine: EngineHandle,
     published: Reader,
     resources: watch::Receiver<Arc<Vec<Check>>>,
 }
 
 impl View {
-    /// Take the first resource checks, then keep both halves fresh (and the
-    /// metrics' check gauges with them) on a task of the current runtime.
-    pub async fn start(host: Host, published: Reader, metrics: Arc<Metrics>) -> View {
+    /// Take the first resource checks, then keep them fresh (and the
+    /// metrics' check gauges with every published view) on a task of the
+    /// current runtime.
+    pub async fn start(host: Host, engine: EngineHandle, published: Reader, metrics: Arc<Metrics>) -> View {
         // Cloned out first: the guard must not be held across the await.
         let latest = published.borrow().clone();
         let first = resource_checks(&host, &latest).await;
         let (tx, resources) = watch::channel(Arc::new(first));
-        let view = View { published, resources };
-        metrics.set_checks(&view.health().checks);
+        let view = View {
+            engine,
+            published,
+            resources,
+        };
+        metrics.set_checks(&view.health_of(&latest).checks);
         tokio::spawn(view.clone().refresh(host, tx, metrics));
         view
     }
@@ -49,50 +63,67 @@ impl View {
         loop {
             tokio::select! {
                 _ = timer.tick() => {
-                    let checks = resource_checks(&host, &self.published()).await;
-                    tx.send_replace(Arc::new(checks));
+                    let latest = self.latest();
+                    tx.send_replace(Arc::new(resource_checks(&host, &latest).await));
                 }
                 changed = self.published.changed(), if engine_running => {
                     // A stopped engine leaves its last view; resources go on.
                     engine_running = changed.is_ok();
                 }
             }
-            metrics.set_checks(&self.health().checks);
+            metrics.set_checks(&self.health_of(&self.latest()).checks);
         }
     }
 
-    fn published(&self) -> Arc<Published> {
+    fn latest(&self) -> Arc<Published> {
         self.published.borrow().clone()
     }
 
+    /// The published view, refreshed first when older than [`MAX_AGE`].
+    pub async fn current(&self) -> Arc<Published> {
+        let latest = self.latest();
+        let age = SystemTime::now().duration_since(latest.at).unwrap_or_default();
+        if age <= MAX_AGE {
+            return latest;
+        }
+        self.engine.fresh(&self.published, PATIENCE).await
+    }
+
     /// Status, its health level from the full report.
-    pub fn status(&self) -> Status {
+    pub async fn status(&self) -> Status {
+        let view = self.current().await;
         Status {
-            health: self.health().level,
-            ..self.published().status.clone()
+            health: self.health_of(&view).level,
+            ..view.status.clone()
         }
     }
 
     /// The engine's checks and the host's resource checks.
-    pub fn health(&self) -> Health {
-        let mut checks = self.published().health.checks.clone();
+    pub async fn health(&self) -> Health {
+        let view = self.current().await;
+        self.health_of(&view)
+    }
+
+    fn health_of(&self, view: &Published) -> Health {
+        let mut checks = view.health.checks.clone();
         checks.extend(self.resources.borrow().iter().cloned());
         Health::from_checks(checks)
     }
 
-    pub fn generations(&self) -> Vec<GenerationInfo> {
-        self.published().generations.clone()
-    }
-
-    pub fn peers(&self) -> Vec<PeerInfo> {
-        self.published().peers.clone()
+    /// Who may call `action` of `module`; `None` when there is no such action.
+    pub fn action_role(&self, module: &str, action: &str) -> Option<ActionRole> {
+        self.published
+            .borrow()
+            .actions
+            .get(&(module.to_owned(), action.to_owned()))
+            .copied()
     }
 }
 
 /// The resource checks, on a blocking thread (sysinfo reads /proc and
-/// statfs); the K3s ones only when the engine checks K3s.
+/// statfs); the K3s ones only when the profile manages K3s.
 async fn resource_checks(host: &Host, published: &Published) -> Vec<Check> {
-    let k3s = published.health.checks.iter().any(|c| c.name.starts_with("k3s"));
+    let k3s = published.status.modules.iter().any(|m| m.module == "k3s" && m.managed);
     let host = host.clone();
     match tokio::task::spawn_blocking(move || crate::health::resource_checks(&host, k3s)).await {
         Ok(checks) => checks,

@@ -10,10 +10,11 @@
 //! that lags behind the log (its write failed, say on a full disk) is not a
 //! break, because every line after it is keyed like the rest.
 //!
-//! Each line's `hash` is HMAC-SHA256 under the audit key over the event with
-//! `hash` empty (its `prev` included). Lines written before the chain was
+//! Each line's `hash` is HMAC-SHA256 under the host's integrity key
+//! ([`crate::integrity`]) over the event with `hash` empty (its `prev`
+//! included). Lines written before the chain was
 //! keyed carry plain SHA-256 instead; the first keyed line is the
-//! `BWK-SYS-0004` event, whose `prev` covers them, so they stay protected.
+//! `BWK-SYS-0006` event, whose `prev` covers them, so they stay protected.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -24,9 +25,9 @@ use std::path::{Path, PathBuf};
 use bulwark_model::api::{AuditEvent, AuditVerify};
 use sha2::{Digest, Sha256};
 
-use super::key::Key;
 use super::{SYS_AUDIT_DAMAGED, SYS_AUDIT_KEYED};
 use crate::host::Host;
+use crate::integrity::IntegrityKey as Key;
 use crate::state::{self, io, StateError};
 
 /// `prev` of the first line.
@@ -35,11 +36,13 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Most events one `tail` returns.
 pub const MAX_TAIL: usize = 10_000;
 
-/// The log's files.
+/// The log's files, and where the key is.
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub log: PathBuf,
     pub head: PathBuf,
+    /// The state directory, which holds the integrity key.
+    pub state: PathBuf,
     pub key: PathBuf,
 }
 
@@ -49,10 +52,16 @@ impl Paths {
         Paths {
             log: dir.join("audit.log"),
             head: dir.join("audit.head"),
-            key: Key::path(host),
+            key: Key::path(&host.state_dir()),
+            state: host.state_dir(),
         }
     }
 }
+
+/// What a line's MAC and the head's MAC each cover first, so that neither
+/// can stand for the other or for a generation's seal.
+const LINE: &[u8] = b"bulwark audit line";
+const HEAD: &[u8] = b"bulwark audit head";
 
 /// `audit.head`: the last line written, and a MAC over both so that it
 /// cannot be moved back along with the log's end.
@@ -66,22 +75,18 @@ pub struct Head {
 }
 
 impl Head {
-    fn mac_input(seq: u64, hash: &str) -> Vec<u8> {
-        format!("bulwark audit head {seq} {hash}").into_bytes()
-    }
-
     pub fn new(seq: u64, hash: &str, key: Option<&Key>) -> Head {
         Head {
             seq,
             hash: hash.to_owned(),
-            mac: key.map(|k| k.seal(&Head::mac_input(seq, hash))),
+            mac: key.map(|k| k.seal(&[HEAD, seq.to_string().as_bytes(), hash.as_bytes()])),
         }
     }
 
     /// Whether the head carries a valid MAC under `key`.
     pub fn verifies(&self, key: Option<&Key>) -> bool {
         match (&self.mac, key) {
-            (Some(mac), Some(k)) => k.verifies(&Head::mac_input(self.seq, &self.hash), mac),
+            (Some(mac), Some(k)) => k.verify(&[HEAD, self.seq.to_string().as_bytes(), self.hash.as_bytes()], mac),
             _ => false,
         }
     }
@@ -105,7 +110,7 @@ fn content(event: &AuditEvent) -> Vec<u8> {
 /// line before the chain was keyed (`None`).
 pub fn seal(event: &AuditEvent, key: Option<&Key>) -> String {
     match key {
-        Some(k) => k.seal(&content(event)),
+        Some(k) => k.seal(&[LINE, &content(event)]),
         None => hex::encode(Sha256::digest(content(event))),
     }
 }
@@ -113,7 +118,7 @@ pub fn seal(event: &AuditEvent, key: Option<&Key>) -> String {
 /// Where the chain breaks and which check failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Break {
-    /// `line 3`, `audit.head`, `audit.key`, `the log`.
+    /// `line 3`, `audit.head`, `integrity.key`, `the log`.
     pub place: String,
     /// The field or check: `seq`, `prev`, `hash`, `json`, `mac`, ...
     pub check: &'static str,
@@ -222,16 +227,16 @@ impl<'k> Chain<'k> {
                 return Err(at_line(
                     line,
                     "hash",
-                    "the line is keyed with HMAC-SHA256 but there is no audit key to check it".to_owned(),
+                    "the line is keyed with HMAC-SHA256 but there is no integrity key to check it".to_owned(),
                 ));
             };
             // The expected MAC is never shown: it would forge this line.
-            if !key.verifies(&content(&event), &event.hash) {
+            if !key.verify(&[LINE, &content(&event)], &event.hash) {
                 return Err(at_line(
                     line,
                     "hash",
                     format!(
-                        "HMAC-SHA256 under this host's audit key does not match (found {}): the line was \
+                        "HMAC-SHA256 under this host's integrity key does not match (found {}): the line was \
                          edited, or was not written with this key",
                         event.hash
                     ),
@@ -303,7 +308,7 @@ pub fn verify(paths: &Paths) -> AuditVerify {
         Ok(h) => h,
         Err(e) => return broken(0, file(&paths.head, "read", e)),
     };
-    let key = match Key::load(&paths.key) {
+    let key = match Key::load(&paths.state) {
         Ok(k) => k,
         Err(e) => return broken(0, file(&paths.key, "read", e)),
     };
@@ -311,7 +316,7 @@ pub fn verify(paths: &Paths) -> AuditVerify {
         return broken(
             0,
             Break {
-                place: "audit.key".to_owned(),
+                place: "integrity.key".to_owned(),
                 check: "present",
                 why: format!(
                     "{} is missing: bulwarkd creates it at start-up, so a log without it cannot be trusted",
@@ -353,8 +358,8 @@ pub fn verify(paths: &Paths) -> AuditVerify {
             Break {
                 place: place("the log"),
                 check: "keyed",
-                why: "no line is keyed with the audit key: keyed lines were removed, or the first keyed event \
-                      (BWK-SYS-0004) could not be written yet (is the disk full?)"
+                why: "no line is keyed with the integrity key: keyed lines were removed, or the first keyed \
+                      event (BWK-SYS-0006) could not be written yet (is the disk full?)"
                     .to_owned(),
             },
         );
@@ -396,7 +401,7 @@ pub fn verify(paths: &Paths) -> AuditVerify {
             count,
             head_break(
                 "mac",
-                "missing or not valid under this host's audit key: the head was rewritten".to_owned(),
+                "missing or not valid under this host's integrity key: the head was rewritten".to_owned(),
             ),
         );
     }

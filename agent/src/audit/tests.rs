@@ -7,6 +7,7 @@ use bulwark_model::api::AuditEvent;
 
 use super::chain::{seal, Head, Paths, GENESIS};
 use super::*;
+use crate::integrity::IntegrityKey as Key;
 
 fn host() -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +85,7 @@ fn an_untouched_chain_verifies_and_starts_keyed() {
         4,
         "reopening an intact log added events"
     );
-    let key = fs::metadata(Key::path(&host)).unwrap();
+    let key = fs::metadata(Key::path(&host.state_dir())).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
         0o600
@@ -113,13 +114,14 @@ fn a_chain_rewritten_without_the_key_fails_and_with_it_verifies() {
     let err = error(&host);
     assert!(err.starts_with("line 1, hash: HMAC-SHA256"), "{err}");
     // A guessed key fares no better.
-    let guess = Key::load_or_create(&host.root().join("other.key")).unwrap().0;
+    let other = tempfile::tempdir().unwrap();
+    let guess = Key::load_or_create(other.path()).unwrap();
     let head = reseal(&mut evs, Some(&guess));
     write_events(&host, &evs);
     write_head(&host, &head);
     assert!(error(&host).starts_with("line 1, hash: HMAC-SHA256"));
     // The host's key does: the test rewrites lines exactly as the writer seals them.
-    let key = Key::load(&Key::path(&host)).unwrap().unwrap();
+    let key = Key::load(&host.state_dir()).unwrap().unwrap();
     let head = reseal(&mut evs, Some(&key));
     write_events(&host, &evs);
     write_head(&host, &head);
@@ -190,7 +192,7 @@ fn a_torn_tail_is_cut_and_recorded() {
 #[test]
 fn a_lagging_head_is_no_alarm_and_is_caught_up() {
     let (_dir, host, _log) = log_with(4);
-    let key = Key::load(&Key::path(&host)).unwrap().unwrap();
+    let key = Key::load(&host.state_dir()).unwrap().unwrap();
     let evs = events(&host);
     // As if the head writes of the last three events had failed.
     write_head(&host, &Head::new(evs[1].seq, &evs[1].hash, Some(&key)));
@@ -284,8 +286,8 @@ fn stripping_the_keyed_lines_is_detected() {
 #[test]
 fn a_missing_key_fails_verification_and_is_recorded_at_start() {
     let (_dir, host, _log) = log_with(2);
-    fs::remove_file(Key::path(&host)).unwrap();
-    assert!(error(&host).starts_with("audit.key, present"));
+    fs::remove_file(Key::path(&host.state_dir())).unwrap();
+    assert!(error(&host).starts_with("integrity.key, present"));
     let _log = AuditLog::open(&host).unwrap();
     // A new key cannot vouch for lines keyed with the old one.
     assert!(error(&host).starts_with("line 1, hash"));

@@ -24,9 +24,9 @@ use bulwark_model::api::AuditEvent;
 use bulwark_model::text::escape;
 
 use super::chain::{self, Chain, Head, Lines, Paths, GENESIS};
-use super::key::Key;
 use super::{EventKind, Outcome, SYS_AUDIT_DAMAGED, SYS_AUDIT_KEYED, SYS_AUDIT_LOST, SYS_AUDIT_RECOVERED};
 use crate::host::Host;
+use crate::integrity::IntegrityKey as Key;
 use crate::state::{self, io, StateError};
 
 /// Events that could not be written since the last one that was.
@@ -76,19 +76,14 @@ impl AuditLog {
             note(format!("cannot cut a torn last line: {e}"));
             false
         });
-        let key = match Key::load_or_create(&paths.key) {
-            Ok((key, created)) => {
-                if created {
-                    log::info!(path:display = paths.key.display(); "audit key created");
-                }
-                Some(key)
-            }
+        let key = match Key::load_or_create(&paths.state) {
+            Ok(key) => Some(key),
             Err(e @ StateError::Corrupt { .. }) => {
                 note(e.to_string());
                 None
             }
             Err(e) => {
-                log::error!(error:display = e; "cannot create the audit key; the chain stays unkeyed until it can be");
+                log::error!(error:display = e; "cannot create the integrity key; the audit chain stays unkeyed until it can be");
                 None
             }
         };
@@ -154,7 +149,10 @@ impl AuditLog {
                 note(format!("audit.head does not match line {}", h.seq))
             }
             Some(h) if (h.mac.is_some() || keyed_from.is_some_and(|k| h.seq >= k)) && !h.verifies(log.key.as_ref()) => {
-                note("audit.head's MAC is missing or not valid under the audit key: the head was rewritten".to_owned())
+                note(
+                    "audit.head's MAC is missing or not valid under the integrity key: the head was rewritten"
+                        .to_owned(),
+                )
             }
             // A head that lags (its write failed, or a crash came between
             // line and head) or is missing: catch it up.
@@ -180,6 +178,16 @@ impl AuditLog {
             log.ensure_keyed();
         }
         Ok(log)
+    }
+
+    /// The last `n` events, read back from the file (see [`chain::tail`]).
+    pub fn tail(&self, n: usize) -> Result<Vec<AuditEvent>, StateError> {
+        chain::tail(&self.paths, n)
+    }
+
+    /// Sequence number of the last event written.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// Append an event and send it to the system log. The journal gets it
@@ -252,8 +260,8 @@ impl AuditLog {
     /// Key the chain from here on, if there is a key and it is not keyed yet.
     fn ensure_keyed(&mut self) {
         if self.key.is_none() {
-            match Key::load_or_create(&self.paths.key) {
-                Ok((key, _)) => self.key = Some(key),
+            match Key::load_or_create(&self.paths.state) {
+                Ok(key) => self.key = Some(key),
                 Err(_) => return,
             }
         }
