@@ -160,8 +160,8 @@ pub fn run(args: Args) -> Result<(), StartError> {
         })?;
         log::info!(socket:display = socket.display(); "ready: {status_line}");
         crate::notify::ready(&status_line);
-        tokio::spawn(serve_monitoring(monitor_rx, metrics.clone()));
         let view = api::view::View::start(host.clone(), handle.clone(), published, metrics.clone()).await;
+        tokio::spawn(serve_monitoring(monitor_rx, view.clone()));
         let app = api::router(Ctx::new(handle, policy, metrics, host, view));
         tokio::select! {
             () = api::serve(listener, app, policy) => {}
@@ -186,7 +186,7 @@ async fn shutdown() {
 /// moving the listener whenever an apply changes it. A bind that fails (the
 /// VPN address not there yet) is retried every few seconds; only the first
 /// failure of a streak is logged as an error.
-async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, metrics: Arc<Metrics>) {
+async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, view: api::view::View) {
     const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
     let mut failures = 0u32;
     loop {
@@ -196,7 +196,7 @@ async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, metri
             let stop = async move {
                 let _ = changed.changed().await;
             };
-            match api::metrics::serve_tcp(addr, metrics.clone(), stop).await {
+            match api::metrics::serve_tcp(addr, view.clone(), stop).await {
                 // Stopped because the address changed: serve the new one.
                 Ok(()) => {
                     failures = 0;

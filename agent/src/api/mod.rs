@@ -91,9 +91,9 @@ impl Ctx {
     }
 }
 
-impl axum::extract::FromRef<Ctx> for Arc<Metrics> {
-    fn from_ref(ctx: &Ctx) -> Arc<Metrics> {
-        ctx.metrics.clone()
+impl axum::extract::FromRef<Ctx> for View {
+    fn from_ref(ctx: &Ctx) -> View {
+        ctx.view.clone()
     }
 }
 

@@ -1,18 +1,19 @@
 //! What readers see: the state the engine publishes, plus the host's
-//! resource checks, refreshed on timers and never computed per request.
+//! resource checks, which run on a timer and never per request.
 //!
 //! The engine publishes after every command, every timer that changed
 //! something and every [`REFRESH`](crate::converge::published::REFRESH)
-//! ([`crate::converge::published`]). A read copies the latest view when it
-//! is at most [`MAX_AGE`] old; an older one is refreshed first (readers that
-//! ask together share one refresh, and wait at most
-//! [`PATIENCE`] while the engine is busy). So however many readers there
-//! are, they cost the engine at most one refresh per [`MAX_AGE`], and never
-//! wait behind an apply for long. The resource checks (disk, memory: sysinfo)
-//! run here every [`RESOURCES_REFRESH`] on a blocking thread.
+//! ([`crate::converge::published`]). A read gets a view taken after it
+//! arrived: readers that ask together share one refresh, so a burst of any
+//! size costs the engine one, and a reader waits at most [`PATIENCE`] while
+//! the engine is busy (a long apply), then gets the newest view there is.
+//! The resource checks (disk, memory: sysinfo) run here every
+//! [`RESOURCES_REFRESH`] on a blocking thread. Metrics scrapes set the check
+//! gauges from the same view, so a scrape never reports a check older than
+//! the scrape (resource checks aside).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bulwark_model::api::{Check, Health, Status};
 use tokio::sync::watch;
@@ -25,8 +26,6 @@ use crate::module::ActionRole;
 
 /// How often the host's resource checks are taken.
 pub const RESOURCES_REFRESH: Duration = Duration::from_secs(10);
-/// The oldest view a read is answered from without asking for a new one.
-pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The latest published state and resource checks; cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,6 +33,7 @@ pub struct View {
     engine: EngineHandle,
     published: Reader,
     resources: watch::Receiver<Arc<Vec<Check>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl View {
@@ -49,13 +49,14 @@ impl View {
             engine,
             published,
             resources,
+            metrics,
         };
-        metrics.set_checks(&view.health_of(&latest).checks);
-        tokio::spawn(view.clone().refresh(host, tx, metrics));
+        view.metrics.set_checks(&view.health_of(&latest).checks);
+        tokio::spawn(view.clone().refresh(host, tx));
         view
     }
 
-    async fn refresh(mut self, host: Host, tx: watch::Sender<Arc<Vec<Check>>>, metrics: Arc<Metrics>) {
+    async fn refresh(mut self, host: Host, tx: watch::Sender<Arc<Vec<Check>>>) {
         let mut timer = tokio::time::interval(RESOURCES_REFRESH);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer.tick().await;
@@ -71,7 +72,7 @@ impl View {
                     engine_running = changed.is_ok();
                 }
             }
-            metrics.set_checks(&self.health_of(&self.latest()).checks);
+            self.metrics.set_checks(&self.health_of(&self.latest()).checks);
         }
     }
 
@@ -79,14 +80,16 @@ impl View {
         self.published.borrow().clone()
     }
 
-    /// The published view, refreshed first when older than [`MAX_AGE`].
+    /// A published view taken after this call began (see the module docs).
     pub async fn current(&self) -> Arc<Published> {
-        let latest = self.latest();
-        let age = SystemTime::now().duration_since(latest.at).unwrap_or_default();
-        if age <= MAX_AGE {
-            return latest;
-        }
         self.engine.fresh(&self.published, PATIENCE).await
+    }
+
+    /// The metrics, their check gauges set from a view taken for this scrape.
+    pub async fn scrape(&self) -> &Metrics {
+        let view = self.current().await;
+        self.metrics.set_checks(&self.health_of(&view).checks);
+        &self.metrics
     }
 
     /// Status, its health level from the full report.
