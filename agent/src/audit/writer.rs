@@ -37,6 +37,17 @@ struct Lost {
     error: String,
 }
 
+/// What reading the existing log at start-up found.
+#[derive(Debug, Default)]
+struct Found {
+    /// The first break, if the chain does not hold.
+    broken: Option<String>,
+    /// The hash of the line `audit.head` names.
+    hash_at_head: Option<String>,
+    /// The line that keyed the chain, when it holds.
+    keyed_from: Option<u64>,
+}
+
 /// The append-only audit log.
 #[derive(Debug)]
 pub struct AuditLog {
@@ -57,8 +68,8 @@ impl AuditLog {
     /// Open (creating) the host's log. Damage found (an edited or removed
     /// line, a head past the log's end) is recorded as an event of its own,
     /// so verification fails from then on; the log opens anyway, so the
-    /// daemon keeps running. Fails only when the log directory cannot be
-    /// created.
+    /// daemon keeps running. Fails only when the log or state directory
+    /// cannot be created.
     pub fn open(host: &Host) -> Result<AuditLog, StateError> {
         let dir = host.log_dir();
         state::private_dir(&dir, 0o700)?;
@@ -100,63 +111,15 @@ impl AuditLog {
             note(e.to_string());
             None
         });
-        let mut chain = Chain::new(log.key.as_ref());
-        let mut broken: Option<String> = None;
-        let mut hash_at_head = None;
-        match Lines::open(&log.paths.log) {
-            Ok(lines) => {
-                for line in lines {
-                    let (number, text) = match line {
-                        Ok(l) => l,
-                        Err(e) => {
-                            broken.get_or_insert(e.to_string());
-                            break;
-                        }
-                    };
-                    // Past a break, follow the lines loosely to continue after the last.
-                    let event = match &broken {
-                        None => chain.push(number, &text).map_err(|b| b.to_string()),
-                        Some(_) => serde_json::from_str::<AuditEvent>(&text).map_err(|e| e.to_string()),
-                    };
-                    match event {
-                        Ok(e) => {
-                            log.seq = e.seq;
-                            log.last_hash = e.hash.clone();
-                            log.keyed |= e.event == SYS_AUDIT_KEYED.id;
-                            if head.as_ref().is_some_and(|h| h.seq == e.seq) {
-                                hash_at_head = Some(e.hash);
-                            }
-                        }
-                        Err(why) => {
-                            broken.get_or_insert(why);
-                            log.seq = log.seq.max(number);
-                        }
-                    }
-                }
-            }
-            Err(e) => broken = Some(e.to_string()),
+        let found = log.follow(head.as_ref().map(|h| h.seq));
+        if let Some(why) = &found.broken {
+            note(why.clone());
         }
-        let keyed_from = chain.keyed_from.filter(|_| broken.is_none());
-        if let Some(why) = broken {
-            note(why);
-        }
-        match &head {
-            Some(h) if h.seq > log.seq => note(format!(
-                "the log ends at event {} but audit.head records event {}: lines were removed from the end",
-                log.seq, h.seq
-            )),
-            Some(h) if hash_at_head.as_ref().is_some_and(|at| *at != h.hash) => {
-                note(format!("audit.head does not match line {}", h.seq))
-            }
-            Some(h) if (h.mac.is_some() || keyed_from.is_some_and(|k| h.seq >= k)) && !h.verifies(log.key.as_ref()) => {
-                note(
-                    "audit.head's MAC is missing or not valid under the integrity key: the head was rewritten"
-                        .to_owned(),
-                )
-            }
+        match head.as_ref().and_then(|h| log.head_damage(h, &found)) {
+            Some(why) => note(why),
             // A head that lags (its write failed, or a crash came between
             // line and head) or is missing: catch it up.
-            _ => log.write_head(),
+            None => log.write_head(),
         }
         // A failed write here is counted as lost and reported with the next
         // event that can be written; it must not keep the daemon from starting.
@@ -178,6 +141,68 @@ impl AuditLog {
             log.ensure_keyed();
         }
         Ok(log)
+    }
+
+    /// Read the existing log to continue after its last line, checking the
+    /// chain as far as it holds; past a break the lines are followed
+    /// loosely, so the next event still goes after the last.
+    fn follow(&mut self, head_seq: Option<u64>) -> Found {
+        let mut found = Found::default();
+        let lines = match Lines::open(&self.paths.log) {
+            Ok(l) => l,
+            Err(e) => {
+                found.broken = Some(e.to_string());
+                return found;
+            }
+        };
+        let mut chain = Chain::new(self.key.as_ref());
+        for line in lines {
+            let (number, text) = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    found.broken.get_or_insert(e.to_string());
+                    break;
+                }
+            };
+            let event = match &found.broken {
+                None => chain.push(number, &text).map_err(|b| b.to_string()),
+                Some(_) => serde_json::from_str::<AuditEvent>(&text).map_err(|e| e.to_string()),
+            };
+            match event {
+                Ok(e) => {
+                    self.seq = e.seq;
+                    self.last_hash = e.hash.clone();
+                    self.keyed |= e.event == SYS_AUDIT_KEYED.id;
+                    if head_seq == Some(e.seq) {
+                        found.hash_at_head = Some(e.hash);
+                    }
+                }
+                Err(why) => {
+                    found.broken.get_or_insert(why);
+                    self.seq = self.seq.max(number);
+                }
+            }
+        }
+        found.keyed_from = chain.keyed_from.filter(|_| found.broken.is_none());
+        found
+    }
+
+    /// What is wrong with `head` given the log as found; `None` when it is
+    /// where the log ends or behind it (a failed write, not tampering).
+    fn head_damage(&self, head: &Head, found: &Found) -> Option<String> {
+        if head.seq > self.seq {
+            return Some(format!(
+                "the log ends at event {} but audit.head records event {}: lines were removed from the end",
+                self.seq, head.seq
+            ));
+        }
+        if found.hash_at_head.as_ref().is_some_and(|at| *at != head.hash) {
+            return Some(format!("audit.head does not match line {}", head.seq));
+        }
+        let needs_mac = head.mac.is_some() || found.keyed_from.is_some_and(|k| head.seq >= k);
+        (needs_mac && !head.verifies(self.key.as_ref())).then(|| {
+            "audit.head's MAC is missing or not valid under the integrity key: the head was rewritten".to_owned()
+        })
     }
 
     /// The last `n` events, read back from the file (see [`chain::tail`]).
