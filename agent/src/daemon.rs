@@ -162,7 +162,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         crate::notify::ready(&status_line);
         let view = api::view::View::start(host.clone(), handle.clone(), published, metrics.clone()).await;
         tokio::spawn(serve_monitoring(monitor_rx, view.clone()));
-        let app = api::router(Ctx::new(handle, policy, metrics, host, view));
+        let app = api::router(Ctx::new(handle, policy, host, view));
         tokio::select! {
             () = api::serve(listener, app, policy) => {}
             () = shutdown() => log::info!("stopping"),

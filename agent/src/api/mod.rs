@@ -35,7 +35,6 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::converge::task::EngineHandle;
-use crate::health::Metrics;
 use crate::host::Host;
 pub use error::ApiError;
 use limits::{Closed, Limits};
@@ -61,7 +60,6 @@ const LOG_WINDOW: Duration = Duration::from_secs(10);
 pub struct Ctx {
     pub engine: EngineHandle,
     pub policy: Policy,
-    pub metrics: Arc<Metrics>,
     pub host: Host,
     /// What the engine publishes, with the resource checks: reads never
     /// queue behind the engine.
@@ -75,14 +73,13 @@ pub struct Ctx {
 
 impl Ctx {
     /// Also starts the tasks that flush throttled counts (current runtime).
-    pub fn new(engine: EngineHandle, policy: Policy, metrics: Arc<Metrics>, host: Host, view: View) -> Ctx {
+    pub fn new(engine: EngineHandle, policy: Policy, host: Host, view: View) -> Ctx {
         let request_lines = Arc::new(Throttle::new(LOG_WINDOW, LOG_LINES));
         tokio::spawn(report_unlogged(request_lines.clone()));
         Ctx {
             refusals: Refusals::start(engine.clone()),
             engine,
             policy,
-            metrics,
             host,
             view,
             audit_readers: Arc::new(Semaphore::new(AUDIT_READERS)),
