@@ -16,7 +16,25 @@ mod output;
 mod ssh_guard;
 
 fn main() -> ExitCode {
-    // Usage errors exit 2 from inside clap, as the contract expects.
-    let cli = cli::Cli::parse();
+    // Usage errors exit 2 from inside clap, as the contract expects; with
+    // --json they also print their JSON body first, like every failure.
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            if e.exit_code() == i32::from(error::USAGE) && json_requested() {
+                print!("{}", error::usage_json(&e));
+            }
+            e.exit()
+        }
+    };
     ExitCode::from(cmd::run(&cli))
+}
+
+/// `--json` among the arguments (before a `--`), for errors clap finds
+/// before it has parsed them.
+fn json_requested() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }

@@ -585,11 +585,7 @@ mod tests {
         let r = ApplyResponse {
             profile: evil.into(),
             plan: Plan {
-                changes: vec![Change {
-                    module: evil.into(),
-                    op: ChangeOp::Add,
-                    what: evil.into(),
-                }],
+                changes: vec![Change::new(evil, ChangeOp::Add, evil)],
             },
             ..ApplyResponse::default()
         };
@@ -623,11 +619,7 @@ mod tests {
     #[test]
     fn outcome_lines() {
         let plan = Plan {
-            changes: vec![Change {
-                module: "firewall".into(),
-                op: ChangeOp::Add,
-                what: "tcp dport 443 accept".into(),
-            }],
+            changes: vec![Change::new("firewall", ChangeOp::Add, "tcp dport 443 accept")],
         };
         let applied = ApplyResponse {
             profile: "web".into(),
@@ -636,6 +628,7 @@ mod tests {
             changed: true,
             dry_run: false,
             confirm_deadline: Some(160),
+            ..ApplyResponse::default()
         };
         assert_eq!(
             outcome(&applied, Action::Apply, 100),

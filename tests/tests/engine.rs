@@ -151,7 +151,10 @@ fn a_settings_only_change_is_planned_and_becomes_a_generation() {
     let r = d.apply(&d.write_profile("a-report", changed), &[]);
     assert!(r.changed, "a drift-mode change was planned as no change: {r:?}");
     assert!(
-        r.plan.changes.iter().any(|c| c.what.starts_with("drift:")),
+        r.plan.changes.iter().any(|c| c.module == "profile"
+            && c.what == "profile.drift"
+            && c.before == Some("repair".into())
+            && c.after == Some("report".into())),
         "{:?}",
         r.plan
     );

@@ -41,9 +41,9 @@ pub fn run(cli: &Cli) -> u8 {
     let result = match &cli.command {
         // health maps its own errors: every failure there is UNKNOWN.
         Command::Health => return query::health(&ctx, &mut out),
-        Command::Validate { file } => profile::validate(&ctx, &mut out, file),
+        Command::Validate(args) => profile::validate(&ctx, &mut out, args),
         Command::Apply(args) => profile::apply(&ctx, &mut out, args),
-        Command::Confirm => profile::confirm(&ctx, &mut out),
+        Command::Confirm(args) => profile::confirm(&ctx, &mut out, args),
         Command::Rollback { generation } => profile::rollback(&ctx, &mut out, *generation),
         Command::AddPeer(args) => peers::add(&ctx, &mut out, args),
         Command::RemovePeer { name, yes } => peers::remove(&ctx, &mut out, name, *yes),
