@@ -273,17 +273,29 @@ fn confirm_with_a_generation_refuses_anyone_elses_pending_change() {
     assert_eq!((r.code, kind(&r).as_str()), (Some(6), "conflict"), "{r}");
 }
 
+/// The UAPI socket a killed wireguard-go leaves in the directory every
+/// namespace shares.
+struct UapiSocket(String);
+
+impl Drop for UapiSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.0));
+    }
+}
+
 /// `apply --wait` returns once health is not CRITICAL: K3s (the stand-in)
 /// first listens on every address, which is CRITICAL; once it moves to the
 /// VPN address the wait ends. A host that stays CRITICAL exits 10 with the
 /// apply's answer inside the error body.
 #[test]
 fn apply_wait_returns_when_health_is_no_longer_critical_and_exits_10_when_it_stays() {
+    let wg = wg_name();
+    // Dropped last, after the daemon and its wireguard-go are gone.
+    let _socket = UapiSocket(wg.clone());
     let lab = Lab::new("ctl-wait");
     let d = &lab.daemon;
     fake_systemd_with_k3s(&d.root);
     let systemctl = SystemctlStandIn::new(&d.root);
-    let wg = wg_name();
     let _running = Bulwarkd::start(d, &lab.net.vps, &profile(&wg, &[], None), &systemctl.path);
     let exposed = K3sStandIn::start(&lab.net.vps, &d.root, Some("0.0.0.0"));
     let r = health_until(d, &[], 2);
