@@ -15,18 +15,20 @@ use toml::{Table, Value};
 
 mod fields;
 mod firewall;
+mod ima;
 mod k3s;
 mod monitoring;
 mod wireguard;
 
 pub use fields::{interface_name, parse_cidr, port};
 pub use firewall::Firewall;
+pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
 pub use wireguard::{Backend, WireGuard};
 
 /// Top-level tables a profile may contain.
-const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring"];
+const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "ima"];
 const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval"];
 
 /// Shortest and longest drift interval a profile may ask for.
@@ -50,6 +52,8 @@ pub struct Profile {
     pub k3s: Option<K3s>,
     /// `[monitoring]`: optional TCP listener for Prometheus.
     pub monitoring: Monitoring,
+    /// `[ima]`: IMA appraisal; absent means Bulwark leaves IMA alone.
+    pub ima: Option<Ima>,
 }
 
 impl Profile {
@@ -197,6 +201,7 @@ impl Checker<'_> {
             .section(doc, "monitoring", false)
             .map(|t| self.monitoring(t, wireguard.as_ref()))
             .unwrap_or_default();
+        let ima = self.section(doc, "ima", false).and_then(|t| self.ima(t));
         Some(Profile {
             name: name?,
             drift,
@@ -205,6 +210,7 @@ impl Checker<'_> {
             wireguard,
             k3s,
             monitoring,
+            ima,
         })
     }
 
