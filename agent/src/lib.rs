@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod firewall;
 pub mod health;
 pub mod host;
+pub mod ima;
 pub mod k3s;
 pub mod logging;
 pub mod module;

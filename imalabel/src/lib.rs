@@ -17,10 +17,12 @@
 
 pub mod file;
 pub mod label;
+pub mod scan;
 pub mod sign;
 pub mod walk;
 
 pub use file::{judge, label_file, Judged, LabelOutcome};
 pub use label::{HashAlgo, Label};
+pub use scan::{scan, Progress};
 pub use sign::{Signer, Verifier};
 pub use walk::{walk, Candidate, WalkStats};

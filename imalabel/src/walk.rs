@@ -18,7 +18,10 @@ use bulwark_model::ima::grammar::Policy;
 /// A file the policy appraises.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// Where the file is, to open it.
     pub path: PathBuf,
+    /// The path as the host sees it (under `root`), as the policy judged it.
+    pub host_path: String,
     pub verdict: Verdict,
     pub size: u64,
 }
@@ -91,9 +94,24 @@ fn is_elf(path: &Path) -> bool {
     fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
 }
 
+/// The host path of `path` when the host's `/` is at `root`.
+pub fn host_path(root: &Path, path: &Path) -> String {
+    match path.strip_prefix(root) {
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
 /// Walk `roots` (absolute paths: files or directories) and report every
-/// file `policy` appraises. `skip` lists directories not to enter.
-pub fn walk(roots: &[PathBuf], policy: &Policy, skip: &[String], mut report: impl FnMut(Item)) -> WalkStats {
+/// file `policy` appraises. The host's `/` is at `root` (`/` but in
+/// tests); `skip` lists host directories not to enter.
+pub fn walk(
+    roots: &[PathBuf],
+    root: &Path,
+    policy: &Policy,
+    skip: &[String],
+    mut report: impl FnMut(Item),
+) -> WalkStats {
     let skipped_magics: BTreeSet<u64> = policy.skipped_magics();
     let needs_elf = policy.needs_elf();
     let mut fss = Filesystems::new();
@@ -125,9 +143,9 @@ pub fn walk(roots: &[PathBuf], policy: &Policy, skip: &[String], mut report: imp
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
-        let text = path.to_string_lossy();
+        let text = host_path(root, &path);
         if meta.is_dir() {
-            if skip.contains(text.as_ref()) {
+            if skip.contains(text.as_str()) {
                 stats.skipped.push(format!("{text} (scan_skip)"));
                 continue;
             }
@@ -165,6 +183,7 @@ pub fn walk(roots: &[PathBuf], policy: &Policy, skip: &[String], mut report: imp
         };
         if let Some(verdict) = policy.verdict(&facts) {
             report(Item::Candidate(Candidate {
+                host_path: text.clone(),
                 path: path.clone(),
                 verdict,
                 size: meta.size(),

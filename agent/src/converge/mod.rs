@@ -252,6 +252,7 @@ impl Engine {
                     source: Some(source.to_owned()),
                     dry_run: false,
                     confirm_secs: None,
+                    force: false,
                 };
                 self.apply_as(req, 0, "boot")?;
             }

@@ -81,6 +81,7 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         source: Some(name),
         dry_run: args.dry_run,
         confirm_secs: args.confirm,
+        force: args.force,
     };
     let answer = ctx.client()?.post("/v1/apply", Some(&req))?;
     finish(ctx, out, &answer, Action::Apply)

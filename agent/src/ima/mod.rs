@@ -1,0 +1,890 @@
+//! IMA: the appraisal policy, its load into the kernel, the kernel command
+//! line, the pre-flight scan and the enforce guard.
+//!
+//! Bulwark owns two files: `/etc/ima/ima-policy` (recognised by its first
+//! line; someone else's policy is never replaced or removed) and
+//! `/etc/default/grub.d/50-bulwark-ima.cfg`. The policy is rendered from
+//! the profile and checked against the kernel's grammar by the model, so
+//! nothing invalid reaches the kernel. When this boot has no custom policy
+//! yet it is loaded now through securityfs; otherwise it takes effect
+//! after a reboot (Debian's kernel takes one policy per boot).
+//!
+//! A wrong enforce policy bricks a host, so moving to enforce is refused
+//! while a scan finds files the policy would deny, unless `--force`.
+//! bulwarkd never writes `security.ima` (that needs CAP_SYS_ADMIN, which its
+//! unit does not grant): `bulwarkctl ima label` and the dpkg hook do, and
+//! report their runs here for the audit log.
+
+mod host;
+mod scan;
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bulwark_model::api::{Change, ChangeOp, Check, Level, ModuleStatus};
+use bulwark_model::ima::api::{ImaState, LabelRun, LabelRunRecorded, ScanReport, ScanRequest, ScanSummary, MODULE};
+use bulwark_model::ima::cmdline::{grub_dropin, wanted_appraise, GRUB_DROPIN};
+use bulwark_model::ima::grammar::{parse_policy, Policy, DEBIAN_6_1};
+use bulwark_model::profile::{Ima as ImaProfile, ImaMode};
+use bulwark_model::Profile;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::audit::{self, Outcome};
+use crate::module::{ActionResult, ActionRole, Artifacts, Cx, DriftEvents, ErrorClass, Module, ModuleError};
+use crate::state::StateError;
+
+pub use host::{sha256_hex, ImaHost, Kernel, CMDLINE, POLICY_FILE, SECURITYFS};
+pub use scan::{ScanJob, Scanner};
+
+/// Files a refusal lists before "and N more".
+const REFUSAL_LIST: usize = 10;
+/// Failing files a daemon report keeps.
+const REPORT_LIMIT: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImaError {
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel refused policy line {line} `{rule}`: {source}; nothing of this policy was loaded")]
+    Load {
+        line: usize,
+        rule: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} exists and was not written by Bulwark (no \"# Managed by Bulwark\" first line): move it away to let Bulwark manage IMA")]
+    Foreign { path: String },
+    #[error("moving to IMA enforce refused: {failing} file(s) the policy appraises would be denied:\n  {list}\nlabel them (`bulwarkctl ima label --all`, or the paths) and apply again, or apply with --force")]
+    EnforceRefused { failing: u64, list: String },
+    #[error("the IMA policy the profile renders is invalid: {0}")]
+    Invalid(String),
+    #[error("bad request body: {0}")]
+    Body(#[from] serde_json::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl ImaError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ImaError::Foreign { .. } | ImaError::EnforceRefused { .. } => ErrorClass::Conflict,
+            ImaError::Body(_) | ImaError::Invalid(_) => ErrorClass::BadRequest,
+            ImaError::State(_) => ErrorClass::State,
+            ImaError::Io { .. } | ImaError::Load { .. } => ErrorClass::Failed,
+        }
+    }
+}
+
+impl From<ImaError> for ModuleError {
+    fn from(e: ImaError) -> ModuleError {
+        ModuleError::new(MODULE, e.class(), e)
+    }
+}
+
+/// What the profile wants on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wanted {
+    policy: Option<String>,
+    dropin: Option<String>,
+}
+
+fn wanted(ima: &ImaProfile) -> Wanted {
+    Wanted {
+        policy: ima.policy(),
+        dropin: ima.manage_cmdline.then(|| grub_dropin(ima.mode)),
+    }
+}
+
+fn parsed(text: &str) -> Result<Policy, ImaError> {
+    parse_policy(text, &DEBIAN_6_1)
+        .map_err(|errs| ImaError::Invalid(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))
+}
+
+/// The module's metrics; they carry `module="ima"`.
+#[derive(Debug, Default, Clone)]
+struct Gauges {
+    enforcing: Gauge,
+    mode_matches: Gauge,
+    policy_loaded: Gauge,
+    reboot_needed: Gauge,
+    measurements: Gauge,
+    violations: Gauge,
+    unlabelled: Gauge,
+    scan_age: Gauge,
+}
+
+/// The IMA module.
+#[derive(Debug, Default)]
+pub struct Ima {
+    scanner: Scanner,
+    gauges: Gauges,
+    /// Failing count of the last scan that was audited.
+    audited_failing: Option<u64>,
+    /// The profile's scan job, for the periodic scan.
+    job: Option<ScanJob>,
+}
+
+fn change(op: ChangeOp, what: String) -> Change {
+    Change {
+        module: MODULE.to_owned(),
+        op,
+        what,
+    }
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Ima {
+    pub fn new() -> Ima {
+        Ima::default()
+    }
+
+    fn job(cx: &Cx<'_>, ima: &ImaProfile, policy: Policy) -> ScanJob {
+        ScanJob {
+            roots: vec![cx.host.root().to_path_buf()],
+            root: cx.host.root().to_path_buf(),
+            policy,
+            skip: ima.scan_skip(),
+            cert: ima.signatures.then(|| cx.host.path(&ima.signing_cert)),
+            limit: Some(REPORT_LIMIT),
+        }
+    }
+
+    /// Whether this apply moves the host into enforce: the profile
+    /// enforces, something Bulwark does changes (the policy file, the
+    /// drop-in, a load now), and this boot does not already enforce exactly
+    /// this policy.
+    fn moving_to_enforce(ih: &ImaHost, ima: &ImaProfile, w: &Wanted) -> Result<bool, ImaError> {
+        let Some(policy) = &w.policy else { return Ok(false) };
+        if ima.mode != ImaMode::Enforce {
+            return Ok(false);
+        }
+        let kernel = ih.kernel()?;
+        let running = ih.cmdline();
+        let already = running.appraise_mode() == "enforce" && kernel == Kernel::Loaded(Some(sha256_hex(policy)));
+        let changes = ih.policy_file()?.as_ref() != Some(policy)
+            || (w.dropin.is_some() && ih.dropin()? != w.dropin)
+            || kernel == Kernel::NotLoaded;
+        Ok(changes && !already)
+    }
+
+    /// The pre-flight scan; refuses unless clean or forced.
+    fn guard(&mut self, cx: &mut Cx<'_>, ima: &ImaProfile, policy_text: &str) -> Result<(), ImaError> {
+        let policy = parsed(policy_text)?;
+        let mut job = Ima::job(cx, ima, policy);
+        job.limit = Some(REFUSAL_LIST);
+        let report = job.run();
+        let failing = report.counts.failing();
+        self.remember(report.clone());
+        if failing == 0 {
+            return Ok(());
+        }
+        let mut list: Vec<String> = report
+            .files
+            .iter()
+            .map(|f| format!("{} ({}: {})", f.path, f.state.map_or("?", |s| s.as_str()), f.detail))
+            .collect();
+        if failing > list.len() as u64 {
+            list.push(format!("and {} more", failing - list.len() as u64));
+        }
+        let list = list.join("\n  ");
+        if cx.force {
+            cx.event(
+                &audit::IMA_ENFORCE_FORCED,
+                Outcome::Success,
+                format!("{failing} file(s) would be denied: {}", list.replace("\n  ", "; ")),
+            );
+            return Ok(());
+        }
+        cx.event(
+            &audit::IMA_ENFORCE_REFUSED,
+            Outcome::Refused,
+            format!("{failing} file(s) would be denied: {}", list.replace("\n  ", "; ")),
+        );
+        Err(ImaError::EnforceRefused { failing, list })
+    }
+
+    fn remember(&mut self, report: ScanReport) {
+        self.gauges.unlabelled.set(as_i64(report.counts.failing()));
+        self.scanner.last = Some(report);
+    }
+
+    /// Whether loading now is safe: the running kernel does not enforce,
+    /// or the profile enforces too (and the guard passed).
+    fn may_load_now(ih: &ImaHost, ima: &ImaProfile, policy: &str) -> bool {
+        let appraises = parsed(policy).map(|p| p.appraises()).unwrap_or(true);
+        !appraises || ih.cmdline().appraise_mode() != "enforce" || ima.mode == ImaMode::Enforce
+    }
+
+    /// `loaded`, `after-reboot`, `reboot-needed`, `not-loaded` or `none`.
+    fn policy_state(ih: &ImaHost, wanted: Option<&str>) -> Result<&'static str, ImaError> {
+        Ok(match (ih.kernel()?, wanted) {
+            (Kernel::NoIma, _) => "none",
+            (_, None) => "none",
+            (Kernel::NotLoaded, Some(_)) => match ih.policy_file()? {
+                Some(_) => "after-reboot",
+                None => "not-loaded",
+            },
+            (Kernel::Loaded(Some(sha)), Some(w)) if sha == sha256_hex(w) => "loaded",
+            (Kernel::Loaded(_), Some(w)) if ih.policy_file()?.as_deref() == Some(w) => "reboot-needed",
+            (Kernel::Loaded(_), Some(_)) => "reboot-needed",
+        })
+    }
+
+    /// The commands left for the operator, in order.
+    fn pending(ih: &ImaHost, ima: &ImaProfile, policy_state: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let want = wanted_appraise(ima.mode);
+        let word = format!("ima_appraise={want}");
+        let running = ih.cmdline();
+        let cmdline_ok = running.appraise.as_deref() == Some(want)
+            || (matches!(ima.mode, ImaMode::Off | ImaMode::Measure) && running.appraise.is_none());
+        if ima.manage_cmdline && !cmdline_ok {
+            match ih.grub_cfg_has(&word) {
+                Some(false) => out.push("update-grub".to_owned()),
+                Some(true) => {}
+                None => out.push(format!(
+                    "add {word} to the kernel command line of this host's boot loader (no /boot/grub/grub.cfg)"
+                )),
+            }
+        } else if !cmdline_ok {
+            out.push(format!(
+                "add {word} to the kernel command line (manage_cmdline = false)"
+            ));
+        }
+        if !cmdline_ok || matches!(policy_state, "after-reboot" | "reboot-needed") {
+            out.push("reboot".to_owned());
+        }
+        out
+    }
+
+    fn state(&mut self, cx: &Cx<'_>, ima: &ImaProfile) -> Result<ImaState, ImaError> {
+        let ih = ImaHost::new(cx.host.clone());
+        let w = wanted(ima);
+        let kernel = ih.kernel()?;
+        let policy = Ima::policy_state(&ih, w.policy.as_deref())?;
+        let running = ih.cmdline();
+        let state = ImaState {
+            mode_wanted: ima.mode.as_str().to_owned(),
+            mode_in_force: running.appraise_mode().to_owned(),
+            kernel_ima: kernel != Kernel::NoIma,
+            policy_file_current: ih.policy_file()? == w.policy,
+            policy: policy.to_owned(),
+            pending: Ima::pending(&ih, ima, policy),
+            measurements: ih.counter("runtime_measurements_count"),
+            violations: ih.counter("violations"),
+            last_scan: self.scanner.last.as_ref().map(|r| ScanSummary {
+                finished: r.started + r.duration_ms / 1000,
+                duration_ms: r.duration_ms,
+                counts: r.counts,
+            }),
+        };
+        let g = &self.gauges;
+        g.enforcing
+            .set(i64::from(state.kernel_ima && state.mode_in_force == "enforce"));
+        g.mode_matches
+            .set(i64::from(state.mode_in_force == wanted_appraise(ima.mode)));
+        g.policy_loaded.set(i64::from(policy == "loaded"));
+        g.reboot_needed
+            .set(i64::from(state.pending.iter().any(|p| p == "reboot")));
+        g.measurements.set(as_i64(state.measurements.unwrap_or(0)));
+        g.violations.set(as_i64(state.violations.unwrap_or(0)));
+        if let Some(s) = &state.last_scan {
+            g.scan_age.set(as_i64(host::now().saturating_sub(s.finished)));
+        }
+        Ok(state)
+    }
+
+    /// Remove what Bulwark created: its policy file and drop-in.
+    fn unmanage(&mut self, cx: &mut Cx<'_>) -> Result<(), ImaError> {
+        let ih = ImaHost::new(cx.host.clone());
+        let mut removed = Vec::new();
+        if ih.policy_file()?.is_some_and(|t| ImaHost::policy_is_ours(&t)) {
+            ih.remove(POLICY_FILE)?;
+            removed.push(POLICY_FILE);
+        }
+        if ih.dropin()?.is_some() {
+            ih.remove(GRUB_DROPIN)?;
+            removed.push(GRUB_DROPIN);
+        }
+        self.job = None;
+        self.scanner.next = None;
+        if !removed.is_empty() {
+            cx.event(
+                &audit::IMA_UNMANAGED,
+                Outcome::Success,
+                format!(
+                    "removed {}; the running kernel keeps its policy until reboot",
+                    removed.join(", ")
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn converge(&mut self, cx: &mut Cx<'_>, ima: &ImaProfile) -> Result<(), ImaError> {
+        let ih = ImaHost::new(cx.host.clone());
+        let w = wanted(ima);
+        if let Some(p) = &w.policy {
+            if Ima::moving_to_enforce(&ih, ima, &w)? {
+                self.guard(cx, ima, p)?;
+            }
+        }
+        let before = ih.policy_file()?;
+        if let Some(text) = &before {
+            if !ImaHost::policy_is_ours(text) && w.policy.is_some() {
+                return Err(ImaError::Foreign {
+                    path: POLICY_FILE.to_owned(),
+                });
+            }
+        }
+        match &w.policy {
+            Some(p) if before.as_ref() != Some(p) => {
+                ih.write(POLICY_FILE, p)?;
+                cx.event(
+                    &audit::IMA_POLICY_WRITTEN,
+                    Outcome::Success,
+                    format!(
+                        "template {}, mode {}, sha256 {}",
+                        ima.template,
+                        ima.mode.as_str(),
+                        sha256_hex(p)
+                    ),
+                );
+            }
+            Some(_) => {}
+            None if before.as_deref().is_some_and(ImaHost::policy_is_ours) => ih.remove(POLICY_FILE)?,
+            None => {}
+        }
+        if let Some(p) = &w.policy {
+            if ih.kernel()? == Kernel::NotLoaded && Ima::may_load_now(&ih, ima, p) {
+                if let Err(e) = ih.load(p) {
+                    // Put the file back: a policy the kernel refuses now would
+                    // fail at boot too.
+                    match &before {
+                        Some(old) => ih.write(POLICY_FILE, old)?,
+                        None => ih.remove(POLICY_FILE)?,
+                    }
+                    return Err(e);
+                }
+                cx.event(
+                    &audit::IMA_POLICY_LOADED,
+                    Outcome::Success,
+                    format!(
+                        "sha256 {} under ima_appraise={}",
+                        sha256_hex(p),
+                        ih.cmdline().appraise_mode()
+                    ),
+                );
+            }
+        }
+        let dropin = ih.dropin()?;
+        if dropin != w.dropin {
+            match &w.dropin {
+                Some(d) => ih.write(GRUB_DROPIN, d)?,
+                None => ih.remove(GRUB_DROPIN)?,
+            }
+            let what = match &w.dropin {
+                Some(_) => format!(
+                    "{GRUB_DROPIN}: ima_appraise={}; run update-grub and reboot",
+                    wanted_appraise(ima.mode)
+                ),
+                None => format!("{GRUB_DROPIN} removed; run update-grub"),
+            };
+            cx.event(&audit::IMA_CMDLINE_CHANGED, Outcome::Success, what);
+        }
+        self.job = w
+            .policy
+            .as_deref()
+            .map(parsed)
+            .transpose()?
+            .map(|p| Ima::job(cx, ima, p));
+        if let Some(job) = self.job.clone() {
+            if job.policy.appraises() {
+                self.scanner.start(job);
+            }
+        }
+        Ok(())
+    }
+
+    fn plan_for(cx: &Cx<'_>, ima: Option<&ImaProfile>) -> Result<Vec<Change>, ImaError> {
+        let ih = ImaHost::new(cx.host.clone());
+        let mut out = Vec::new();
+        let have_policy = ih.policy_file()?;
+        let have_dropin = ih.dropin()?;
+        let Some(ima) = ima else {
+            if have_policy.as_deref().is_some_and(ImaHost::policy_is_ours) {
+                out.push(change(
+                    ChangeOp::Remove,
+                    format!("{POLICY_FILE} (the running kernel keeps its policy until reboot)"),
+                ));
+            }
+            if have_dropin.is_some() {
+                out.push(change(
+                    ChangeOp::Remove,
+                    format!("{GRUB_DROPIN} (then run `update-grub`)"),
+                ));
+            }
+            return Ok(out);
+        };
+        let w = wanted(ima);
+        match (&have_policy, &w.policy) {
+            (None, Some(p)) | (Some(_), Some(p)) if have_policy.as_ref() != Some(p) => {
+                let rules = parsed(p).map(|x| x.rules.len()).unwrap_or(0);
+                let op = if have_policy.is_some() {
+                    ChangeOp::Change
+                } else {
+                    ChangeOp::Add
+                };
+                out.push(change(
+                    op,
+                    format!(
+                        "{POLICY_FILE} (template {}, mode {}, {rules} rules)",
+                        ima.template,
+                        ima.mode.as_str()
+                    ),
+                ));
+                let load = match ih.kernel()? {
+                    Kernel::NoIma => "not loaded: this kernel has no IMA (/sys/kernel/security/ima)".to_owned(),
+                    Kernel::NotLoaded if Ima::may_load_now(&ih, ima, p) => "load the policy into the running kernel now".to_owned(),
+                    Kernel::NotLoaded => format!(
+                        "not loaded now: this boot enforces (ima_appraise={}) and the profile wants {}; takes effect after reboot",
+                        ih.cmdline().appraise_mode(),
+                        ima.mode.as_str()
+                    ),
+                    Kernel::Loaded(_) => "takes effect after reboot (this boot already runs a custom policy)".to_owned(),
+                };
+                out.push(change(ChangeOp::Change, load));
+            }
+            (Some(old), None) if ImaHost::policy_is_ours(old) => {
+                out.push(change(
+                    ChangeOp::Remove,
+                    format!("{POLICY_FILE} (mode off; the running kernel keeps its policy until reboot)"),
+                ));
+            }
+            _ => {}
+        }
+        if have_dropin != w.dropin {
+            let what = match (&w.dropin, &have_dropin) {
+                (Some(_), _) => format!(
+                    "{GRUB_DROPIN} (ima_appraise={}; then run `update-grub` and `reboot`)",
+                    wanted_appraise(ima.mode)
+                ),
+                (None, _) => format!("{GRUB_DROPIN} (manage_cmdline = false; then run `update-grub`)"),
+            };
+            let op = match (&w.dropin, &have_dropin) {
+                (Some(_), None) => ChangeOp::Add,
+                (None, _) => ChangeOp::Remove,
+                _ => ChangeOp::Change,
+            };
+            out.push(change(op, what));
+        }
+        if ima.mode == ImaMode::Enforce && Ima::moving_to_enforce(&ih, ima, &w)? {
+            out.push(change(
+                ChangeOp::Change,
+                "moving to enforce: a pre-flight scan must find every appraised file labelled (or --force)".to_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn checks(&mut self, cx: &Cx<'_>, ima: &ImaProfile) -> Vec<Check> {
+        let check = |name: &str, level, reason: String| Check {
+            name: name.to_owned(),
+            module: MODULE.to_owned(),
+            level,
+            reason,
+        };
+        let state = match self.state(cx, ima) {
+            Ok(s) => s,
+            Err(e) => return vec![check("ima", Level::Critical, e.to_string())],
+        };
+        let mut out = Vec::new();
+        let wants_kernel = ima.mode != ImaMode::Off;
+        if !state.kernel_ima {
+            let level = if wants_kernel { Level::Critical } else { Level::Ok };
+            out.push(check(
+                "ima-kernel",
+                level,
+                format!("no {SECURITYFS}: this kernel has no IMA"),
+            ));
+            return out;
+        }
+        let want = wanted_appraise(ima.mode);
+        let steps = if state.pending.is_empty() {
+            String::new()
+        } else {
+            format!("; to do: {}", state.pending.join(", then "))
+        };
+        let mode_ok = match ima.mode {
+            ImaMode::Fix | ImaMode::Enforce => state.mode_in_force == want,
+            // Without appraise rules the appraisal mode does not matter,
+            // unless a built-in appraise policy is on the command line.
+            ImaMode::Off | ImaMode::Measure => ImaHost::new(cx.host.clone()).cmdline().builtin_appraisal().is_none(),
+        };
+        out.push(check(
+            "ima-mode",
+            if mode_ok { Level::Ok } else { Level::Warning },
+            format!(
+                "ima_appraise={} in force, profile wants {} (mode {}){steps}",
+                state.mode_in_force,
+                want,
+                ima.mode.as_str()
+            ),
+        ));
+        let (level, reason) = match state.policy.as_str() {
+            "loaded" => (Level::Ok, "this boot runs the profile's policy".to_owned()),
+            "after-reboot" => (Level::Warning, "the policy file takes effect after reboot".to_owned()),
+            "reboot-needed" => (
+                Level::Warning,
+                "reboot needed: this boot runs another policy than /etc/ima/ima-policy (the kernel takes one policy per boot)".to_owned(),
+            ),
+            "not-loaded" => (Level::Warning, "no custom policy loaded".to_owned()),
+            _ => (Level::Ok, "no policy (mode off)".to_owned()),
+        };
+        out.push(check("ima-policy", level, reason));
+        if matches!(ima.mode, ImaMode::Fix | ImaMode::Enforce) {
+            let (level, reason) = match &state.last_scan {
+                None if self.scanner.running() => (Level::Ok, "first scan running".to_owned()),
+                None => (Level::Ok, "no scan yet".to_owned()),
+                Some(s) => {
+                    let age = host::now().saturating_sub(s.finished);
+                    let failing = s.counts.failing();
+                    let what = format!(
+                        "{} appraised file(s): {} ok, {} signed, {} missing, {} stale, {} unreadable (scan {}s ago)",
+                        s.counts.total(),
+                        s.counts.ok,
+                        s.counts.signed,
+                        s.counts.missing,
+                        s.counts.stale,
+                        s.counts.unreadable,
+                        age
+                    );
+                    if failing == 0 && age > 2 * scan::INTERVAL.as_secs() {
+                        (Level::Warning, format!("{what}; the scan is old"))
+                    } else if failing == 0 {
+                        (Level::Ok, what)
+                    } else if state.mode_in_force == "enforce" {
+                        (
+                            Level::Critical,
+                            format!("{what}: enforce denies them; run `bulwarkctl ima label --all`"),
+                        )
+                    } else {
+                        (
+                            Level::Warning,
+                            format!("{what}: enforce would deny them; run `bulwarkctl ima label --all`"),
+                        )
+                    }
+                }
+            };
+            out.push(check("ima-labels", level, reason));
+        }
+        out
+    }
+}
+
+impl Module for Ima {
+    fn name(&self) -> &'static str {
+        MODULE
+    }
+
+    fn render(&self, profile: &Profile) -> Artifacts {
+        let mut a = Artifacts::new();
+        if let Some(ima) = &profile.ima {
+            let w = wanted(ima);
+            if let Some(p) = w.policy {
+                a.insert("ima-policy".to_owned(), p);
+            }
+            if let Some(d) = w.dropin {
+                a.insert("50-bulwark-ima.cfg".to_owned(), d);
+            }
+        }
+        a
+    }
+
+    fn plan(
+        &mut self,
+        cx: &mut Cx<'_>,
+        profile: &Profile,
+        _current: Option<&Profile>,
+    ) -> Result<Vec<Change>, ModuleError> {
+        Ok(Ima::plan_for(cx, profile.ima.as_ref())?)
+    }
+
+    fn check(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
+        let Some(ima) = &profile.ima else { return Ok(()) };
+        let ih = ImaHost::new(cx.host.clone());
+        let w = wanted(ima);
+        if let Some(text) = ih.policy_file()? {
+            if !ImaHost::policy_is_ours(&text) && w.policy.is_some() {
+                return Err(ImaError::Foreign {
+                    path: POLICY_FILE.to_owned(),
+                }
+                .into());
+            }
+        }
+        if let Some(p) = &w.policy {
+            if Ima::moving_to_enforce(&ih, ima, &w)? {
+                self.guard(cx, ima, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
+        match &profile.ima {
+            Some(ima) => self.converge(cx, ima)?,
+            None => self.unmanage(cx)?,
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, cx: &mut Cx<'_>, current: &Profile) -> Result<Vec<String>, ModuleError> {
+        let ih = ImaHost::new(cx.host.clone());
+        let mut out = Vec::new();
+        let Some(ima) = &current.ima else { return Ok(out) };
+        let w = wanted(ima);
+        if ih.policy_file().map_err(ModuleError::from)? != w.policy {
+            out.push(format!("{POLICY_FILE} differs from the profile"));
+        }
+        if ih.dropin().map_err(ModuleError::from)? != w.dropin {
+            out.push(format!("{GRUB_DROPIN} differs from the profile"));
+        }
+        Ok(out)
+    }
+
+    fn drift_events(&self) -> DriftEvents {
+        DriftEvents {
+            repaired: &audit::IMA_DRIFT_REPAIRED,
+            detected: &audit::IMA_DRIFT_DETECTED,
+        }
+    }
+
+    fn health(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check> {
+        match current.and_then(|p| p.ima.as_ref()) {
+            Some(ima) => self.checks(cx, ima),
+            None => Vec::new(),
+        }
+    }
+
+    fn status(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus {
+        let Some(ima) = current.and_then(|p| p.ima.as_ref()) else {
+            return ModuleStatus {
+                module: MODULE.to_owned(),
+                managed: false,
+                summary: "not managed".to_owned(),
+                ..ModuleStatus::default()
+            };
+        };
+        let checks = self.checks(cx, ima);
+        let level = checks.iter().map(|c| c.level).max().unwrap_or_default();
+        match self.state(cx, ima) {
+            Ok(s) => ModuleStatus {
+                module: MODULE.to_owned(),
+                managed: true,
+                level,
+                summary: format!(
+                    "mode {} (ima_appraise={} in force), policy {}",
+                    s.mode_wanted, s.mode_in_force, s.policy
+                ),
+                details: serde_json::to_value(&s).unwrap_or_default(),
+            },
+            Err(e) => ModuleStatus {
+                module: MODULE.to_owned(),
+                managed: true,
+                level: Level::Critical,
+                summary: e.to_string(),
+                details: serde_json::Value::Null,
+            },
+        }
+    }
+
+    fn tick(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> Option<Instant> {
+        let ima = current.and_then(|p| p.ima.as_ref())?;
+        if self.job.is_none() {
+            // After a restart: the generation in force decides what to scan.
+            self.job = ima.policy().and_then(|t| parsed(&t).ok()).map(|p| Ima::job(cx, ima, p));
+        }
+        if let Some(report) = self.scanner.poll() {
+            let failing = report.counts.failing();
+            let counts = report.counts;
+            let ms = report.duration_ms;
+            self.gauges.unlabelled.set(as_i64(failing));
+            if self.audited_failing != Some(failing) {
+                self.audited_failing = Some(failing);
+                cx.event(
+                    &audit::IMA_SCAN,
+                    Outcome::Success,
+                    format!(
+                        "{} appraised file(s) in {ms} ms: {} ok, {} signed, {} missing, {} stale, {} unreadable",
+                        counts.total(),
+                        counts.ok,
+                        counts.signed,
+                        counts.missing,
+                        counts.stale,
+                        counts.unreadable
+                    ),
+                );
+            }
+        }
+        let job = self.job.clone().filter(|j| j.policy.appraises())?;
+        let due = self.scanner.next.is_none_or(|n| Instant::now() >= n);
+        if due && !self.scanner.running() {
+            self.scanner.start(job);
+        }
+        // Poll a running scan every few seconds; otherwise wake for the next one.
+        Some(if self.scanner.running() {
+            Instant::now() + Duration::from_secs(2)
+        } else {
+            self.scanner.next.unwrap_or_else(|| Instant::now() + scan::INTERVAL)
+        })
+    }
+
+    fn action_role(&self, action: &str) -> Option<ActionRole> {
+        match action {
+            "state" | "report" => Some(ActionRole::Read),
+            "scan" | "labelled" => Some(ActionRole::Admin),
+            _ => None,
+        }
+    }
+
+    fn action(
+        &mut self,
+        cx: &mut Cx<'_>,
+        current: Option<&Profile>,
+        action: &str,
+        body: serde_json::Value,
+    ) -> ActionResult {
+        let not_managed = || {
+            ModuleError::new(
+                MODULE,
+                ErrorClass::Conflict,
+                "the profile in force has no [ima] section: apply one first",
+            )
+        };
+        let ima = current.and_then(|p| p.ima.as_ref());
+        match action {
+            "state" => {
+                let ima = ima.ok_or_else(not_managed)?;
+                let s = self.state(cx, ima)?;
+                Ok(json(&s))
+            }
+            "report" => Ok(serde_json::to_value(&self.scanner.last).unwrap_or_default()),
+            "scan" => {
+                let ima = ima.ok_or_else(not_managed)?;
+                let req: ScanRequest = if body.is_null() {
+                    ScanRequest::default()
+                } else {
+                    serde_json::from_value(body).map_err(ImaError::from)?
+                };
+                let text = ima.policy().ok_or_else(not_managed)?;
+                let mut job = Ima::job(cx, ima, parsed(&text)?);
+                if !req.paths.is_empty() {
+                    job.roots = req.paths.iter().map(|p| cx.host.path(p)).collect();
+                }
+                job.limit = Some(req.limit.unwrap_or(REPORT_LIMIT));
+                let report = job.run();
+                self.remember(report.clone());
+                Ok(json(&report))
+            }
+            "labelled" => {
+                let run: LabelRun = serde_json::from_value(body).map_err(ImaError::from)?;
+                let mut msg = format!(
+                    "{}: {} labelled, {} already current, {} failed in {} ms",
+                    run.source, run.labelled, run.current, run.failed, run.duration_ms
+                );
+                if !run.packages.is_empty() {
+                    msg.push_str(&format!(" (packages: {})", run.packages.join(", ")));
+                }
+                if !run.failures.is_empty() {
+                    msg.push_str(&format!("; failures: {}", run.failures.join("; ")));
+                }
+                let outcome = if run.failed == 0 {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                };
+                cx.event(&audit::IMA_LABELLED, outcome, msg);
+                // Labels changed: rescan for health.
+                if let Some(job) = self.job.clone() {
+                    self.scanner.next = None;
+                    self.scanner.start(job);
+                }
+                Ok(json(&LabelRunRecorded {
+                    event: audit::IMA_LABELLED.id.to_owned(),
+                }))
+            }
+            other => Err(ModuleError::new(
+                MODULE,
+                ErrorClass::NotFound,
+                format!("no action {other:?}"),
+            )),
+        }
+    }
+
+    fn register_metrics(&mut self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_label(("module".into(), MODULE.into()));
+        let g = &self.gauges;
+        r.register(
+            "ima_enforcing",
+            "1 when this boot appraises in enforce mode",
+            g.enforcing.clone(),
+        );
+        r.register(
+            "ima_mode_matches",
+            "1 when the appraisal mode in force is the profile's",
+            g.mode_matches.clone(),
+        );
+        r.register(
+            "ima_policy_loaded",
+            "1 when this boot runs the profile's policy",
+            g.policy_loaded.clone(),
+        );
+        r.register(
+            "ima_reboot_needed",
+            "1 when a reboot is needed to take the profile into use",
+            g.reboot_needed.clone(),
+        );
+        r.register(
+            "ima_measurements",
+            "Entries in the IMA runtime measurement list",
+            g.measurements.clone(),
+        );
+        r.register(
+            "ima_violations",
+            "Integrity violations the kernel counted",
+            g.violations.clone(),
+        );
+        r.register(
+            "ima_unlabelled_files",
+            "Appraised files the last scan found missing, stale or unreadable",
+            g.unlabelled.clone(),
+        );
+        r.register(
+            "ima_scan_age_seconds",
+            "Seconds since the last scan finished",
+            g.scan_age.clone(),
+        );
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// An answer as JSON (these types always serialise).
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
