@@ -43,6 +43,26 @@ pub fn template(name: &str) -> Option<&'static Template> {
 /// file (and never removes anyone else's).
 pub const POLICY_HEADER: &str = "# Managed by Bulwark";
 
+/// Header comment naming a directory the scan does not report.
+pub const SCAN_SKIP: &str = "# bulwark-scan-skip: ";
+/// Header comment naming the certificate signatures are verified with.
+pub const SIGNING_CERT: &str = "# bulwark-signing-cert: ";
+
+/// What a policy file Bulwark wrote records for the scan: the `scan_skip`
+/// directories and the signing certificate.
+pub fn header_records(policy: &str) -> (Vec<String>, Option<String>) {
+    let mut skip = Vec::new();
+    let mut cert = None;
+    for line in policy.lines().take_while(|l| l.starts_with('#')) {
+        if let Some(d) = line.strip_prefix(SCAN_SKIP) {
+            skip.push(d.trim().to_owned());
+        } else if let Some(c) = line.strip_prefix(SIGNING_CERT) {
+            cert = Some(c.trim().to_owned());
+        }
+    }
+    (skip, cert)
+}
+
 /// Why each hook is appraised, for the comment above its rule.
 fn why(func: Func) -> &'static str {
     match func {
@@ -73,6 +93,13 @@ pub fn render_policy(ima: &Ima) -> Option<String> {
         ima.template,
         ima.mode.as_str()
     );
+    // For bulwarkctl and the dpkg hook, which read this file, not the profile.
+    for dir in ima.scan_skip() {
+        out.push_str(&format!("{SCAN_SKIP}{dir}\n"));
+    }
+    if ima.signatures {
+        out.push_str(&format!("{SIGNING_CERT}{}\n", ima.signing_cert));
+    }
     let t = template(&ima.template).map_or("", |t| t.text);
     out.push_str(t);
     if !out.ends_with('\n') {

@@ -407,6 +407,9 @@ fn signatures_and_measure_change_the_generated_rules() {
         "{text}"
     );
     assert!(text.contains("\nmeasure func=BPRM_CHECK\n"), "{text}");
+    let (skip, cert) = super::templates::header_records(&text);
+    assert_eq!(cert.as_deref(), Some("/etc/bulwark/ima/cert.der"));
+    assert_eq!(skip.len(), 2, "{skip:?}");
     let policy = parse_policy(&text, &DEBIAN_6_1).unwrap();
     assert!(
         policy
@@ -442,8 +445,9 @@ fn a_bad_extra_rule_is_refused_with_its_index_policy_line_token_and_reason() {
     assert_eq!(e.errors.len(), 1, "{e}");
     let err = &e.errors[0];
     assert_eq!(err.path, "ima.extra_rules[1]");
-    // Two header lines, the template, the extra_rules comment and the first extra rule come first.
-    let line = 2 + TEMPLATES[0].text.lines().count() + 3;
+    // Two header lines, two scan-skip records, the template, the
+    // extra_rules comment and the first extra rule come first.
+    let line = 2 + 2 + TEMPLATES[0].text.lines().count() + 3;
     assert!(
         err.reason
             .starts_with(&format!("policy line {line}: `appraise_type=imasig|modsig`:")),
