@@ -269,6 +269,9 @@ pub struct ImaPolicyArgs {
     /// DER certificate that verifies signatures [default: the policy's signing_cert]
     #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
+    /// Treat DIR as the host's / (a mounted image); PATHs are inside it
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

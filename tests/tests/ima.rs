@@ -152,7 +152,7 @@ fn scan_lists_unlabelled_files_and_label_writes_what_evmctl_writes() {
     );
 
     // Byte for byte what evmctl writes for the same content.
-    let twin = t.root.join("twin");
+    let twin = t.root.parent().unwrap().join("twin");
     fs::copy(&tool, &twin).unwrap();
     run_ok(Command::new("evmctl").args(["ima_hash", "-a", "sha256"]).arg(&twin));
     assert_eq!(xattr_hex(&tool), xattr_hex(&twin));
@@ -241,7 +241,8 @@ fn the_dpkg_hook_labels_the_files_of_changed_packages_only() {
     let stamp = t.root.join("stamp");
     let new = t.exe("usr/bin/new-tool", "#!/bin/sh\necho new\n");
     let old = t.exe("usr/bin/old-tool", "#!/bin/sh\necho old\n");
-    // Installed before the stamp: not this run's business.
+    // Installed before the stamp: not this run's business. Lists name
+    // directories too ("/.", "/usr"): the hook must never walk them.
     fs::write(admin.join("info/old.list"), format!("/.\n/usr\n{}\n", old.display())).unwrap();
     fs::write(&stamp, format!("{}\n", now_ms() + 1)).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));

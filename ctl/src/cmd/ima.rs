@@ -46,6 +46,8 @@ pub fn run(ctx: &Ctx<'_>, out: &mut dyn Write, command: &ImaCommand) -> anyhow::
 
 /// The policy in force, what its header records, and the verifier.
 struct Loaded {
+    /// The host's / (`--root`).
+    root: PathBuf,
     policy: Policy,
     skip: Vec<String>,
     verifier: Option<Verifier>,
@@ -75,6 +77,7 @@ fn load(args: &ImaPolicyArgs) -> anyhow::Result<Loaded> {
         None => None,
     };
     Ok(Loaded {
+        root: fs::canonicalize(&args.root).with_context(|| format!("cannot find {}", args.root.display()))?,
         policy,
         skip,
         verifier,
@@ -82,13 +85,22 @@ fn load(args: &ImaPolicyArgs) -> anyhow::Result<Loaded> {
     })
 }
 
-fn roots(all: bool, paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// The trees to walk: PATHs (inside `root` when it is not `/`), or all of `root`.
+fn roots(root: &Path, all: bool, paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let root = fs::canonicalize(root).with_context(|| format!("cannot find {}", root.display()))?;
     if all || paths.is_empty() {
-        return Ok(vec![PathBuf::from("/")]);
+        return Ok(vec![root]);
     }
     paths
         .iter()
-        .map(|p| fs::canonicalize(p).with_context(|| format!("cannot find {}", p.display())))
+        .map(|p| {
+            let inside = if root == Path::new("/") {
+                p.clone()
+            } else {
+                root.join(p.strip_prefix("/").unwrap_or(p))
+            };
+            fs::canonicalize(&inside).with_context(|| format!("cannot find {}", inside.display()))
+        })
         .collect()
 }
 
@@ -122,11 +134,11 @@ impl Meter {
 
 fn scan_cmd(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ImaPolicyArgs, paths: &[PathBuf]) -> anyhow::Result<u8> {
     let l = load(args)?;
-    let roots = roots(false, paths)?;
+    let roots = roots(&args.root, false, paths)?;
     let mut meter = Meter::new();
     let report = scan(
         &roots,
-        Path::new("/"),
+        &l.root,
         &l.policy,
         &l.skip,
         l.verifier.as_ref(),
@@ -196,7 +208,7 @@ fn label_roots(l: &Loaded, roots: &[PathBuf], signer: Option<&Signer>, meter: &m
         source: if signer.is_some() { "sign" } else { "bulwarkctl" }.to_owned(),
         ..LabelRun::default()
     };
-    walk(roots, Path::new("/"), &l.policy, &l.skip, |item| match item {
+    walk(roots, &l.root, &l.policy, &l.skip, |item| match item {
         Item::Progress(n) => meter.show(&format!(
             "looked at {n} files: {} labelled, {} current, {} failed",
             run.labelled, run.current, run.failed
@@ -261,7 +273,7 @@ fn label_cmd(
         Some(k) => Some(Signer::load(k, l.cert.as_deref()).with_context(|| format!("signing key {}", k.display()))?),
         None => None,
     };
-    let roots = roots(all, paths)?;
+    let roots = roots(&args.root, all, paths)?;
     let mut meter = Meter::new();
     let run = label_roots(&l, &roots, signer.as_ref(), &mut meter);
     report_run(ctx, &run);
@@ -355,9 +367,12 @@ fn changed_packages(admindir: &Path, since: u128) -> anyhow::Result<(Vec<String>
             continue;
         }
         packages.push(pkg.to_owned());
+        // Only the package's regular files: a directory in the list ("/.",
+        // "/usr/bin") must never become a tree to walk.
         for line in fs::read_to_string(entry.path())?.lines() {
-            if line.starts_with('/') {
-                files.insert(PathBuf::from(line));
+            let path = PathBuf::from(line);
+            if line.starts_with('/') && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
+                files.insert(path);
             }
         }
     }
