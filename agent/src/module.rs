@@ -35,7 +35,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bulwark_model::api::{Change, Check, ModuleStatus};
+use bulwark_model::api::{Change, Check, Level, ModuleStatus};
 use bulwark_model::Profile;
 
 use crate::audit::{EventKind, Outcome};
@@ -136,11 +136,13 @@ impl<'a> Cx<'a> {
 }
 
 /// The audit events of a module's drift: one when it is repaired, one when
-/// it is only reported (`drift = "report"`).
+/// it is only reported (`drift = "report"`), and how bad drift left in place
+/// is for health (CRITICAL for the firewall: the host may be open).
 #[derive(Debug, Clone, Copy)]
 pub struct DriftEvents {
     pub repaired: &'static EventKind,
     pub detected: &'static EventKind,
+    pub level: Level,
 }
 
 /// A module's answer to an action: its JSON response.
@@ -172,6 +174,15 @@ pub trait Module: Any + Send {
         Ok(())
     }
 
+    /// At start-up, before anything that can fail: when the host holds none
+    /// of this module's protection (after a reboot), put a documented
+    /// failsafe in place, so a host whose state turns out to be unreadable
+    /// is never left open. `last` is the newest profile that could be read,
+    /// if any. Returns whether a failsafe was installed.
+    fn failsafe(&mut self, _cx: &mut Cx<'_>, _last: Option<&Profile>) -> Result<bool, ModuleError> {
+        Ok(false)
+    }
+
     /// The artifacts a generation keeps for this module, rendered from the
     /// profile. Pure; empty when the module has nothing to keep.
     fn render(&self, profile: &Profile) -> Artifacts;
@@ -190,6 +201,14 @@ pub trait Module: Any + Send {
     /// checked without changing anything (nft -c, a backend that can start,
     /// a binary's digest). Changes nothing.
     fn check(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError>;
+
+    /// Checks that guard a profile an operator applies (or dry-runs)
+    /// against the live host, before any module changes anything. Not run
+    /// for rollbacks, reverts, start-up restores or drift repair: those put
+    /// back what was in force and must not be held up by today's host.
+    fn preflight(&mut self, _cx: &mut Cx<'_>, _profile: &Profile) -> Result<(), ModuleError> {
+        Ok(())
+    }
 
     /// Converge the host to `profile`. Audit events go through `cx`.
     fn apply(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError>;
@@ -213,9 +232,10 @@ pub trait Module: Any + Send {
         None
     }
 
-    /// Who may call `action`; `None`: no such action.
-    fn action_role(&self, _action: &str) -> Option<ActionRole> {
-        None
+    /// The module's actions and who may call each. The API authorises a
+    /// caller from this table before anything reaches the engine thread.
+    fn actions(&self) -> &'static [(&'static str, ActionRole)] {
+        &[]
     }
 
     /// A module-specific command (`POST /v1/modules/<name>/<action>`).

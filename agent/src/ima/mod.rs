@@ -334,11 +334,6 @@ impl Ima {
     fn converge(&mut self, cx: &mut Cx<'_>, ima: &ImaProfile) -> Result<(), ImaError> {
         let ih = ImaHost::new(cx.host.clone());
         let w = wanted(ima);
-        if let Some(p) = &w.policy {
-            if Ima::moving_to_enforce(&ih, ima, &w)? {
-                self.guard(cx, ima, p)?;
-            }
-        }
         let before = ih.policy_file()?;
         if let Some(text) = &before {
             if !ImaHost::policy_is_ours(text) && w.policy.is_some() {
@@ -623,15 +618,24 @@ impl Module for Ima {
     fn check(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
         let Some(ima) = &profile.ima else { return Ok(()) };
         let ih = ImaHost::new(cx.host.clone());
-        let w = wanted(ima);
         if let Some(text) = ih.policy_file()? {
-            if !ImaHost::policy_is_ours(&text) && w.policy.is_some() {
+            if !ImaHost::policy_is_ours(&text) && ima.policy().is_some() {
                 return Err(ImaError::Foreign {
                     path: POLICY_FILE.to_owned(),
                 }
                 .into());
             }
         }
+        Ok(())
+    }
+
+    /// The enforce guard: an operator's apply (or dry run) that moves the
+    /// host into enforce is refused while files would be denied. Restores,
+    /// rollbacks and drift repair put back what was in force and skip it.
+    fn preflight(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
+        let Some(ima) = &profile.ima else { return Ok(()) };
+        let ih = ImaHost::new(cx.host.clone());
+        let w = wanted(ima);
         if let Some(p) = &w.policy {
             if Ima::moving_to_enforce(&ih, ima, &w)? {
                 self.guard(cx, ima, p)?;
@@ -666,6 +670,8 @@ impl Module for Ima {
         DriftEvents {
             repaired: &audit::IMA_DRIFT_REPAIRED,
             detected: &audit::IMA_DRIFT_DETECTED,
+            // The file only matters at the next boot.
+            level: Level::Warning,
         }
     }
 
@@ -749,12 +755,13 @@ impl Module for Ima {
         })
     }
 
-    fn action_role(&self, action: &str) -> Option<ActionRole> {
-        match action {
-            "state" | "report" => Some(ActionRole::Read),
-            "scan" | "labelled" => Some(ActionRole::Admin),
-            _ => None,
-        }
+    fn actions(&self) -> &'static [(&'static str, ActionRole)] {
+        &[
+            ("state", ActionRole::Read),
+            ("report", ActionRole::Read),
+            ("scan", ActionRole::Admin),
+            ("labelled", ActionRole::Admin),
+        ]
     }
 
     fn action(

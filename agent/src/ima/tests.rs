@@ -244,7 +244,7 @@ fn moving_to_enforce_is_refused_while_a_file_is_unlabelled_and_nothing_is_writte
     let mut m = Ima::new();
     let mut cx = Cx::new(&r.host, 0);
     let e = profile("mode = \"enforce\"");
-    let err = m.apply(&mut cx, &e).unwrap_err();
+    let err = m.preflight(&mut cx, &e).unwrap_err();
     assert_eq!(err.class, ErrorClass::Conflict);
     let text = err.to_string();
     assert!(
@@ -255,7 +255,6 @@ fn moving_to_enforce_is_refused_while_a_file_is_unlabelled_and_nothing_is_writte
     assert_eq!(ids(&mut cx), ["BWK-IMA-0006"]);
     assert!(r.read(POLICY_FILE).is_none(), "nothing written");
     assert!(r.read(GRUB_DROPIN).is_none(), "nothing written");
-    assert!(m.check(&mut cx, &e).is_err(), "the dry run refuses too");
     cx.take_events();
 
     // Labelled (as bulwarkctl does), the same apply goes through.
@@ -263,7 +262,7 @@ fn moving_to_enforce_is_refused_while_a_file_is_unlabelled_and_nothing_is_writte
         bulwark_imalabel::label_file(&bin, false, None, None),
         bulwark_imalabel::LabelOutcome::Labelled
     );
-    m.check(&mut cx, &e).unwrap();
+    m.preflight(&mut cx, &e).unwrap();
     m.apply(&mut cx, &e).unwrap();
     assert!(r.read(GRUB_DROPIN).unwrap().contains("ima_appraise=enforce"));
     let events = ids(&mut cx);
@@ -279,7 +278,9 @@ fn force_overrides_the_guard_and_is_audited() {
     r.executable("/usr/local/bin/unlabelled");
     let mut m = Ima::new();
     let mut cx = Cx::new(&r.host, 0).with_force(true);
-    m.apply(&mut cx, &profile("mode = \"enforce\"")).unwrap();
+    let e = profile("mode = \"enforce\"");
+    m.preflight(&mut cx, &e).unwrap();
+    m.apply(&mut cx, &e).unwrap();
     let events = ids(&mut cx);
     assert_eq!(events[0], "BWK-IMA-0007", "{events:?}");
     assert!(r.read(POLICY_FILE).is_some());

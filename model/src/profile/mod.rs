@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use toml::{Table, Value};
 
+mod cross;
 mod fields;
 mod firewall;
 mod ima;
@@ -20,16 +21,23 @@ mod k3s;
 mod monitoring;
 mod wireguard;
 
-pub use fields::{interface_name, parse_cidr, port};
+pub use fields::{
+    interface_matches, interface_name, interface_pattern, parse_cidr, port, UPLINK_PREFIXES, WILDCARD_MIN_PREFIX,
+};
 pub use firewall::Firewall;
 pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
-pub use wireguard::{Backend, WireGuard};
+pub use wireguard::{Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN};
 
 /// Top-level tables a profile may contain.
 const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "ima"];
-const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval"];
+const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval", "keep_generations"];
+/// Generations kept on disk unless the profile says otherwise.
+pub const KEEP_GENERATIONS: usize = 50;
+/// Fewest generations a profile may keep: the one in force and one to roll back to.
+const KEEP_GENERATIONS_MIN: i64 = 2;
+const KEEP_GENERATIONS_MAX: i64 = 10_000;
 
 /// Shortest and longest drift interval a profile may ask for.
 const DRIFT_INTERVAL_MIN: Duration = Duration::from_secs(1);
@@ -45,6 +53,9 @@ pub struct Profile {
     /// How often the drift loop re-observes the host.
     #[serde(with = "humantime_secs")]
     pub drift_interval: Duration,
+    /// How many generations stay on disk (the newest; plus any a pending
+    /// confirmation still needs).
+    pub keep_generations: usize,
     pub firewall: Firewall,
     /// `[wireguard]`: the admin VPN; absent means no VPN is managed.
     pub wireguard: Option<WireGuard>,
@@ -182,11 +193,16 @@ impl Checker<'_> {
         let drift_interval = meta
             .and_then(|t| self.duration(t, "profile", "drift_interval", DRIFT_INTERVAL_MIN, DRIFT_INTERVAL_MAX))
             .unwrap_or(Duration::from_secs(30));
-        let mut firewall = self
+        let keep_generations = meta.and_then(|t| self.keep_generations(t)).unwrap_or(KEEP_GENERATIONS);
+        let (mut firewall, trusted) = self
             .section(doc, "firewall", false)
             .map(|t| self.firewall(t))
             .unwrap_or_default();
-        let wireguard = self.section(doc, "wireguard", false).and_then(|t| self.wireguard(t));
+        let (wireguard, vpn) = match self.section(doc, "wireguard", false) {
+            Some(t) => self.wireguard(t),
+            None => (None, Default::default()),
+        };
+        self.cross_checks(&firewall, &trusted, &vpn);
         if let Some(wg) = &wireguard {
             // The VPN must be reachable to be useful: open its port to everyone.
             if !firewall.public_udp.contains(&wg.listen_port) {
@@ -206,6 +222,7 @@ impl Checker<'_> {
             name: name?,
             drift,
             drift_interval,
+            keep_generations,
             firewall,
             wireguard,
             k3s,
@@ -244,6 +261,20 @@ impl Checker<'_> {
                 .unwrap_or_default();
             let what = if prefix.is_empty() { "table" } else { "key" };
             self.err(join(prefix, key), format!("unknown {what}{hint}"));
+        }
+    }
+
+    fn keep_generations(&mut self, t: &Table) -> Option<usize> {
+        let v = t.get("keep_generations")?;
+        match v.as_integer() {
+            Some(n) if (KEEP_GENERATIONS_MIN..=KEEP_GENERATIONS_MAX).contains(&n) => usize::try_from(n).ok(),
+            _ => {
+                self.err(
+                    "profile.keep_generations",
+                    format!("expected a number in {KEEP_GENERATIONS_MIN}-{KEEP_GENERATIONS_MAX}, found {v}"),
+                );
+                None
+            }
         }
     }
 
@@ -336,8 +367,24 @@ impl Checker<'_> {
         prefix: &str,
         key: &str,
         what: &str,
-        mut item: impl FnMut(&Value) -> Result<T, String>,
+        item: impl FnMut(&Value) -> Result<T, String>,
     ) -> Vec<T> {
+        self.array_at(t, prefix, key, what, item)
+            .into_iter()
+            .map(|(_, x)| x)
+            .collect()
+    }
+
+    /// [`Checker::array`], keeping each good element's TOML path
+    /// (`firewall.cluster_cidrs[1]`) for checks that compare elements.
+    fn array_at<T>(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        what: &str,
+        mut item: impl FnMut(&Value) -> Result<T, String>,
+    ) -> Vec<(String, T)> {
         let path = join(prefix, key);
         let Some(v) = t.get(key) else { return Vec::new() };
         let Some(items) = v.as_array() else {
@@ -347,7 +394,7 @@ impl Checker<'_> {
         let mut out = Vec::with_capacity(items.len());
         for (i, v) in items.iter().enumerate() {
             match item(v) {
-                Ok(x) => out.push(x),
+                Ok(x) => out.push((format!("{path}[{i}]"), x)),
                 Err(reason) => self.err(format!("{path}[{i}]"), reason),
             }
         }
@@ -362,11 +409,28 @@ impl Checker<'_> {
     }
 
     fn cidrs(&mut self, t: &Table, prefix: &str, key: &str) -> Vec<IpNet> {
-        self.array(t, prefix, key, "CIDR strings", |v| {
+        self.cidrs_at(t, prefix, key, |_, _| Ok(()))
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect()
+    }
+
+    /// CIDRs with their TOML paths; `allow` refuses networks a list must not
+    /// hold, given the network and the string as written.
+    fn cidrs_at(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        allow: impl Fn(&IpNet, &str) -> Result<(), String>,
+    ) -> Vec<(String, IpNet)> {
+        self.array_at(t, prefix, key, "CIDR strings", |v| {
             let s = v
                 .as_str()
                 .ok_or_else(|| format!("expected a CIDR string, found {}", v.type_str()))?;
-            parse_cidr(s)
+            let net = parse_cidr(s)?;
+            allow(&net, s)?;
+            Ok(net)
         })
     }
 }
