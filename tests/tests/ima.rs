@@ -297,3 +297,146 @@ fn now_ms() -> u128 {
         .unwrap()
         .as_millis()
 }
+
+/// Under bulwarkd's `--root`: a kernel with IMA that takes one policy, a
+/// command line, a boot id.
+fn fake_kernel(root: &Path, cmdline: &str) {
+    for d in ["sys/kernel/security/ima", "proc/sys/kernel/random"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("sys/kernel/security/ima/policy"), "").unwrap();
+    fs::write(root.join("proc/cmdline"), format!("root=/dev/vda {cmdline}\n")).unwrap();
+    fs::write(
+        root.join("proc/sys/kernel/random/boot_id"),
+        "0f0e0d0c-0000-4000-8000-000000000001\n",
+    )
+    .unwrap();
+}
+
+const FIX: &str = "[profile]
+name = \"ima-fix\"
+
+[firewall]
+public_tcp = [22]
+
+[ima]
+mode = \"fix\"
+";
+
+const ENFORCE_SSH: &str = "[profile]
+name = \"ima-enforce\"
+
+[firewall]
+public_tcp = [22]
+
+[ima]
+mode = \"enforce\"
+";
+
+#[test]
+fn bulwarkd_loads_the_policy_now_guards_enforce_and_audits_label_runs() {
+    require_root();
+    let mut lab = Lab::new("ima-daemon");
+    fake_kernel(&lab.daemon.root, "ima_appraise=fix");
+    lab.daemon.start(None);
+    let d = &lab.daemon;
+    let root = d.root.clone();
+
+    let fix = d.write_profile("fix", FIX);
+    let r = d.ctl(&["apply", "--dry-run", fix.to_str().unwrap()]);
+    assert!(r.ok(), "{r}\n{}", d.logs());
+    assert!(r.stdout.contains("load the policy into the running kernel now"), "{r}");
+    let r = d.ctl(&["apply", fix.to_str().unwrap()]);
+    assert!(r.ok(), "{r}\n{}", d.logs());
+    let policy = fs::read_to_string(root.join("etc/ima/ima-policy")).unwrap();
+    assert!(policy.starts_with("# Managed by Bulwark"), "{policy}");
+    let loaded = fs::read_to_string(root.join("sys/kernel/security/ima/policy")).unwrap();
+    assert!(
+        loaded.contains("appraise func=BPRM_CHECK fowner=0\n") && !loaded.contains('#'),
+        "{loaded}"
+    );
+    // The kernel drops its policy file after the one load it takes.
+    fs::remove_file(root.join("sys/kernel/security/ima/policy")).unwrap();
+    let state: serde_json::Value = d.ctl_json(&["ima", "status"]);
+    assert_eq!(state["policy"], "loaded", "{state}");
+    assert_eq!(state["mode_in_force"], "fix", "{state}");
+    assert!(fs::read_to_string(root.join("etc/default/grub.d/50-bulwark-ima.cfg"))
+        .unwrap()
+        .contains("ima_appraise=fix"));
+
+    // An unlabelled root-owned executable under the root: enforce is refused.
+    let bin = root.join("usr/local/bin/tool");
+    fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    fs::write(&bin, "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let enforce = d.write_profile("enforce", ENFORCE_SSH);
+    let gens = d.generations().len();
+    let r = d.ctl(&["apply", enforce.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("moving to IMA enforce refused"), "{r}");
+    assert!(r.stderr.contains("/usr/local/bin/tool (missing"), "{r}");
+    assert_eq!(d.generations().len(), gens, "a refused apply made a generation");
+    assert!(fs::read_to_string(root.join("etc/ima/ima-policy"))
+        .unwrap()
+        .contains("mode fix"));
+    assert!(d.audit_tail(20).iter().any(|e| e.event == "BWK-IMA-0006"));
+
+    // bulwarkctl labels it (reporting the run to bulwarkd), then enforce passes.
+    let policy_path = root.join("etc/ima/ima-policy");
+    let r = d.ctl(&[
+        "ima",
+        "label",
+        "--policy",
+        policy_path.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "/usr/local/bin",
+    ]);
+    assert!(r.ok(), "{r}");
+    assert!(!r.stderr.contains("not in the audit log"), "{r}\n{}", d.logs());
+    let events = d.audit_tail(20);
+    let run = events
+        .iter()
+        .find(|e| e.event == "BWK-IMA-0005")
+        .expect("label run audited");
+    assert!(run.message.contains("bulwarkctl: 1 labelled"), "{run:?}");
+    assert_eq!(run.iso27001_2022, ["A.8.19", "A.8.7"]);
+    let r = d.ctl(&["apply", enforce.to_str().unwrap()]);
+    assert!(r.ok(), "{r}\n{}", d.logs());
+    assert!(r.stdout.contains("update-grub"), "the plan says what remains:\n{r}");
+    let state: serde_json::Value = d.ctl_json(&["ima", "status"]);
+    assert_eq!(state["policy"], "reboot-needed", "{state}");
+    assert_eq!(
+        state["pending"],
+        serde_json::json!([
+            "add ima_appraise=enforce to the kernel command line of this host's boot loader (no /boot/grub/grub.cfg)",
+            "reboot"
+        ]),
+        "{state}"
+    );
+    let r = d.ctl(&["health"]);
+    assert!(
+        r.stdout.contains("ima-policy") && r.stdout.contains("reboot needed"),
+        "{r}"
+    );
+
+    // Another unlabelled file: --force overrides the guard, audited.
+    fs::copy(&bin, root.join("usr/local/bin/other")).unwrap();
+    let enforce2 = d.write_profile(
+        "enforce2",
+        ENFORCE_SSH.replace("mode = \"enforce\"", "mode = \"enforce\"\nmeasure = true"),
+    );
+    let r = d.ctl(&["apply", enforce2.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let r = d.ctl(&["apply", "--force", enforce2.to_str().unwrap()]);
+    assert!(r.ok(), "{r}\n{}", d.logs());
+    assert!(d.audit_tail(20).iter().any(|e| e.event == "BWK-IMA-0007"));
+
+    // Without [ima]: Bulwark's files go, "until reboot" in the plan.
+    let plain = d.write_profile("plain", "[profile]\nname = \"plain\"\n[firewall]\npublic_tcp = [22]\n");
+    let r = d.ctl(&["apply", plain.to_str().unwrap()]);
+    assert!(r.ok(), "{r}");
+    assert!(r.stdout.contains("until reboot"), "{r}");
+    assert!(!root.join("etc/ima/ima-policy").exists());
+    assert!(!root.join("etc/default/grub.d/50-bulwark-ima.cfg").exists());
+}
