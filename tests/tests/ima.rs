@@ -419,6 +419,16 @@ fn bulwarkd_loads_the_policy_now_guards_enforce_and_audits_label_runs() {
         r.stdout.contains("ima-policy") && r.stdout.contains("reboot needed"),
         "{r}"
     );
+    let (code, metrics) = d.http("GET", "/v1/metrics", None);
+    assert_eq!(code, 200, "{metrics}");
+    for series in [
+        "bulwark_ima_reboot_needed{module=\"ima\"} 1",
+        "bulwark_ima_policy_loaded{module=\"ima\"} 0",
+        "bulwark_ima_enforcing{module=\"ima\"} 0",
+        "bulwark_ima_measurements{module=\"ima\"}",
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
 
     // Another unlabelled file: --force overrides the guard, audited.
     fs::copy(&bin, root.join("usr/local/bin/other")).unwrap();

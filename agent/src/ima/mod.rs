@@ -586,7 +586,8 @@ impl Module for Ima {
     }
 
     fn register_metrics(&mut self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_label(("module".into(), MODULE.into()));
+        // The registry handed in already labels every series module="ima".
+        let r = registry;
         let g = &self.gauges;
         r.register(
             "ima_enforcing",
