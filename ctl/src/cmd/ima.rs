@@ -12,7 +12,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use bulwark_imalabel::walk::{walk, Item};
 use bulwark_imalabel::{label_file, scan, LabelOutcome, Progress, Signer, Verifier};
-use bulwark_model::ima::api::{ImaState, LabelRun, ScanReport};
+use bulwark_model::api::{ApplyRequest, ApplyResponse};
+use bulwark_model::ima::api::{ImaState, LabelRun, ScanReport, MODULE};
 use bulwark_model::ima::grammar::{parse_policy, Policy, DEBIAN_6_1};
 use bulwark_model::ima::templates::{header_records, POLICY_HEADER};
 
@@ -21,6 +22,8 @@ use crate::cli::{ImaCommand, ImaPolicyArgs};
 use crate::error::{self, FAILED, OK};
 use crate::output;
 
+/// Files a refusal lists before "and N more" (as bulwarkd's).
+const REFUSAL_LIST: usize = 10;
 /// Failures a label run reports to bulwarkd.
 const REPORTED_FAILURES: usize = 20;
 
@@ -452,4 +455,77 @@ fn dpkg_hook(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ImaPolicyArgs, admindir:
         Err(e) => error::warn(&format!("IMA labels after dpkg were not written: {e:#}")),
     }
     OK
+}
+
+/// The whole-host half of the enforce guard. bulwarkd scans what its
+/// sandbox shows it (ProtectKernelModules hides /usr/lib/modules,
+/// ProtectHome /root and /home), so `bulwarkctl apply` running as root
+/// scans the whole host itself before an apply that bulwarkd's plan says
+/// moves to enforce, and refuses while files would be denied (`--force`
+/// skips both halves).
+pub fn enforce_preflight(ctx: &Ctx<'_>, profile: &bulwark_model::Profile, req: &ApplyRequest) -> anyhow::Result<()> {
+    let Some(ima) = &profile.ima else { return Ok(()) };
+    if ima.mode != bulwark_model::profile::ImaMode::Enforce || req.force || !euid_is_root() {
+        return Ok(());
+    }
+    let Some(text) = ima.policy() else { return Ok(()) };
+    let mut dry = req.clone();
+    dry.dry_run = true;
+    // A refusal by bulwarkd's own scan is the answer as it stands.
+    let plan: ApplyResponse = ctx.client()?.post("/v1/apply", Some(&dry))?.decode()?;
+    let moving = plan
+        .plan
+        .changes
+        .iter()
+        .any(|c| c.module == MODULE && c.what.starts_with("moving to enforce"));
+    if !moving {
+        return Ok(());
+    }
+    let policy = parse_policy(&text, &DEBIAN_6_1)
+        .map_err(|e| anyhow::anyhow!("the profile's IMA policy does not parse: {e:?}"))?;
+    let verifier = if ima.signatures {
+        let cert = Path::new(&ima.signing_cert);
+        Some(Verifier::from_cert_file(cert).with_context(|| format!("signing certificate {}", cert.display()))?)
+    } else {
+        None
+    };
+    // The host as bulwarkd sees it: its --root (a temporary one in tests).
+    let status: bulwark_model::api::Status = ctx.client()?.get("/v1/status")?.decode()?;
+    let root = PathBuf::from(if status.root.is_empty() {
+        "/"
+    } else {
+        status.root.as_str()
+    });
+    let mut meter = Meter::new();
+    let report = scan(
+        std::slice::from_ref(&root),
+        &root,
+        &policy,
+        &ima.scan_skip(),
+        verifier.as_ref(),
+        Some(REFUSAL_LIST),
+        |p: &Progress| {
+            meter.show(&format!(
+                "pre-flight scan for enforce: {} files, {} would be denied",
+                p.files_seen, p.failing
+            ))
+        },
+    );
+    meter.done();
+    let failing = report.counts.failing();
+    if failing == 0 {
+        return Ok(());
+    }
+    let mut list: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| format!("{} ({}: {})", f.path, f.state.map_or("?", |s| s.as_str()), f.detail))
+        .collect();
+    if failing > list.len() as u64 {
+        list.push(format!("and {} more", failing - list.len() as u64));
+    }
+    bail!(
+        "moving to IMA enforce refused by bulwarkctl's scan of the whole host: {failing} file(s) the policy appraises would be denied:\n  {}\nlabel them (`bulwarkctl ima label --all`, or the paths) and apply again, or apply with --force",
+        list.join("\n  ")
+    )
 }

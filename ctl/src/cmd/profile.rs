@@ -83,6 +83,7 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         confirm_secs: args.confirm,
         force: args.force,
     };
+    super::ima::enforce_preflight(ctx, &profile, &req)?;
     let answer = ctx.client()?.post("/v1/apply", Some(&req))?;
     finish(ctx, out, &answer, Action::Apply)
 }
