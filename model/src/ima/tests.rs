@@ -525,3 +525,40 @@ fn cmdline_parameters_and_the_kernels_default_mode() {
     );
     assert!(grub_dropin(ImaMode::Measure).contains("ima_appraise=off"));
 }
+
+#[test]
+fn conditions_a_scan_cannot_judge_err_towards_listing_the_file() {
+    let p = |text: &str| parse_policy(text, &DEBIAN_6_1).unwrap();
+    let f = facts("/usr/bin/ls", 0xef53, 0, 0o755);
+    // The acting uid is unknown: an appraise rule on it may apply...
+    assert!(p("appraise func=BPRM_CHECK uid=0").verdict(&f).is_some());
+    // ...and a dont_appraise on it cannot be relied on.
+    assert!(p("dont_appraise uid=1000\nappraise func=BPRM_CHECK")
+        .verdict(&f)
+        .is_some());
+    assert!(
+        p("dont_appraise fsuuid=8bcbe394-4f13-4144-be8e-5aa9ea2ce2f6\nappraise fowner=0")
+            .verdict(&f)
+            .is_some()
+    );
+    // What a scan knows decides: the owner, the filesystem, the hook's mask.
+    assert!(p("dont_appraise fowner=0\nappraise func=BPRM_CHECK")
+        .verdict(&f)
+        .is_none());
+    assert!(p("appraise func=BPRM_CHECK mask=MAY_READ").verdict(&f).is_none());
+    assert!(p("appraise func=BPRM_CHECK mask=MAY_EXEC fgroup=0")
+        .verdict(&f)
+        .is_some());
+    // A signature rule that may decide makes the file need a signature.
+    let v = p("appraise func=BPRM_CHECK euid=0 appraise_type=imasig\nappraise func=BPRM_CHECK")
+        .verdict(&f)
+        .unwrap();
+    assert!(v.signature);
+    // A rule without func= covers every file hook: a plain data file too.
+    let data = facts("/etc/passwd", 0xef53, 0, 0o644);
+    assert_eq!(p("appraise fowner=0").verdict(&data).unwrap().funcs, [Func::FileCheck]);
+    assert!(p("appraise fowner=0").skipped_magics().is_empty());
+    assert!(p("dont_appraise fsmagic=0x9fa0 func=BPRM_CHECK\nappraise fowner=0")
+        .skipped_magics()
+        .is_empty());
+}
