@@ -9,5 +9,6 @@ pub mod api;
 pub mod cidr;
 pub mod ima;
 pub mod profile;
+pub mod text;
 
 pub use profile::{Profile, ProfileError, ValidationErrors};

@@ -151,7 +151,7 @@ impl Engine {
         if removed > 0 {
             log::warn!(removed; "removed {removed} temporary file(s) left by an interrupted write");
         }
-        let mut audit = AuditLog::open(&host.log_dir())?;
+        let mut audit = AuditLog::open(&host)?;
         let key = match IntegrityKey::load_or_create(&state_dir) {
             Ok(k) => k,
             Err(e) => {

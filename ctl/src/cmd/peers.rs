@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
 use bulwark_model::api::{AddPeerRequest, AddPeerResponse, PeerInfo};
+use bulwark_model::text::escape;
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 
@@ -61,7 +62,8 @@ pub fn add(ctx: &Ctx<'_>, out: &mut dyn Write, args: &AddPeerArgs) -> anyhow::Re
     let place = written.map_or_else(String::new, |w| format!("; config written to {} (0600)", w.display()));
     eprintln!(
         "added peer {} at {} (expires {expires}){place}; this config is shown only once",
-        p.name, p.address
+        escape(&p.name),
+        escape(&p.address)
     );
     Ok(OK)
 }
@@ -106,7 +108,14 @@ pub fn remove(ctx: &Ctx<'_>, out: &mut dyn Write, name: &str, yes: bool) -> anyh
     if ctx.json {
         emit(out, &answer.pretty())?;
     } else {
-        emit(out, &format!("removed peer {} ({})\n", removed.name, removed.address))?;
+        emit(
+            out,
+            &format!(
+                "removed peer {} ({})\n",
+                escape(&removed.name),
+                escape(&removed.address)
+            ),
+        )?;
     }
     Ok(OK)
 }
