@@ -99,6 +99,8 @@ pub struct Cx<'a> {
     pub host: &'a Host,
     /// uid of the caller the engine acts for (0: the daemon itself).
     pub uid: u32,
+    /// The caller asked to override a module's guard (`apply --force`).
+    pub force: bool,
     events: Vec<Event>,
 }
 
@@ -107,8 +109,15 @@ impl<'a> Cx<'a> {
         Cx {
             host,
             uid,
+            force: false,
             events: Vec::new(),
         }
+    }
+
+    /// Pass the apply request's `force` on to the modules.
+    pub fn with_force(mut self, force: bool) -> Cx<'a> {
+        self.force = force;
+        self
     }
 
     /// Ask for an audit event; the engine records it when the call returns.

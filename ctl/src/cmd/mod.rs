@@ -12,6 +12,7 @@ use crate::client::{Client, ClientError};
 use crate::error;
 
 mod docs;
+mod ima;
 mod peers;
 mod profile;
 mod query;
@@ -56,6 +57,7 @@ pub fn run(cli: &Cli) -> u8 {
         Command::Audit {
             command: AuditCommand::Verify,
         } => query::audit_verify(&ctx, &mut out),
+        Command::Ima { command } => ima::run(&ctx, &mut out, command),
         Command::Completions { shell } => docs::completions(&mut out, *shell),
         Command::Man { dir } => docs::man(&mut out, dir),
     };

@@ -103,7 +103,9 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         source: Some(name),
         dry_run: args.dry_run,
         confirm_secs: args.confirm,
+        force: args.force,
     };
+    super::ima::enforce_preflight(ctx, &profile, &req)?;
     let client = ctx.client()?;
     let answer = client.post("/v1/apply", Some(&req))?;
     let Some(secs) = args.wait else {
