@@ -438,6 +438,7 @@ fn confirm_with_a_generation_keeps_only_that_one() {
                 source: None,
                 dry_run: false,
                 confirm_secs: Some(600),
+                force: false,
             },
             0,
         )
