@@ -18,7 +18,8 @@ use crate::client::ClientError;
 /// Success.
 pub const OK: u8 = 0;
 /// The change failed (what was kept is in the message), a check failed
-/// (a broken audit chain), or anything not classed below.
+/// (a broken audit chain, files `ima scan` finds), or anything not classed
+/// below.
 pub const FAILED: u8 = 1;
 /// Usage error (clap's own code).
 pub const USAGE: u8 = 2;
@@ -30,7 +31,8 @@ pub const INVALID: u8 = 4;
 /// The caller lacks the group the request needs.
 pub const FORBIDDEN: u8 = 5;
 /// The host's state refuses it: a confirm window is open, another
-/// generation awaits confirmation, nothing to confirm, a name is taken.
+/// generation awaits confirmation, nothing to confirm, a name is taken, a
+/// module's guard refuses (IMA enforce while files would be denied).
 pub const CONFLICT: u8 = 6;
 /// No such generation, peer or route.
 pub const NOT_FOUND: u8 = 7;
@@ -47,15 +49,16 @@ pub const WAIT_TIMEOUT: u8 = 10;
 pub const EXIT_CODES: &str = "\
 Exit codes (with --json, stdout holds a JSON body whose `kind` is shown):
    0  success
-   1  failed: the change failed, or a check did (apply_failed, state_error,
-      wireguard_failed, error)
+   1  failed: the change failed, or a check did: a broken audit chain, files
+      ima scan finds (apply_failed, state_error, wireguard_failed, error)
    2  usage error (usage)
    3  daemon unreachable; nothing happened (unreachable)
    4  invalid input: profile, file or request (invalid_profile, bad_input,
       bad_request, too_large)
    5  permission denied (forbidden)
    6  conflict: a confirm window is open, another generation awaits
-      confirmation, nothing to confirm, a name is taken (conflict)
+      confirmation, nothing to confirm, a name is taken, a module's guard
+      refuses (conflict)
    7  no such generation or peer (not_found)
    8  refused: the profile would drop this SSH session (ssh_lockout)
    9  unavailable: busy, stopping or the connection broke; a change may

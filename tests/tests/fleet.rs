@@ -279,21 +279,31 @@ fn a_rolling_rollout_over_ssh_to_three_hosts() {
     // Facts, and the fleet's Prometheus targets from them.
     let (r, _) = fleet.playbook("facts.yml", &[]);
     assert!(r.ok(), "facts run failed:\n{r}\n{}", fleet.logs());
-    let sd: Value = serde_json::from_str(&fs::read_to_string(fleet.path("file_sd.json")).unwrap()).unwrap();
-    let targets: Vec<(String, String)> = sd
+    let sd_text = fs::read_to_string(fleet.path("file_sd.json")).unwrap();
+    if std::env::var_os("BULWARK_FLEET_SHOW").is_some() {
+        eprintln!("file_sd.json:\n{sd_text}");
+    }
+    let sd: Value = serde_json::from_str(&sd_text).unwrap();
+    let targets: Vec<(&str, &str, &str)> = sd
         .as_array()
         .unwrap()
         .iter()
         .map(|t| {
+            let label = |k: &str| t["labels"][k].as_str().unwrap();
             (
-                t["labels"]["instance"].as_str().unwrap().to_owned(),
-                t["targets"][0].as_str().unwrap().to_owned(),
+                label("instance"),
+                label("bulwark_profile"),
+                t["targets"][0].as_str().unwrap(),
             )
         })
         .collect();
     assert_eq!(
         targets,
-        ["host1", "host2", "host3"].map(|h| (h.to_owned(), "10.8.0.1:9469".to_owned())),
+        [
+            ("host1", "fleet-8443", "10.8.0.1:9469"),
+            ("host2", "fleet-8080", "10.8.0.1:9469"),
+            ("host3", "fleet-8080", "10.8.0.1:9469"),
+        ],
         "{sd}"
     );
 }

@@ -57,8 +57,9 @@ options:
     default: 60
   force:
     description:
-      - Apply even when bulwarkctl's SSH guard finds that the profile drops the SSH session the module
-        runs in. The confirm window is then what brings the host back.
+      - Apply even when a guard refuses (C(bulwarkctl apply --force)). That is bulwarkctl's SSH guard, when
+        the profile drops the SSH session the module runs in (the confirm window is then what brings the
+        host back), and bulwarkd's own, such as moving to IMA enforce while files would be denied.
     type: bool
     default: false
   confirm_generation:
