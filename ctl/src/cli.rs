@@ -100,9 +100,9 @@ could cut you off.
 
 With --wait[=SECS], bulwarkctl returns only once the host's health is no longer
 CRITICAL (a WARNING, such as the open confirm window itself, is fine), at most
-SECS seconds (60 without a value), and exits 10 if it stays CRITICAL (with
---json the answer then gains `health`, the last health read; on exit 10 the
-error body holds `apply` and `health`). The
+SECS seconds (60 without a value), and exits 10 if it stays CRITICAL. With
+--json, the answer gains `health` (the last health read); on exit 10 the
+error body holds the apply's answer as `apply`, and `health`. The
 apply itself is synchronous (the firewall is read back before bulwarkd
 answers); what --wait adds is the time modules take to settle: a userspace
 WireGuard coming up, K3s restarting behind its drop-ins.
