@@ -45,6 +45,7 @@ options:
       - Seconds the change stays unconfirmed before it reverts by itself (C(bulwarkctl apply --confirm)).
         It must cover O(wait) plus the time a new connection to the host takes.
       - V(0) applies without a confirm window, and so without the reconnect check. Not recommended.
+        At most V(86400) (a day).
     type: int
     default: 120
   wait:
@@ -52,7 +53,7 @@ options:
       - After the apply, wait up to this many seconds until the host's health is not CRITICAL
         (C(bulwarkctl apply --wait)); a host that stays CRITICAL fails the task and, with a confirm
         window, is not confirmed.
-      - V(0) does not wait.
+      - V(0) does not wait; at most V(3600).
     type: int
     default: 60
   force:
@@ -258,9 +259,10 @@ def main():
     if p['src'] is not None:
         module.fail_json(msg='src is rendered by the bulwark.host.bulwark_profile action plugin; '
                              'call the module through it (the fully qualified name does), or pass content')
-    for name in ('confirm_timeout', 'wait'):
-        if not 0 <= p[name] <= 86400:
-            module.fail_json(msg='%s must be between 0 and 86400 seconds, not %d' % (name, p[name]))
+    # bulwarkctl's own bounds: a confirm window of at most a day, a wait of at most an hour.
+    for name, most in (('confirm_timeout', 86400), ('wait', 3600)):
+        if not 0 <= p[name] <= most:
+            module.fail_json(msg='%s must be between 0 and %d seconds, not %d' % (name, most, p[name]))
     ctl = Bulwarkctl(module)
     if p['confirm_generation'] is not None:
         if module.check_mode:
