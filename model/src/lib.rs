@@ -8,5 +8,6 @@
 pub mod api;
 pub mod cidr;
 pub mod profile;
+pub mod vault;
 
 pub use profile::{Profile, ProfileError, ValidationErrors};

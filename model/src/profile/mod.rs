@@ -17,16 +17,18 @@ mod fields;
 mod firewall;
 mod k3s;
 mod monitoring;
+mod vault;
 mod wireguard;
 
 pub use fields::{interface_name, parse_cidr, port};
 pub use firewall::Firewall;
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
+pub use vault::{CredentialStore, Custody, Implementation, Location, Source, Tls, Transit, Vault};
 pub use wireguard::{Backend, WireGuard};
 
 /// Top-level tables a profile may contain.
-const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring"];
+const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "vault"];
 const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval"];
 
 /// Shortest and longest drift interval a profile may ask for.
@@ -50,6 +52,8 @@ pub struct Profile {
     pub k3s: Option<K3s>,
     /// `[monitoring]`: optional TCP listener for Prometheus.
     pub monitoring: Monitoring,
+    /// `[vault]`: a pinned, hardened Vault on the host; absent means unmanaged.
+    pub vault: Option<Vault>,
 }
 
 impl Profile {
@@ -197,6 +201,9 @@ impl Checker<'_> {
             .section(doc, "monitoring", false)
             .map(|t| self.monitoring(t, wireguard.as_ref()))
             .unwrap_or_default();
+        let vault = self
+            .section(doc, "vault", false)
+            .and_then(|t| self.vault(t, wireguard.as_ref()));
         Some(Profile {
             name: name?,
             drift,
@@ -205,6 +212,7 @@ impl Checker<'_> {
             wireguard,
             k3s,
             monitoring,
+            vault,
         })
     }
 
