@@ -478,3 +478,67 @@ impl Checker<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::Profile;
+
+    const SHA: &str = "9c5f36287c673f386e1533e9c044169a248e4ee50dd54810fa766e95bd41b788";
+
+    fn profile(vault: &str, wireguard: bool) -> String {
+        let wg = if wireguard {
+            "[wireguard]\naddress = \"10.8.0.1/24\"\nendpoint = \"vps.example.org:51820\"\n"
+        } else {
+            ""
+        };
+        format!("[profile]\nname = \"t\"\n{wg}[vault]\n{vault}\n")
+    }
+
+    fn base(extra: &str) -> String {
+        format!("version = \"2.7.2\"\nsource = {{ url = \"https://example.org/bao\", sha256 = \"{SHA}\" }}\n{extra}")
+    }
+
+    #[test]
+    fn a_static_vault_on_the_vpn_with_its_own_tls_parses() {
+        let text = profile(
+            &base("listen = \"vpn:8200\"\ntls = { cert = \"/etc/bao/c.pem\", key = \"/etc/bao/k.pem\" }\ncustody = \"static\"\n"),
+            true,
+        );
+        let v = Profile::parse("p.toml", &text).unwrap().vault.unwrap();
+        assert_eq!(v.listen, "10.8.0.1:8200".parse().unwrap());
+        assert_eq!((v.shares, v.threshold), (5, 3));
+        assert_eq!(v.custody, super::Custody::Static);
+        assert_eq!(v.credential_store, super::CredentialStore::SystemdCreds);
+    }
+
+    /// Each bad `[vault]` is refused naming its field.
+    #[test]
+    fn bad_vault_sections_are_refused_naming_the_field() {
+        let cases: &[(&str, bool, &str, &str)] = &[
+            (&base("listen = \"0.0.0.0:8200\"\ntls = \"off\"\ncustody = \"manual\""), false, "vault.listen", "not allowed"),
+            (&base("listen = \"192.0.2.1:8200\"\ntls = \"off\"\ncustody = \"manual\""), true, "vault.listen", "loopback or the VPN address 10.8.0.1"),
+            (&base("listen = \"vpn:8200\"\ntls = \"off\"\ncustody = \"manual\""), false, "vault.listen", "needs a [wireguard]"),
+            (&base("listen = \"vpn:8200\"\ntls = \"off\"\ncustody = \"manual\""), true, "vault.tls", "only on loopback"),
+            (&base("tls = \"off\"\ncustody = \"manual\"\nshares = 3\nthreshold = 4"), false, "vault.threshold", "more than the 3 shares"),
+            (&base("tls = \"off\"\ncustody = \"manual\"\nshares = 3\nthreshold = 1"), false, "vault.threshold", "at least 2"),
+            (&base("tls = \"off\"\ncustody = \"manual\"\nshares = 40"), false, "vault.shares", "1-16"),
+            (&base("tls = \"off\"\ncustody = \"sometimes\""), false, "vault.custody", "not one of"),
+            (&base("tls = \"off\""), false, "vault.custody", "missing"),
+            (&base("tls = \"off\"\ncustody = \"transit\""), false, "vault.transit", "missing"),
+            (&base("tls = \"off\"\ncustody = \"static\"\nimplementation = \"vault\""), false, "vault.custody", "HashiCorp Vault has no such seal"),
+            ("version = \"2.7.2\"\nsource = { url = \"https://e/bao\", sha256 = \"abc\" }\ntls = \"off\"\ncustody = \"manual\"", false, "vault.source.sha256", "64 hex digits"),
+            ("version = \"2.7.2\"\nsource = { url = \"ftp://e/bao\", sha256 = \"9c5f36287c673f386e1533e9c044169a248e4ee50dd54810fa766e95bd41b788\" }\ntls = \"off\"\ncustody = \"manual\"", false, "vault.source.url", "http"),
+            ("version = \"latest\"\nsource = { path = \"/opt/bao\", sha256 = \"9c5f36287c673f386e1533e9c044169a248e4ee50dd54810fa766e95bd41b788\" }\ntls = \"off\"\ncustody = \"manual\"", false, "vault.version", "not a version"),
+            (&base("tls = \"off\"\ncustody = \"manual\"\nlisten = \"127.0.0.1:65535\""), false, "vault.listen", "1-65533"),
+            (&base("tls = \"off\"\ncustody = \"manual\"\nshraes = 5"), false, "vault.shraes", "did you mean `shares`"),
+        ];
+        for (vault, wg, path, reason) in cases {
+            let errors = Profile::parse("p.toml", &profile(vault, *wg)).unwrap_err().errors;
+            assert!(
+                errors.iter().any(|e| e.path == *path && e.reason.contains(reason)),
+                "{vault}: wanted {path}: …{reason}…, got {errors:?}"
+            );
+        }
+    }
+}
