@@ -87,14 +87,23 @@ events! {
     CHG_CONFIRMED = "BWK-CHG-0004", Notice, "Confirmed apply kept", CHANGE_2013, CHANGE_2022;
     CHG_REVERTED = "BWK-CHG-0005", Warning, "Unconfirmed apply reverted when its window closed", CHANGE_2013, CHANGE_2022;
     CHG_INVALID = "BWK-CHG-0006", Warning, "Profile refused by validation; nothing changed", CHANGE_2013, CHANGE_2022;
+    CHG_REFUSED_GENERATION = "BWK-CHG-0007", Error, "Stored generation refused: its seal does not match its content", CHANGE_2013, CHANGE_2022;
+    CHG_BOOT_INVALID = "BWK-CHG-0008", Error, "Boot profile refused by validation; the built-in default was applied instead", CHANGE_2013, CHANGE_2022;
+    CHG_SEALED = "BWK-CHG-0009", Notice, "Generations written before seals existed were sealed (trust on first use)", CHANGE_2013, CHANGE_2022;
+    CHG_PRUNED = "BWK-CHG-0010", Info, "Old generations removed by retention", CHANGE_2013, CHANGE_2022;
     FW_DRIFT_REPAIRED = "BWK-FW-0001", Warning, "Firewall drift repaired", NETWORK_2013, NETWORK_2022;
     FW_DRIFT_DETECTED = "BWK-FW-0002", Warning, "Firewall drift detected and reported", NETWORK_2013, NETWORK_2022;
+    FW_FAILSAFE = "BWK-FW-0003", Error, "Table inet bulwark was absent at start-up: failsafe ruleset installed", NETWORK_2013, NETWORK_2022;
     K3S_CONFIGURED = "BWK-K3S-0001", Notice, "K3s bind drop-ins written", NETWORK_2013, NETWORK_2022;
     K3S_RESTARTED = "BWK-K3S-0002", Notice, "k3s.service restarted to pick up its new bind configuration", CHANGE_2013, CHANGE_2022;
     K3S_EXPOSED = "BWK-K3S-0003", Error, "K3s API listens outside the VPN address and loopback", NETWORK_2013, NETWORK_2022;
+    K3S_DRIFT_REPAIRED = "BWK-K3S-0004", Warning, "K3s drop-in edited or removed behind Bulwark's back; rewritten", NETWORK_2013, NETWORK_2022;
+    K3S_DRIFT_DETECTED = "BWK-K3S-0005", Warning, "K3s drop-in edited or removed behind Bulwark's back; reported, left as found", NETWORK_2013, NETWORK_2022;
     SYS_STARTED = "BWK-SYS-0001", Info, "bulwarkd started and restored the current generation", LOGGING_2013, LOGGING_2022;
     SYS_AUDIT_RECOVERED = "BWK-SYS-0002", Warning, "Audit log tail torn by a crash was truncated", LOGGING_2013, LOGGING_2022;
     SYS_AUDIT_DAMAGED = "BWK-SYS-0003", Error, "Audit log found edited or cut short; verification fails from here on", LOGGING_2013, LOGGING_2022;
+    SYS_MODULE_BROKEN = "BWK-SYS-0004", Error, "A module's state could not be loaded or restored; it is skipped until repaired", LOGGING_2013, LOGGING_2022;
+    SYS_KEY_REPLACED = "BWK-SYS-0005", Error, "Integrity key unreadable: set aside and replaced; generations sealed with it are refused", LOGGING_2013, LOGGING_2022;
     VLT_INSTALLED = "BWK-VLT-0001", Notice, "Vault binary installed after its SHA-256 matched the profile", VAULT_2013, VAULT_2022;
     VLT_REFUSED = "BWK-VLT-0002", Error, "Vault binary refused: its SHA-256 differs from the profile; nothing installed", VAULT_2013, VAULT_2022;
     VLT_UPGRADED = "BWK-VLT-0003", Notice, "Vault switched to another version and restarted", VAULT_2013, VAULT_2022;
@@ -243,6 +252,11 @@ impl AuditLog {
             )?;
         }
         Ok(log)
+    }
+
+    /// Sequence number of the last event written.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// Append an event and mirror it to the system log.

@@ -9,11 +9,10 @@ use tokio::sync::watch;
 use clap::Parser;
 
 use crate::api::{self, Ctx, Policy};
-use crate::converge::{task, Engine, EngineError, Parts, DEFAULT_PROFILE};
-use crate::firewall::Nft;
+use crate::converge::registry::{self, Tools};
+use crate::converge::{failsafe_first, task, Engine, EngineError, Parts, DEFAULT_PROFILE};
 use crate::health::Metrics;
 use crate::host::Host;
-use crate::k3s::K3s;
 
 /// bulwarkd: converge this host to its Bulwark profile and keep it there.
 ///
@@ -52,12 +51,6 @@ pub struct Args {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot read boot profile {path}: {source}")]
-    Profile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("start-up converge failed: {0}")]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -84,35 +77,52 @@ fn resolve_group(group: &str) -> Option<u32> {
     }
 }
 
-/// The boot profile's (source name, text).
-fn boot_profile(args: &Args, host: &Host) -> Result<(String, String), StartError> {
+/// The boot profile's (source name, text). One that cannot be read is
+/// given to the engine as text that says so: validation refuses it, and the
+/// engine applies the built-in default instead and records why.
+fn boot_profile(args: &Args, host: &Host) -> (String, String) {
     let explicit = args.profile.is_some();
     let path = args.profile.clone().unwrap_or_else(|| host.default_profile());
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok((path.display().to_string(), text)),
+    match std::fs::read(&path) {
+        Ok(bytes) => (path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            Ok(("built-in default profile".to_owned(), DEFAULT_PROFILE.to_owned()))
+            ("built-in default profile".to_owned(), DEFAULT_PROFILE.to_owned())
         }
-        Err(source) => Err(StartError::Profile { path, source }),
+        Err(e) => {
+            log::error!(path:display = path.display(), error:display = e; "cannot read the boot profile");
+            (path.display().to_string(), format!("cannot read this file: {e}"))
+        }
     }
 }
 
 /// Run the daemon; returns only on a start-up failure.
 pub fn run(args: Args) -> Result<(), StartError> {
     let host = Host::new(&args.root);
+    let tools = Tools {
+        nft: args.nft.clone(),
+        systemctl: args.systemctl.clone(),
+    };
+    let mut modules = registry::modules(&host, &tools);
+    // Before anything that can fail: a host whose table is gone (a reboot)
+    // gets the failsafe ruleset at once.
+    let failsafe = failsafe_first(&host, &mut modules);
     let policy = Policy {
         read_gid: resolve_group(&args.read_group),
         admin_gid: resolve_group(&args.admin_group),
     };
-    let (source, text) = boot_profile(&args, &host)?;
+    let (source, text) = boot_profile(&args, &host);
 
     // Everything up to spawning the engine thread runs single-threaded, so the
     // umask juggling in `api::listen` affects nothing else.
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    for m in &mut modules {
+        m.register_metrics(metrics.module_registry(m.name()));
+    }
+    let metrics = Arc::new(metrics);
     let (monitor, monitor_rx) = watch::channel(None);
     let parts = Parts {
-        nft: Nft::new(&args.nft),
-        k3s: K3s::new(host.clone(), &args.systemctl),
+        modules,
+        failsafe,
         metrics: metrics.clone(),
         monitor,
     };
@@ -124,10 +134,16 @@ pub fn run(args: Args) -> Result<(), StartError> {
         .set_nonblocking(true)
         .map_err(|source| StartError::Runtime { what: "socket", source })?;
     let status = engine.status();
-    let (handle, _published) = task::spawn(engine, crate::notify::watchdog_interval()).map_err(|source| StartError::Runtime {
-        what: "engine thread",
-        source,
-    })?;
+    let status_line = format!(
+        "generation {} ({}) in force",
+        status.generation.unwrap_or(0),
+        status.profile.as_deref().unwrap_or("failsafe")
+    );
+    let (handle, published) =
+        task::spawn(engine, crate::notify::watchdog_interval()).map_err(|source| StartError::Runtime {
+            what: "engine thread",
+            source,
+        })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -142,21 +158,18 @@ pub fn run(args: Args) -> Result<(), StartError> {
             what: "listener",
             source,
         })?;
-        let summary = format!(
-            "generation {} ({}) in force",
-            status.generation.unwrap_or(0),
-            status.profile.as_deref().unwrap_or("none")
-        );
-        log::info!(socket:display = socket.display(); "ready: {summary}");
-        crate::notify::ready(&summary);
+        log::info!(socket:display = socket.display(); "ready: {status_line}");
+        crate::notify::ready(&status_line);
         let reporter = api::Reporter {
             host: host.clone(),
-            metrics: metrics.clone(),
             engine: handle.clone(),
+            metrics: metrics.clone(),
+            published: published.clone(),
         };
         tokio::spawn(serve_monitoring(monitor_rx, reporter));
         let app = api::router(Ctx {
             engine: handle,
+            published,
             policy,
             metrics,
             host,

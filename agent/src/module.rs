@@ -35,7 +35,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bulwark_model::api::{Change, Check, ModuleStatus};
+use bulwark_model::api::{Change, Check, Level, ModuleStatus};
 use bulwark_model::Profile;
 
 use crate::audit::{EventKind, Outcome};
@@ -127,11 +127,13 @@ impl<'a> Cx<'a> {
 }
 
 /// The audit events of a module's drift: one when it is repaired, one when
-/// it is only reported (`drift = "report"`).
+/// it is only reported (`drift = "report"`), and how bad drift left in place
+/// is for health (CRITICAL for the firewall: the host may be open).
 #[derive(Debug, Clone, Copy)]
 pub struct DriftEvents {
     pub repaired: &'static EventKind,
     pub detected: &'static EventKind,
+    pub level: Level,
 }
 
 /// A module's answer to an action: its JSON response.
@@ -161,6 +163,15 @@ pub trait Module: Any + Send {
     /// is reported CRITICAL and skipped; the others still converge.
     fn load(&mut self, _cx: &mut Cx<'_>) -> Result<(), ModuleError> {
         Ok(())
+    }
+
+    /// At start-up, before anything that can fail: when the host holds none
+    /// of this module's protection (after a reboot), put a documented
+    /// failsafe in place, so a host whose state turns out to be unreadable
+    /// is never left open. `last` is the newest profile that could be read,
+    /// if any. Returns whether a failsafe was installed.
+    fn failsafe(&mut self, _cx: &mut Cx<'_>, _last: Option<&Profile>) -> Result<bool, ModuleError> {
+        Ok(false)
     }
 
     /// The artifacts a generation keeps for this module, rendered from the
@@ -204,9 +215,10 @@ pub trait Module: Any + Send {
         None
     }
 
-    /// Who may call `action`; `None`: no such action.
-    fn action_role(&self, _action: &str) -> Option<ActionRole> {
-        None
+    /// The module's actions and who may call each. The API authorises a
+    /// caller from this table before anything reaches the engine thread.
+    fn actions(&self) -> &'static [(&'static str, ActionRole)] {
+        &[]
     }
 
     /// A module-specific command (`POST /v1/modules/<name>/<action>`).

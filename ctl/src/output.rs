@@ -242,17 +242,6 @@ pub fn status(s: &Status, now: u64) -> String {
             deadline(p.deadline, now)
         )
     });
-    let fw = &s.firewall;
-    let firewall = if fw.present {
-        format!(
-            "table inet bulwark {}, set elements {}, drift repairs {}",
-            if fw.in_sync { "in sync" } else { "DRIFTED" },
-            fw.set_elements,
-            fw.drift_repairs
-        )
-    } else {
-        "table inet bulwark MISSING".to_owned()
-    };
     let drift = if s.drift_interval_secs > 0 {
         format!(
             "{}, checked every {}",
@@ -262,26 +251,40 @@ pub fn status(s: &Status, now: u64) -> String {
     } else {
         s.drift.clone()
     };
-    key_values(&[
+    let profile = match (&s.profile, &s.digest) {
+        (Some(p), Some(d)) if d.len() >= 12 => format!("{p} (sha256 {}…)", &d[..12]),
+        (Some(p), _) => p.clone(),
+        (None, _) => none(),
+    };
+    let mut pairs = vec![
         ("version", s.version.clone()),
         ("root", s.root.clone()),
-        ("profile", s.profile.clone().unwrap_or_else(none)),
+        ("profile", profile),
         ("generation", s.generation.map_or_else(none, |g| g.to_string())),
         ("pending confirm", pending),
         ("drift", drift),
-        ("firewall", firewall),
-        (
-            "wireguard",
-            s.wireguard.as_ref().map_or_else(none, |w| {
-                format!(
-                    "{} {} ({}, port {}), {} peer(s), key {}",
-                    w.interface, w.address, w.backend, w.listen_port, w.peers, w.public_key
-                )
-            }),
-        ),
         ("health", s.health.to_string()),
         ("last error", s.last_error.clone().unwrap_or_else(none)),
-    ])
+    ];
+    if s.modules.is_empty() {
+        // A daemon older than per-module status: its two fixed fields.
+        let fw = &s.firewall;
+        pairs.push(("firewall", format!("present {}, in sync {}", fw.present, fw.in_sync)));
+        if let Some(w) = &s.wireguard {
+            pairs.push(("wireguard", format!("{} {} ({})", w.interface, w.address, w.backend)));
+        }
+    }
+    let mut out = key_values(&pairs);
+    if !s.modules.is_empty() {
+        out.push_str("modules:\n");
+        let mut t = Table::headless(&[("", Align::Left), ("", Align::Left), ("", Align::Left)]);
+        for m in &s.modules {
+            let level = if m.managed { m.level.to_string() } else { "-".to_owned() };
+            t.row(vec![format!("  {}", m.module), level, m.summary.clone()]);
+        }
+        out.push_str(&t.render(true));
+    }
+    out
 }
 
 /// One line per event: time, event, severity, uid, result, message.
@@ -436,6 +439,7 @@ mod tests {
                 uid: 0,
                 reason: "boot".into(),
                 current: false,
+                digest: String::new(),
             },
             GenerationInfo {
                 number: 12,
@@ -444,6 +448,7 @@ mod tests {
                 uid: 1000,
                 reason: "apply".into(),
                 current: true,
+                digest: String::new(),
             },
         ];
         assert_eq!(
@@ -488,6 +493,37 @@ mod tests {
         );
         assert!(text.contains("\nlast error:       none\n"));
         assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+    }
+
+    #[test]
+    fn status_lists_every_module_with_its_level() {
+        let module = |name: &str, managed, level, summary: &str| bulwark_model::api::ModuleStatus {
+            module: name.into(),
+            managed,
+            level,
+            summary: summary.into(),
+            details: serde_json::Value::Null,
+        };
+        let s = Status {
+            modules: vec![
+                module("firewall", true, Level::Ok, "default deny"),
+                module("wireguard", true, Level::Critical, "cannot load its state"),
+                module("k3s", false, Level::Ok, "unmanaged"),
+            ],
+            ..Status::default()
+        };
+        let text = status(&s, 0);
+        let tail: Vec<&str> = text.lines().skip_while(|l| *l != "modules:").collect();
+        assert_eq!(
+            tail,
+            [
+                "modules:",
+                "  firewall   OK        default deny",
+                "  wireguard  CRITICAL  cannot load its state",
+                "  k3s        -         unmanaged",
+            ],
+            "{text}"
+        );
     }
 
     #[test]

@@ -192,6 +192,10 @@ pub struct Status {
     pub wireguard: Option<WireGuardStatus>,
     pub health: Level,
     pub last_error: Option<String>,
+    /// SHA-256 of the profile text in force.
+    pub digest: Option<String>,
+    /// One entry per module, in the order the engine converges them.
+    pub modules: Vec<ModuleStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -246,6 +250,8 @@ pub struct GenerationInfo {
     /// How it came to be: `apply`, `boot`, `rollback`, `revert`.
     pub reason: String,
     pub current: bool,
+    /// SHA-256 of the profile text it was made from.
+    pub digest: String,
 }
 
 /// One line of the audit log (`GET /v1/audit`).
@@ -307,6 +313,14 @@ pub struct AddPeerRequest {
     /// Lifetime such as "90d"; the profile's `peer_expiry` when absent.
     #[serde(default)]
     pub expires: Option<String>,
+}
+
+/// `DELETE /v1/peers/NAME`, as the body of the `remove-peer` action.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemovePeerRequest {
+    /// Name of the peer to remove.
+    pub name: String,
 }
 
 /// Response of `POST /v1/peers`: the only time the client config is shown.

@@ -400,6 +400,8 @@ pub struct Daemon {
     _dir: tempfile::TempDir,
     vps: String,
     profile: Option<PathBuf>,
+    /// Flags added to every start (`--nft`, `--systemctl`, ...).
+    args: Vec<String>,
     child: Option<Child>,
     starts: usize,
 }
@@ -422,9 +424,17 @@ impl Daemon {
             _dir: dir,
             vps: vps.to_owned(),
             profile: None,
+            args: Vec::new(),
             child: None,
             starts: 0,
         }
+    }
+
+    /// Adds flags to bulwarkd's command line for this and every later start
+    /// (the daemon builder: `d.arg("--nft").arg(path)`).
+    pub fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Daemon {
+        self.args.push(arg.as_ref().to_string_lossy().into_owned());
+        self
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -494,6 +504,7 @@ impl Daemon {
         if let Some(p) = &self.profile {
             cmd.arg("--profile").arg(p);
         }
+        cmd.args(&self.args);
         // `ip netns exec` execs in place, so the child PID is bulwarkd's.
         cmd.env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
@@ -523,6 +534,23 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Simulates a reboot for the firewall: the daemon is killed with
+    /// SIGKILL, whatever it ran in the vps namespace (wireguard-go) too, and
+    /// table inet bulwark is deleted, as a kernel starting afresh has none.
+    pub fn crash_and_reboot(&mut self) {
+        self.kill9();
+        let pids = run(Command::new("ip").args(["netns", "pids", &self.vps]));
+        let me = std::process::id().to_string();
+        for pid in pids.stdout.split_whitespace().filter(|p| *p != me) {
+            let _ = run(Command::new("kill").args(["-9", pid]));
+        }
+        let _ = self.nft(&["delete", "table", "inet", "bulwark"]);
+        assert!(
+            self.ruleset().is_none(),
+            "table inet bulwark survived the simulated reboot"
+        );
     }
 
     /// Whether the daemon process is still alive.

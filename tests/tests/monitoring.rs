@@ -69,13 +69,13 @@ fn metrics_on_the_socket_pass_promtool() {
     for family in [
         "bulwark_build_info{version=",
         "bulwark_up 1",
-        "bulwark_check_status{check=\"k3s_bind\"} 0",
+        "bulwark_check_status{check=\"k3s_bind\",module=\"k3s\"} 0",
         "bulwark_generation 1",
         "bulwark_converge_duration_seconds_count",
         "bulwark_drift_repairs_total",
-        "bulwark_firewall_set_elements",
-        "bulwark_wireguard_peers 0",
-        "bulwark_k3s_bind_ok 1",
+        "bulwark_firewall_set_elements{module=\"firewall\"}",
+        "bulwark_wireguard_peers{module=\"wireguard\"} 0",
+        "bulwark_k3s_bind_ok{module=\"k3s\"} 1",
     ] {
         assert!(text.contains(family), "{family} missing from the exposition:\n{text}");
     }

@@ -7,7 +7,7 @@ use bulwark_model::api::ErrorBody;
 
 use crate::converge::task::EngineGone;
 use crate::converge::EngineError;
-use crate::wireguard::ErrorClass;
+use crate::module::ErrorClass;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,36 +29,32 @@ pub enum ApiError {
     NoRoute(String),
 }
 
-/// The message with its whole cause chain, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
+use crate::converge::chain;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = match &self {
-            ApiError::Engine(EngineError::Invalid(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_profile"),
-            ApiError::Engine(EngineError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Engine(EngineError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Engine(EngineError::BadRequest(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Engine(EngineError::Firewall { .. } | EngineError::K3s { .. } | EngineError::Verify(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "apply_failed")
-            }
-            ApiError::Engine(EngineError::WireGuard { .. }) => (StatusCode::INTERNAL_SERVER_ERROR, "apply_failed"),
-            ApiError::Engine(EngineError::Peer(e)) => match e.class() {
-                ErrorClass::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
-                ErrorClass::Conflict => (StatusCode::CONFLICT, "conflict"),
-                ErrorClass::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-                ErrorClass::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "wireguard_failed"),
+            ApiError::Engine(e) => match e {
+                EngineError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_profile"),
+                EngineError::ConfirmPending { .. } | EngineError::NothingToConfirm => {
+                    (StatusCode::CONFLICT, "conflict")
+                }
+                EngineError::ConfirmWindow { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+                EngineError::NoSuchGeneration { .. }
+                | EngineError::NoEarlierGeneration
+                | EngineError::NoSuchModule { .. } => (StatusCode::NOT_FOUND, "not_found"),
+                EngineError::ModuleBroken { .. } | EngineError::State(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "state_error")
+                }
+                EngineError::Apply { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "apply_failed"),
+                EngineError::Module(m) => match m.class {
+                    ErrorClass::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+                    ErrorClass::Conflict => (StatusCode::CONFLICT, "conflict"),
+                    ErrorClass::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                    ErrorClass::State => (StatusCode::INTERNAL_SERVER_ERROR, "state_error"),
+                    ErrorClass::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "apply_failed"),
+                },
             },
-            ApiError::Engine(EngineError::State(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "state_error"),
             ApiError::Gone(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_stopped"),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),

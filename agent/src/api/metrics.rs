@@ -113,6 +113,7 @@ mod tests {
             host: crate::host::Host::new("/"),
             metrics,
             engine: crate::converge::task::EngineHandle::detached(),
+            published: tokio::sync::watch::channel(std::sync::Arc::default()).1,
         };
         let server = tokio::spawn(serve_tcp(addr, reporter, async {
             let _ = stopped.await;

@@ -27,7 +27,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::audit::{self, Outcome};
-use crate::converge::task::{Command, EngineHandle};
+use crate::converge::published::{Published, Reader, PATIENCE};
+use crate::converge::task::EngineHandle;
 use crate::health::Metrics;
 use crate::host::Host;
 use bulwark_model::api::Health;
@@ -47,6 +48,8 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub engine: EngineHandle,
+    /// What the engine publishes: reads never queue behind it.
+    pub published: Reader,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub host: Host,
@@ -59,13 +62,22 @@ pub struct Ctx {
 pub struct Reporter {
     pub host: Host,
     pub engine: EngineHandle,
+    pub published: Reader,
     pub metrics: Arc<Metrics>,
 }
 
 impl Reporter {
+    /// The engine's published view, taken after the request arrived when
+    /// the engine can refresh it in time.
+    pub async fn view(&self) -> Arc<Published> {
+        self.engine.fresh(&self.published, PATIENCE).await
+    }
+
     pub async fn health(&self) -> Result<Health, ApiError> {
-        let mut checks = self.engine.call(Command::Health).await??.checks;
-        let (host, k3s) = (self.host.clone(), checks.iter().any(|c| c.name.starts_with("k3s")));
+        let published = self.view().await;
+        let mut checks = published.health.checks.clone();
+        let k3s = published.status.modules.iter().any(|m| m.module == "k3s" && m.managed);
+        let host = self.host.clone();
         let resources = tokio::task::spawn_blocking(move || crate::health::resource_checks(&host, k3s));
         match resources.await {
             Ok(r) => checks.extend(r),
@@ -80,8 +92,9 @@ impl axum::extract::FromRef<Ctx> for Reporter {
     fn from_ref(ctx: &Ctx) -> Reporter {
         Reporter {
             host: ctx.host.clone(),
-            metrics: ctx.metrics.clone(),
             engine: ctx.engine.clone(),
+            metrics: ctx.metrics.clone(),
+            published: ctx.published.clone(),
         }
     }
 }
@@ -124,9 +137,16 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/peers", post(routes::add_peer))
         .route("/peers/{name}", axum::routing::delete(routes::remove_peer))
         .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Admin), authorize));
+    // Module actions: who may call each comes from the module's own table.
+    let modules = Router::new()
+        .route(
+            "/modules/{module}/{action}",
+            get(routes::module_action).post(routes::module_action),
+        )
+        .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Read), authorize));
     Router::new()
         .route("/version", get(routes::version))
-        .nest(bulwark_model::api::API_PREFIX, read.merge(admin))
+        .nest(bulwark_model::api::API_PREFIX, read.merge(admin).merge(modules))
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|req: Request| async move {
             ApiError::BadRequest(format!("{} is not allowed on {}", req.method(), req.uri().path()))

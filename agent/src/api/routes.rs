@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{Caller, Ctx, Reporter};
+use super::{Caller, Ctx, Reporter, Role};
 use crate::converge::task::Command;
+use crate::module::ActionRole;
 
 /// A JSON body read within the size limit, with errors as JSON bodies.
 pub struct Body<T>(pub T);
@@ -54,14 +55,15 @@ pub async fn version() -> Json<VersionInfo> {
             "wireguard",
             "k3s",
             "metrics",
+            "modules",
         ]
         .map(str::to_owned)
         .to_vec(),
     })
 }
 
-pub async fn status(State(ctx): State<Ctx>, State(reporter): State<Reporter>) -> Result<Json<Status>, ApiError> {
-    let mut status = ctx.engine.call(Command::Status).await??;
+pub async fn status(State(reporter): State<Reporter>) -> Result<Json<Status>, ApiError> {
+    let mut status = reporter.view().await.status.clone();
     status.health = reporter.health().await?.level;
     Ok(Json(status))
 }
@@ -70,8 +72,8 @@ pub async fn health(State(reporter): State<Reporter>) -> Result<Json<Health>, Ap
     Ok(Json(reporter.health().await?))
 }
 
-pub async fn generations(State(ctx): State<Ctx>) -> Result<Json<Vec<GenerationInfo>>, ApiError> {
-    Ok(Json(ctx.engine.call(Command::Generations).await??))
+pub async fn generations(State(reporter): State<Reporter>) -> Result<Json<Vec<GenerationInfo>>, ApiError> {
+    Ok(Json(reporter.view().await.generations.clone()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,8 +104,27 @@ pub async fn apply(
     Ok(Json(ctx.engine.call(|r| Command::Apply(req, caller.0.uid, r)).await??))
 }
 
-pub async fn peers(State(ctx): State<Ctx>) -> Result<Json<Vec<PeerInfo>>, ApiError> {
-    Ok(Json(ctx.engine.call(Command::Peers).await??))
+pub async fn peers(State(reporter): State<Reporter>) -> Result<Json<Vec<PeerInfo>>, ApiError> {
+    Ok(Json(reporter.view().await.peers.clone()))
+}
+
+/// Run `action` of `module` on the engine thread for `uid`.
+async fn action(
+    ctx: &Ctx,
+    module: &str,
+    action: &str,
+    body: serde_json::Value,
+    uid: u32,
+) -> Result<serde_json::Value, ApiError> {
+    let (module, action) = (module.to_owned(), action.to_owned());
+    Ok(ctx
+        .engine
+        .call(|r| Command::Action(module, action, body, uid, r))
+        .await??)
+}
+
+fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::BadRequest(format!("unexpected answer from the engine: {e}")))
 }
 
 pub async fn add_peer(
@@ -111,9 +132,10 @@ pub async fn add_peer(
     caller: Caller,
     Body(req): Body<AddPeerRequest>,
 ) -> Result<Json<AddPeerResponse>, ApiError> {
-    Ok(Json(
-        ctx.engine.call(|r| Command::AddPeer(req, caller.0.uid, r)).await??,
-    ))
+    let body = serde_json::to_value(req).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(decode(
+        action(&ctx, "wireguard", "add-peer", body, caller.0.uid).await?,
+    )?))
 }
 
 pub async fn remove_peer(
@@ -121,11 +143,10 @@ pub async fn remove_peer(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<PeerInfo>, ApiError> {
-    Ok(Json(
-        ctx.engine
-            .call(|r| Command::RemovePeer(name, caller.0.uid, r))
-            .await??,
-    ))
+    let body = serde_json::json!({ "name": name });
+    Ok(Json(decode(
+        action(&ctx, "wireguard", "remove-peer", body, caller.0.uid).await?,
+    )?))
 }
 
 pub async fn confirm(State(ctx): State<Ctx>, caller: Caller) -> Result<Json<ApplyResponse>, ApiError> {
@@ -142,4 +163,34 @@ pub async fn rollback(
             .call(|r| Command::Rollback(req.generation, caller.0.uid, r))
             .await??,
     ))
+}
+
+/// `GET|POST /v1/modules/{module}/{action}`: a module's own command. The
+/// caller's role was checked against Read by the router; an action that
+/// needs more is refused here, from the module's own table, without a trip
+/// to the engine thread.
+pub async fn module_action(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    Path((module, name)): Path<(String, String)>,
+    req: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let needs = ctx
+        .published
+        .borrow()
+        .actions
+        .get(&(module.clone(), name.clone()))
+        .copied();
+    let Some(needs) = needs else {
+        return Err(ApiError::NoRoute(format!("{} {}", module, name)));
+    };
+    if needs == ActionRole::Admin && ctx.policy.role(&caller.0) < Role::Admin {
+        return Err(ApiError::Forbidden {
+            uid: caller.0.uid,
+            action: format!("run {module} {name}"),
+            needs: "root or group bulwark-admin",
+        });
+    }
+    let Body(body) = Body::<serde_json::Value>::from_request(req, &()).await?;
+    Ok(Json(action(&ctx, &module, &name, body, caller.0.uid).await?))
 }

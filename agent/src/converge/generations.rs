@@ -1,21 +1,41 @@
 //! Numbered generations on disk: each successful apply, rollback or revert
-//! becomes a directory holding the profile text and the rendered ruleset.
+//! becomes a directory holding the profile text, what each module rendered
+//! from it, and a seal over both.
+//!
+//! ```text
+//! generations/000007/meta.json            number, who, when, why, profile digest, seal
+//! generations/000007/profile.toml         the profile as applied
+//! generations/000007/firewall/ruleset.json  one directory per module: its artifacts
+//! generations/000007/k3s/50-bulwark.yaml
+//! ```
 //!
 //! A generation is written under a temporary name and renamed into place, so
 //! the rename is the commit point: after a crash a generation either exists
 //! whole or not at all. The highest number is the one in force.
+//!
+//! **Integrity.** The seal is an HMAC (see [`crate::integrity`]) over the
+//! metadata, the profile text and every artifact. A generation whose seal does
+//! not verify is refused before anything of it reaches the host: an edited
+//! ruleset, profile or metadata is [`StateError::Corrupt`], never installed.
+//! Generations written before seals existed are sealed once, when the store is
+//! first opened by a version that seals (trust on first use, audited).
+//!
+//! **Retention.** [`Store::prune`] keeps the newest N and whatever a pending
+//! confirmation still needs.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use bulwark_model::api::GenerationInfo;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::firewall::Ruleset;
+use crate::integrity::IntegrityKey;
+use crate::module::Artifacts;
 use crate::state::{self, io, StateError, TMP_SUFFIX};
 
 const PROFILE_FILE: &str = "profile.toml";
-const RULESET_FILE: &str = "ruleset.json";
 const META_FILE: &str = "meta.json";
 
 /// What a generation records about itself.
@@ -30,26 +50,88 @@ pub struct Meta {
     pub uid: u32,
     /// `boot`, `apply`, `rollback` or `revert`.
     pub reason: String,
+    /// SHA-256 of the profile text: which content is in force.
+    #[serde(default)]
+    pub digest: String,
+    /// bulwarkd version that wrote it.
+    #[serde(default)]
+    pub version: String,
+    /// HMAC over everything else; empty in generations older than seals.
+    #[serde(default)]
+    pub seal: String,
 }
 
-/// A complete generation as read back from disk.
+/// A complete generation as read back from disk (and verified).
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub meta: Meta,
     pub profile_text: String,
-    pub ruleset: Ruleset,
+    /// Module name → its artifacts.
+    pub artifacts: BTreeMap<String, Artifacts>,
+}
+
+/// SHA-256 of a profile's text, hex: the digest status and generations show.
+pub fn profile_digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl Generation {
+    /// The bytes the seal covers, in a fixed order.
+    fn sealed_parts(&self) -> Vec<Vec<u8>> {
+        let meta = Meta {
+            seal: String::new(),
+            ..self.meta.clone()
+        };
+        let mut parts = vec![
+            serde_json::to_vec(&meta).unwrap_or_default(),
+            self.profile_text.as_bytes().to_vec(),
+        ];
+        for (module, files) in &self.artifacts {
+            for (name, content) in files {
+                parts.push(format!("{module}/{name}").into_bytes());
+                parts.push(content.as_bytes().to_vec());
+            }
+        }
+        parts
+    }
+
+    fn seal_with(&mut self, key: &IntegrityKey) {
+        let parts = self.sealed_parts();
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        self.meta.seal = key.seal(&refs);
+    }
+
+    fn verify(&self, key: &IntegrityKey) -> bool {
+        let parts = self.sealed_parts();
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        key.verify(&refs, &self.meta.seal)
+    }
 }
 
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    key: IntegrityKey,
 }
 
 impl Store {
-    pub fn open(state_dir: &Path) -> Result<Store, StateError> {
+    /// Open the store; returns it with the numbers of generations it sealed
+    /// for the first time (written before seals existed).
+    pub fn open(state_dir: &Path, key: IntegrityKey) -> Result<(Store, Vec<u64>), StateError> {
         let dir = state_dir.join("generations");
         state::private_dir(&dir, 0o700)?;
-        Ok(Store { dir })
+        let store = Store { dir, key };
+        let mut sealed = Vec::new();
+        for n in store.numbers()? {
+            let Some(mut g) = store.read(n)? else { continue };
+            if g.meta.seal.is_empty() {
+                g.meta.digest = profile_digest(&g.profile_text);
+                g.seal_with(&store.key);
+                state::write_json(&store.path(n).join(META_FILE), &g.meta)?;
+                sealed.push(n);
+            }
+        }
+        Ok((store, sealed))
     }
 
     fn path(&self, number: u64) -> PathBuf {
@@ -61,7 +143,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
             let name = entry.map_err(io("list", &self.dir))?.file_name();
-            if let Some(n) = name.to_str().and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(n) = name
+                .to_str()
+                .filter(|s| s.len() == 6)
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 out.push(n);
             }
         }
@@ -73,28 +159,57 @@ impl Store {
         Ok(self.numbers()?.last().copied())
     }
 
-    pub fn load(&self, number: u64) -> Result<Option<Generation>, StateError> {
+    /// Read a generation as stored, without checking its seal.
+    fn read(&self, number: u64) -> Result<Option<Generation>, StateError> {
         let dir = self.path(number);
         let Some(meta) = state::read_json::<Meta>(&dir.join(META_FILE))? else {
             return Ok(None);
         };
-        let Some(ruleset) = state::read_json::<Ruleset>(&dir.join(RULESET_FILE))? else {
-            return Err(StateError::Corrupt {
-                path: dir,
-                reason: format!("{RULESET_FILE} is missing"),
-            });
-        };
         let profile_path = dir.join(PROFILE_FILE);
         let profile_text = fs::read_to_string(&profile_path).map_err(io("read", &profile_path))?;
+        let mut artifacts = BTreeMap::new();
+        for entry in fs::read_dir(&dir).map_err(io("list", &dir))? {
+            let entry = entry.map_err(io("list", &dir))?;
+            if !entry.file_type().map_err(io("stat", &entry.path()))?.is_dir() {
+                continue;
+            }
+            let module = entry.file_name().to_string_lossy().into_owned();
+            let mut files = Artifacts::new();
+            for file in fs::read_dir(entry.path()).map_err(io("list", &entry.path()))? {
+                let file = file.map_err(io("list", &entry.path()))?;
+                let path = file.path();
+                let content = fs::read_to_string(&path).map_err(io("read", &path))?;
+                files.insert(file.file_name().to_string_lossy().into_owned(), content);
+            }
+            artifacts.insert(module, files);
+        }
         Ok(Some(Generation {
             meta,
             profile_text,
-            ruleset,
+            artifacts,
         }))
     }
 
-    /// Write a generation whole, then make it visible with one rename.
-    pub fn commit(&self, generation: &Generation) -> Result<(), StateError> {
+    /// Load a generation and verify its seal; a generation that does not
+    /// verify is [`StateError::Corrupt`] and must not be installed.
+    pub fn load(&self, number: u64) -> Result<Option<Generation>, StateError> {
+        let Some(g) = self.read(number)? else { return Ok(None) };
+        if !g.verify(&self.key) {
+            return Err(StateError::Corrupt {
+                path: self.path(number),
+                reason: "its seal does not match its content (edited or damaged since it was applied); it is not \
+                         installed"
+                    .to_owned(),
+            });
+        }
+        Ok(Some(g))
+    }
+
+    /// Seal a generation, write it whole, then make it visible with one rename.
+    pub fn commit(&self, generation: &mut Generation) -> Result<(), StateError> {
+        generation.meta.digest = profile_digest(&generation.profile_text);
+        generation.meta.version = env!("CARGO_PKG_VERSION").to_owned();
+        generation.seal_with(&self.key);
         let dest = self.path(generation.meta.number);
         let tmp = dest.with_file_name(format!("{:06}{TMP_SUFFIX}", generation.meta.number));
         if tmp.exists() {
@@ -102,10 +217,37 @@ impl Store {
         }
         state::private_dir(&tmp, 0o700)?;
         state::write_atomic(&tmp.join(PROFILE_FILE), generation.profile_text.as_bytes())?;
-        state::write_json(&tmp.join(RULESET_FILE), &generation.ruleset)?;
+        for (module, files) in &generation.artifacts {
+            let dir = tmp.join(module);
+            state::private_dir(&dir, 0o700)?;
+            for (name, content) in files {
+                state::write_atomic(&dir.join(name), content.as_bytes())?;
+            }
+        }
         state::write_json(&tmp.join(META_FILE), &generation.meta)?;
         fs::rename(&tmp, &dest).map_err(io("rename into", &dest))?;
         state::sync_dir(&self.dir)
+    }
+
+    /// Remove the oldest generations beyond the newest `keep`, except those
+    /// in `protect` (the one a pending confirmation reverts to). Returns the
+    /// numbers removed. A removal is a rename to a temporary name first, so a
+    /// crash never leaves a half-deleted generation under a real number.
+    pub fn prune(&self, keep: usize, protect: &[u64]) -> Result<Vec<u64>, StateError> {
+        let numbers = self.numbers()?;
+        let cut = numbers.len().saturating_sub(keep);
+        let mut removed = Vec::new();
+        for n in numbers.into_iter().take(cut).filter(|n| !protect.contains(n)) {
+            let dir = self.path(n);
+            let tmp = dir.with_file_name(format!("{n:06}.pruned{TMP_SUFFIX}"));
+            fs::rename(&dir, &tmp).map_err(io("rename", &dir))?;
+            fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+            removed.push(n);
+        }
+        if !removed.is_empty() {
+            state::sync_dir(&self.dir)?;
+        }
+        Ok(removed)
     }
 
     pub fn list(&self) -> Result<Vec<GenerationInfo>, StateError> {
@@ -123,8 +265,109 @@ impl Store {
                 uid: meta.uid,
                 reason: meta.reason,
                 current: Some(n) == current,
+                digest: meta.digest,
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = IntegrityKey::load_or_create(dir.path()).unwrap();
+        let (store, _) = Store::open(dir.path(), key).unwrap();
+        (dir, store)
+    }
+
+    fn generation(number: u64) -> Generation {
+        let mut fw = Artifacts::new();
+        fw.insert("ruleset.json".to_owned(), "{\"policy\":\"drop\"}".to_owned());
+        Generation {
+            meta: Meta {
+                number,
+                profile: "p".to_owned(),
+                source: "p.toml".to_owned(),
+                created: 1,
+                uid: 0,
+                reason: "apply".to_owned(),
+                digest: String::new(),
+                version: String::new(),
+                seal: String::new(),
+            },
+            profile_text: "[profile]\nname = \"p\"\n".to_owned(),
+            artifacts: BTreeMap::from([("firewall".to_owned(), fw)]),
+        }
+    }
+
+    #[test]
+    fn a_committed_generation_loads_back_whole() {
+        let (_dir, s) = store();
+        s.commit(&mut generation(1)).unwrap();
+        let g = s.load(1).unwrap().unwrap();
+        assert_eq!(g.artifacts["firewall"]["ruleset.json"], "{\"policy\":\"drop\"}");
+        assert_eq!(g.meta.digest, profile_digest("[profile]\nname = \"p\"\n"));
+        assert_eq!(s.list().unwrap()[0].digest, g.meta.digest);
+    }
+
+    #[test]
+    fn an_edited_artifact_profile_or_meta_is_refused() {
+        for (file, from, to) in [
+            ("firewall/ruleset.json", "drop", "accept"),
+            ("profile.toml", "\"p\"", "\"q\""),
+            ("meta.json", "\"uid\": 0", "\"uid\": 7"),
+        ] {
+            let (_dir, s) = store();
+            s.commit(&mut generation(1)).unwrap();
+            let path = s.path(1).join(file);
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{file}: {text}");
+            fs::write(&path, text.replace(from, to)).unwrap();
+            let e = s.load(1).unwrap_err();
+            assert!(e.to_string().contains("seal does not match"), "{file}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_added_artifact_is_refused() {
+        let (_dir, s) = store();
+        s.commit(&mut generation(1)).unwrap();
+        fs::write(s.path(1).join("firewall/extra.json"), "{}").unwrap();
+        assert!(s.load(1).is_err());
+    }
+
+    #[test]
+    fn generations_without_a_seal_are_sealed_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let gdir = dir.path().join("generations/000001");
+        fs::create_dir_all(&gdir).unwrap();
+        fs::write(gdir.join(PROFILE_FILE), "[profile]\nname = \"old\"\n").unwrap();
+        fs::write(
+            gdir.join(META_FILE),
+            r#"{"number":1,"profile":"old","source":"x","created":1,"uid":0,"reason":"boot"}"#,
+        )
+        .unwrap();
+        let key = IntegrityKey::load_or_create(dir.path()).unwrap();
+        let (s, sealed) = Store::open(dir.path(), key).unwrap();
+        assert_eq!(sealed, [1]);
+        assert!(s.load(1).unwrap().is_some());
+        let key = IntegrityKey::load_or_create(dir.path()).unwrap();
+        let (_, again) = Store::open(dir.path(), key).unwrap();
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_the_protected() {
+        let (_dir, s) = store();
+        for n in 1..=8 {
+            s.commit(&mut generation(n)).unwrap();
+        }
+        let removed = s.prune(3, &[2]).unwrap();
+        assert_eq!(removed, [1, 3, 4, 5]);
+        assert_eq!(s.numbers().unwrap(), [2, 6, 7, 8]);
     }
 }

@@ -2,55 +2,47 @@
 //!
 //! [`Engine`] is the only code that changes the host. It runs on one thread
 //! ([`task`]), which serialises every request and owns the timers: the
-//! confirmation window and the drift loop.
+//! confirmation window, the drift loop and the modules' own ticks. It never
+//! names a module: every operation iterates the registry ([`registry`]) in
+//! order, through the module contract ([`crate::module::Module`]).
+//!
+//! A failed change leaves what was in force before: the engine re-applies
+//! the profile in force (or, with none, the failsafe) to every module it
+//! touched, and the error says which of them came back.
 
+pub mod error;
 pub mod generations;
 pub mod published;
+pub mod registry;
 mod report;
+mod startup;
 pub mod task;
 mod timers;
 
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use bulwark_model::api::{
-    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, Change, ChangeOp, PeerInfo, PendingConfirm, Plan,
-};
-use bulwark_model::{Profile, ValidationErrors};
+use bulwark_model::api::{ApplyRequest, ApplyResponse, Change, ChangeOp, Check, PendingConfirm, Plan};
+use bulwark_model::Profile;
 
-use crate::audit::{self, AuditLog, Outcome};
-use crate::firewall::{self, FirewallError, Nft, Ruleset};
+use crate::audit::{self, AuditLog, EventKind, Outcome};
+use crate::clock::now_unix;
+use crate::firewall::failsafe_profile;
 use crate::health::Metrics;
 use crate::host::Host;
-use crate::k3s::{K3s, K3sError};
-use crate::state::{self, StateError};
-use crate::wireguard::{WgError, WireGuard};
+use crate::integrity::IntegrityKey;
+use crate::module::{Cx, Module, ModuleError};
+use crate::state;
+pub use error::EngineError;
 use generations::{Generation, Meta, Store};
-
-/// Every profile setting that differs, top-level key by key, so no change
-/// (a new `[monitoring] listen`, a WireGuard endpoint) is ever planned as
-/// "no changes". The firewall is left out: its ruleset diff says it better.
-fn setting_changes(old: &Profile, new: &Profile) -> Vec<Change> {
-    let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
-        (serde_json::to_value(old), serde_json::to_value(new))
-    else {
-        return Vec::new();
-    };
-    new.iter()
-        .filter(|(key, value)| key.as_str() != "firewall" && old.get(key.as_str()) != Some(value))
-        .map(|(key, value)| Change {
-            module: "profile".to_owned(),
-            op: ChangeOp::Change,
-            what: format!(
-                "{key}: {} -> {value}",
-                old.get(key.as_str()).unwrap_or(&serde_json::Value::Null)
-            ),
-        })
-        .collect()
-}
+pub use startup::{failsafe_first, Failsafe};
 
 /// The profile applied when a host has neither a generation nor a boot profile.
 pub const DEFAULT_PROFILE: &str = include_str!("../../../profiles/default.toml");
@@ -59,58 +51,37 @@ pub const DEFAULT_PROFILE: &str = include_str!("../../../profiles/default.toml")
 /// day is one nobody remembers.
 const CONFIRM_MAX: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Invalid(#[from] ValidationErrors),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("firewall change failed; {kept}")]
-    Firewall {
-        kept: &'static str,
-        #[source]
-        source: FirewallError,
-    },
-    #[error("WireGuard configuration failed; {kept}")]
-    WireGuard {
-        kept: &'static str,
-        #[source]
-        source: WgError,
-    },
-    #[error(transparent)]
-    Peer(#[from] WgError),
-    #[error("K3s configuration failed; {kept}")]
-    K3s {
-        kept: &'static str,
-        #[source]
-        source: K3sError,
-    },
-    #[error("verification failed: {0}")]
-    Verify(String),
-    #[error("state on disk: {0}")]
-    State(#[from] StateError),
+/// One module of the registry and what the engine knows about it.
+struct Slot {
+    module: Box<dyn Module>,
+    /// Why its state could not be loaded; `None` once it has loaded.
+    broken: Option<String>,
+    /// Why it could not be brought to the generation in force at start-up;
+    /// cleared by the next successful apply.
+    failed: Option<String>,
+    /// What its last drift check found (under `report`, it stays).
+    drift: Vec<String>,
 }
 
-const KEPT: &str = "the previous ruleset is still in force";
-const RESTORED: &str = "the previous generation was put back";
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("module", &self.module.name())
+            .field("broken", &self.broken)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
 
-/// The generation in force and what the kernel held right after installing it.
+/// The generation in force and its profile, parsed once.
 #[derive(Debug)]
 struct Current {
-    generation: Generation,
+    meta: Meta,
     profile: Profile,
-    /// `nft list table` right after our own apply: drift is any difference.
-    snapshot: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Drift {
-    /// Table differs from the snapshot (only stays set under `report`).
-    detected: bool,
     repairs: u64,
     next_check: Option<Instant>,
 }
@@ -133,42 +104,46 @@ struct LastChange {
 #[derive(Debug)]
 pub struct Engine {
     host: Host,
-    nft: Nft,
     store: Store,
     audit: AuditLog,
+    slots: Vec<Slot>,
     current: Option<Current>,
+    /// The WireGuard port the failsafe keeps open.
+    failsafe_port: u16,
     pending: Option<PendingConfirm>,
     drift: Drift,
     revert_retry: RevertRetry,
     last: Option<LastChange>,
-    wg: WireGuard,
-    k3s: K3s,
-    /// Why K3s was not restarted (no systemd, not installed), for health.
-    k3s_note: Option<String>,
-    /// K3s was last seen exposed: audit only the transition.
-    k3s_exposed: bool,
+    /// What start-up found wrong (refused generations, a failsafe in
+    /// force), shown in health until the next successful change.
+    notes: Vec<Check>,
     metrics: Arc<Metrics>,
     /// The monitoring listener address the daemon should serve.
     monitor: watch::Sender<Option<SocketAddr>>,
 }
 
 /// What the engine is built from, besides the host paths.
-#[derive(Debug)]
 pub struct Parts {
-    pub nft: Nft,
-    pub k3s: K3s,
+    /// The registry, in converge order.
+    pub modules: Vec<Box<dyn Module>>,
+    /// What [`failsafe_first`] did before the engine existed.
+    pub failsafe: Failsafe,
     pub metrics: Arc<Metrics>,
     pub monitor: watch::Sender<Option<SocketAddr>>,
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.modules.iter().map(|m| m.name()).collect();
+        f.debug_struct("Parts").field("modules", &names).finish_non_exhaustive()
+    }
 }
 
 impl Engine {
+    /// Open the state (generations, audit log, integrity key). Fails only
+    /// when the state directory itself cannot be used; module state is
+    /// loaded later, in [`Engine::start`], where a failure is reported
+    /// instead of stopping the daemon.
     pub fn new(host: Host, parts: Parts) -> Result<Engine, EngineError> {
         let state_dir = host.state_dir();
         state::private_dir(&state_dir, 0o700)?;
@@ -176,131 +151,133 @@ impl Engine {
         if removed > 0 {
             log::warn!(removed; "removed {removed} temporary file(s) left by an interrupted write");
         }
-        let store = Store::open(&state_dir)?;
         let mut audit = AuditLog::open(&host.log_dir())?;
-        let (wg, key_created) = WireGuard::open(&host)?;
-        if key_created {
-            let msg = format!("public key {}", wg.public_key());
-            audit.record(&audit::WG_KEY_CREATED, 0, Outcome::Success, &msg)?;
+        let key = match IntegrityKey::load_or_create(&state_dir) {
+            Ok(k) => k,
+            Err(e) => {
+                // Without a usable key nothing sealed can be trusted: set the
+                // file aside (for forensics), start a new key, and let every
+                // generation sealed with the old one be refused.
+                let aside = startup::set_aside(&state_dir.join("integrity.key"))?;
+                let msg = format!("{e}; moved to {}", aside.display());
+                log::error!("integrity key: {msg}");
+                let _ = audit.record(&audit::SYS_KEY_REPLACED, 0, Outcome::Failure, &msg);
+                IntegrityKey::load_or_create(&state_dir)?
+            }
+        };
+        let (store, sealed) = Store::open(&state_dir, key)?;
+        if !sealed.is_empty() {
+            let msg = format!("generation(s) {sealed:?} sealed on first open");
+            let _ = audit.record(&audit::CHG_SEALED, 0, Outcome::Success, &msg);
         }
         let Parts {
-            nft,
-            k3s,
+            modules,
+            failsafe,
             metrics,
             monitor,
         } = parts;
-        Ok(Engine {
+        let mut engine = Engine {
             host,
-            nft,
             store,
             audit,
+            slots: modules
+                .into_iter()
+                .map(|module| Slot {
+                    module,
+                    broken: None,
+                    failed: None,
+                    drift: Vec::new(),
+                })
+                .collect(),
             current: None,
+            failsafe_port: failsafe.port,
             pending: None,
             drift: Drift::default(),
             revert_retry: RevertRetry::default(),
             last: None,
-            wg,
-            k3s,
-            k3s_note: None,
-            k3s_exposed: false,
+            notes: Vec::new(),
             metrics,
             monitor,
-        })
+        };
+        for (module, message) in failsafe.installed {
+            engine.record(
+                &audit::FW_FAILSAFE,
+                0,
+                Outcome::Failure,
+                &format!("{module}: {message}"),
+            );
+        }
+        Ok(engine)
     }
 
     fn pending_path(&self) -> std::path::PathBuf {
         self.host.state_dir().join("pending-confirm.json")
     }
 
-    /// Bring the host to its last good state: the current generation when
-    /// there is one (finishing or resuming an open confirmation window),
-    /// otherwise the boot profile as generation 1.
-    pub fn start(&mut self, boot: (&str, &str)) -> Result<(), EngineError> {
-        let latest = self.store.latest()?;
-        self.pending = state::read_json::<PendingConfirm>(&self.pending_path())?;
-        if let Some(p) = &self.pending {
-            if Some(p.generation) != latest {
-                // The confirmed apply never committed: nothing to revert.
-                log::warn!(generation = p.generation; "dropping a confirmation for a generation that was never committed");
-                state::remove(&self.pending_path())?;
-                self.pending = None;
-            }
+    /// The profile the host should be in: the generation in force, or the
+    /// failsafe when none is.
+    fn in_force(&self) -> Profile {
+        match &self.current {
+            Some(c) => c.profile.clone(),
+            None => failsafe_profile(self.failsafe_port),
         }
-        match latest {
-            Some(n) => {
-                // A window that closed while the daemon was down reverts
-                // straight away, without putting the unconfirmed generation
-                // back first.
-                if let Some(p) = self.pending.clone().filter(|p| now_unix() >= p.deadline) {
-                    self.revert(&p);
-                }
-                if self.current.is_none() {
-                    self.restore_latest_good(n)?;
-                }
-                let number = self.current_number().unwrap_or(n);
-                self.record(
-                    &audit::SYS_STARTED,
-                    0,
-                    Outcome::Success,
-                    &format!("restored generation {number}"),
-                );
-            }
-            None => {
-                let (source, text) = boot;
-                let req = ApplyRequest {
-                    profile: text.to_owned(),
-                    source: Some(source.to_owned()),
-                    dry_run: false,
-                    confirm_secs: None,
-                };
-                self.apply_as(req, 0, "boot")?;
-            }
-        }
-        // A window that closed while the daemon was down reverts now.
-        self.tick();
-        Ok(())
     }
 
-    /// Install the newest generation that installs, starting at `latest`:
-    /// a host must come back to the last state that worked, not stay down
-    /// because the newest one no longer applies (a missing wireguard-go
-    /// after a reboot, say).
-    fn restore_latest_good(&mut self, latest: u64) -> Result<(), EngineError> {
-        let mut first_error = None;
-        for n in self.store.numbers()?.into_iter().rev().filter(|n| *n <= latest) {
-            match self.load(n).and_then(|g| self.install(g)) {
-                Ok(()) => return Ok(()),
+    /// "generation 7" or "the failsafe ruleset": what a restore goes back to.
+    fn in_force_name(&self) -> String {
+        match &self.current {
+            Some(c) => format!("generation {}", c.meta.number),
+            None => "the failsafe".to_owned(),
+        }
+    }
+
+    fn current_number(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.meta.number)
+    }
+
+    /// Run `f` on module `i` with a context for `uid`, then record the
+    /// audit events it asked for.
+    fn with_module<T>(&mut self, i: usize, uid: u32, f: impl FnOnce(&mut dyn Module, &mut Cx<'_>) -> T) -> T {
+        let host = self.host.clone();
+        let mut cx = Cx::new(&host, uid);
+        let out = f(self.slots[i].module.as_mut(), &mut cx);
+        for e in cx.take_events() {
+            self.record(e.kind, uid, e.outcome, &e.message);
+        }
+        out
+    }
+
+    /// Load every module whose state did not load yet. Returns the first
+    /// one that still cannot, with why.
+    fn load_modules(&mut self) -> Option<(&'static str, String)> {
+        let mut first = None;
+        for i in 0..self.slots.len() {
+            if self.slots[i].broken.is_none() && first.is_some() {
+                continue;
+            }
+            let was_broken = self.slots[i].broken.is_some();
+            match self.with_module(i, 0, |m, cx| m.load(cx)) {
+                Ok(()) => {
+                    if was_broken {
+                        log::info!(module = self.slots[i].module.name(); "module state loaded");
+                    }
+                    self.slots[i].broken = None;
+                }
                 Err(e) => {
-                    let msg = format!("restoring generation {n} at start-up: {e}");
-                    log::error!("{msg}");
-                    self.record(&audit::CHG_FAILED, 0, Outcome::Failure, &msg);
-                    first_error.get_or_insert(e);
+                    let reason = chain(&e);
+                    let name = self.slots[i].module.name();
+                    if !was_broken {
+                        self.record(&audit::SYS_MODULE_BROKEN, 0, Outcome::Failure, &reason);
+                    }
+                    self.slots[i].broken = Some(reason.clone());
+                    first.get_or_insert((name, reason));
                 }
             }
         }
-        Err(first_error.unwrap_or_else(|| EngineError::NotFound(format!("generation {latest} does not exist"))))
-    }
-
-    fn load(&self, number: u64) -> Result<Generation, EngineError> {
-        self.store
-            .load(number)?
-            .ok_or_else(|| EngineError::NotFound(format!("generation {number} does not exist")))
-    }
-
-    /// Make `generation` the one in force on the host without recording a
-    /// new generation (start-up, drift repair).
-    fn install(&mut self, generation: Generation) -> Result<(), EngineError> {
-        let profile = Profile::parse(&generation.meta.source, &generation.profile_text)?;
-        let snapshot = self.converge(&profile, &generation.ruleset, 0)?;
-        self.make_current(generation, profile, snapshot);
-        Ok(())
+        first
     }
 
     pub fn apply(&mut self, req: ApplyRequest, uid: u32) -> Result<ApplyResponse, EngineError> {
-        self.apply_as(req, uid, "apply")
-    }
-
-    fn apply_as(&mut self, req: ApplyRequest, uid: u32, reason: &str) -> Result<ApplyResponse, EngineError> {
         let source = req.source.clone().unwrap_or_else(|| "profile".to_owned());
         let profile = match Profile::parse(&source, &req.profile) {
             Ok(p) => p,
@@ -312,24 +289,31 @@ impl Engine {
                 return Err(errors.into());
             }
         };
+        self.apply_profile(profile, req, uid, "apply")
+    }
+
+    /// Apply a parsed profile (parsed once per request).
+    fn apply_profile(
+        &mut self,
+        profile: Profile,
+        req: ApplyRequest,
+        uid: u32,
+        reason: &str,
+    ) -> Result<ApplyResponse, EngineError> {
         if let Some(secs) = req.confirm_secs {
             if secs == 0 || Duration::from_secs(secs) > CONFIRM_MAX {
-                return Err(EngineError::BadRequest(format!(
-                    "confirm window {secs}s is outside 1..={} seconds",
-                    CONFIRM_MAX.as_secs()
-                )));
+                return Err(EngineError::ConfirmWindow {
+                    secs,
+                    max: CONFIRM_MAX.as_secs(),
+                });
             }
         }
         if let (Some(p), false) = (&self.pending, req.dry_run) {
-            return Err(EngineError::Conflict(format!(
-                "generation {} awaits confirmation until its window closes; run `bulwarkctl confirm` or wait for the revert",
-                p.generation
-            )));
+            return Err(EngineError::ConfirmPending {
+                generation: p.generation,
+            });
         }
-
-        let vpn = profile.wireguard.as_ref().map(|w| w.interface.as_str());
-        let desired = firewall::render(&profile.firewall, vpn);
-        let (plan, in_sync) = self.plan(&profile, &desired)?;
+        let plan = self.plan(&profile)?;
         let mut response = ApplyResponse {
             profile: profile.name.clone(),
             generation: self.current_number(),
@@ -339,19 +323,18 @@ impl Engine {
             confirm_deadline: None,
         };
         if req.dry_run {
-            self.nft.check(&desired).map_err(|source| EngineError::Firewall {
-                kept: "nothing was changed",
-                source,
-            })?;
+            for i in 0..self.slots.len() {
+                self.with_module(i, uid, |m, cx| m.check(cx, &profile))?;
+            }
             return Ok(response);
         }
-        if response.plan.is_empty() && in_sync {
+        if response.plan.is_empty() && self.current.is_some() {
             return Ok(response);
         }
 
         let number = self.store.latest()?.map_or(1, |n| n + 1);
         if let Some(secs) = req.confirm_secs {
-            // Written before the kernel changes: a crash at any later point
+            // Written before the host changes: a crash at any later point
             // still reverts when the window closes.
             let pending = PendingConfirm {
                 generation: number,
@@ -361,23 +344,12 @@ impl Engine {
             state::write_json(&self.pending_path(), &pending)?;
             self.pending = Some(pending);
         }
-        let generation = Generation {
-            meta: Meta {
-                number,
-                profile: profile.name.clone(),
-                source,
-                created: now_unix(),
-                uid,
-                reason: reason.to_owned(),
-            },
-            profile_text: req.profile,
-            ruleset: desired,
-        };
-        match self.commit(generation) {
+        let generation = self.generation(number, &profile, req.profile, req.source, uid, reason);
+        match self.commit(generation, profile, uid) {
             Ok(()) => {
                 let msg = format!(
                     "generation {number} from profile {} ({} change(s))",
-                    profile.name,
+                    response.profile,
                     response.plan.changes.len()
                 );
                 self.record(&audit::CHG_APPLIED, uid, Outcome::Success, &msg);
@@ -391,169 +363,183 @@ impl Engine {
                 if self.pending.take().is_some() {
                     state::remove(&self.pending_path())?;
                 }
-                let msg = format!("profile {}: {e}", profile.name);
-                self.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg);
-                self.last = Some(LastChange {
-                    ok: false,
-                    message: msg,
-                });
+                self.failed_change(uid, format!("profile {}: {}", response.profile, chain(&e)));
                 Err(e)
             }
         }
     }
 
-    /// Apply a generation to the host, record it, and make it current. On a
-    /// failure after the host changed, the current generation is put back.
-    fn commit(&mut self, generation: Generation) -> Result<(), EngineError> {
-        let profile = Profile::parse(&generation.meta.source, &generation.profile_text)?;
-        let snapshot = self.converge(&profile, &generation.ruleset, generation.meta.uid)?;
-        if let Err(e) = self.store.commit(&generation) {
-            self.restore_current();
-            return Err(e.into());
+    /// A new generation for `profile`, with every module's artifacts.
+    fn generation(
+        &self,
+        number: u64,
+        profile: &Profile,
+        text: String,
+        source: Option<String>,
+        uid: u32,
+        reason: &str,
+    ) -> Generation {
+        let artifacts = self
+            .slots
+            .iter()
+            .map(|s| (s.module.name().to_owned(), s.module.render(profile)))
+            .filter(|(_, files)| !files.is_empty())
+            .collect();
+        Generation {
+            meta: Meta {
+                number,
+                profile: profile.name.clone(),
+                source: source.unwrap_or_else(|| "profile".to_owned()),
+                created: now_unix(),
+                uid,
+                reason: reason.to_owned(),
+                digest: String::new(),
+                version: String::new(),
+                seal: String::new(),
+            },
+            profile_text: text,
+            artifacts,
         }
-        self.make_current(generation, profile, snapshot);
+    }
+
+    fn failed_change(&mut self, uid: u32, message: String) {
+        self.record(&audit::CHG_FAILED, uid, Outcome::Failure, &message);
+        self.last = Some(LastChange { ok: false, message });
+    }
+
+    /// Converge the host to `profile`, record the generation, and make it
+    /// current. On any failure what was in force before is put back.
+    fn commit(&mut self, mut generation: Generation, profile: Profile, uid: u32) -> Result<(), EngineError> {
+        self.converge(&profile, uid)?;
+        if let Err(e) = self.store.commit(&mut generation) {
+            let (restored, not_restored) = self.restore(self.slots.len(), uid);
+            return Err(EngineError::Apply {
+                failed: ModuleError::new("generations", crate::module::ErrorClass::State, e),
+                restored,
+                not_restored,
+                target: self.in_force_name(),
+            });
+        }
+        self.make_current(generation.meta, profile);
         Ok(())
     }
 
-    fn make_current(&mut self, generation: Generation, profile: Profile, snapshot: String) {
-        self.drift = Drift {
-            repairs: self.drift.repairs,
-            ..Drift::default()
-        };
-        self.metrics.set_generation(generation.meta.number);
-        self.metrics
-            .set_firewall_set_elements(generation.ruleset.set_elements());
+    /// Apply `profile` to every module in order. A module that fails stops
+    /// the converge; it and every module before it are put back to what was
+    /// in force. Nothing is touched while a module cannot load its state.
+    fn converge(&mut self, profile: &Profile, uid: u32) -> Result<(), EngineError> {
+        if let Some((module, reason)) = self.load_modules() {
+            return Err(EngineError::ModuleBroken { module, reason });
+        }
+        let started = Instant::now();
+        for i in 0..self.slots.len() {
+            if let Err(failed) = self.with_module(i, uid, |m, cx| m.apply(cx, profile)) {
+                let (restored, not_restored) = self.restore(i + 1, uid);
+                self.metrics.observe_converge(started.elapsed());
+                return Err(EngineError::Apply {
+                    failed,
+                    restored,
+                    not_restored,
+                    target: self.in_force_name(),
+                });
+            }
+        }
+        self.metrics.observe_converge(started.elapsed());
+        Ok(())
+    }
+
+    /// Put the first `upto` modules back to the profile in force; returns
+    /// which came back and which could not.
+    fn restore(&mut self, upto: usize, uid: u32) -> (Vec<&'static str>, Vec<(&'static str, String)>) {
+        let target = self.in_force();
+        let (mut restored, mut not_restored) = (Vec::new(), Vec::new());
+        for i in 0..upto.min(self.slots.len()) {
+            let name = self.slots[i].module.name();
+            match self.with_module(i, uid, |m, cx| m.apply(cx, &target)) {
+                Ok(()) => restored.push(name),
+                Err(e) => {
+                    log::error!(module = name, error:display = chain(&e); "could not put the module back");
+                    not_restored.push((name, chain(&e)));
+                }
+            }
+        }
+        (restored, not_restored)
+    }
+
+    fn make_current(&mut self, meta: Meta, profile: Profile) {
+        self.metrics.set_generation(meta.number);
         self.monitor
             .send_if_modified(|listen| std::mem::replace(listen, profile.monitoring.listen) != *listen);
-        self.current = Some(Current {
-            generation,
-            profile,
-            snapshot: Some(snapshot),
-        });
+        let keep = profile.keep_generations;
+        self.current = Some(Current { meta, profile });
+        for slot in &mut self.slots {
+            slot.failed = None;
+            slot.drift.clear();
+        }
+        self.notes.clear();
         self.schedule_drift_check();
+        self.prune(keep);
         self.notify_status();
     }
 
-    /// Converge every module, in dependency order (firewall, WireGuard, K3s),
-    /// and read the firewall back. If a module fails, those already changed
-    /// are put back to the current generation. Returns the firewall snapshot.
-    fn converge(&mut self, profile: &Profile, ruleset: &Ruleset, uid: u32) -> Result<String, EngineError> {
-        let started = Instant::now();
-        self.nft
-            .apply(ruleset)
-            .map_err(|source| EngineError::Firewall { kept: KEPT, source })?;
-        let result = self
-            .converge_modules(profile, uid)
-            .and_then(|()| match self.nft.list() {
-                Ok(Some(snapshot)) => Ok(snapshot),
-                Ok(None) => Err(EngineError::Verify(
-                    "table inet bulwark is missing right after the apply".to_owned(),
-                )),
-                Err(source) => Err(EngineError::Firewall { kept: RESTORED, source }),
-            });
-        if result.is_err() {
-            self.restore_current();
-        }
-        self.metrics.observe_converge(started.elapsed());
-        result
-    }
-
-    /// The modules after the firewall.
-    fn converge_modules(&mut self, profile: &Profile, uid: u32) -> Result<(), EngineError> {
-        if let Some(wg) = &profile.wireguard {
-            self.wg
-                .apply(wg)
-                .map_err(|source| EngineError::WireGuard { kept: RESTORED, source })?;
-            if let Some(backend) = self.wg.backend_in_use() {
-                log::info!(interface = wg.interface.as_str(), backend; "WireGuard {} up on the {backend} backend", wg.interface);
+    /// Keep the newest `keep` generations and the one a pending confirmation
+    /// reverts to.
+    fn prune(&mut self, keep: usize) {
+        let protect: Vec<u64> = self.pending.iter().filter_map(|p| p.revert_to).collect();
+        match self.store.prune(keep, &protect) {
+            Ok(removed) if !removed.is_empty() => {
+                let msg = format!(
+                    "{} generation(s) removed, {}..={}; keeping the newest {keep}",
+                    removed.len(),
+                    removed[0],
+                    removed[removed.len() - 1]
+                );
+                self.record(&audit::CHG_PRUNED, 0, Outcome::Success, &msg);
             }
-        }
-        let outcome = self
-            .k3s
-            .apply(profile.k3s.as_ref(), profile.k3s_bind_ip())
-            .map_err(|source| EngineError::K3s { kept: RESTORED, source })?;
-        if outcome.changed {
-            let msg = format!(
-                "bind {}",
-                profile.k3s_bind_ip().map_or("removed".to_owned(), |ip| ip.to_string())
-            );
-            self.record(&audit::K3S_CONFIGURED, uid, Outcome::Success, &msg);
-        }
-        if outcome.restarted {
-            self.record(&audit::K3S_RESTARTED, uid, Outcome::Success, "k3s.service restarted");
-        }
-        self.k3s_note = outcome.note;
-        Ok(())
-    }
-
-    /// Put the current generation back after a failed change.
-    fn restore_current(&mut self) {
-        let Some(cur) = &self.current else { return };
-        let (ruleset, profile) = (cur.generation.ruleset.clone(), cur.profile.clone());
-        if let Err(e) = self.nft.apply(&ruleset) {
-            log::error!(error:display = e; "could not restore the previous ruleset");
-        }
-        if let Err(e) = self.converge_modules(&profile, 0) {
-            log::error!(error:display = e; "could not restore the previous module state");
+            Ok(_) => {}
+            Err(e) => log::error!(error:display = e; "could not prune old generations"),
         }
     }
 
-    fn current_number(&self) -> Option<u64> {
-        self.current.as_ref().map(|c| c.generation.meta.number)
-    }
-
-    /// The plan from what is in force to `desired`, and whether the live table
-    /// still matches the snapshot of the current generation.
-    fn plan(&self, profile: &Profile, desired: &Ruleset) -> Result<(Plan, bool), EngineError> {
-        let live = self.nft.list().map_err(|source| EngineError::Firewall {
-            kept: "nothing was changed",
-            source,
-        })?;
+    /// The plan from what is in force to `profile`: each module's changes,
+    /// then profile settings outside any module's own plan.
+    fn plan(&mut self, profile: &Profile) -> Result<Plan, EngineError> {
+        if let Some((module, reason)) = self.load_modules() {
+            return Err(EngineError::ModuleBroken { module, reason });
+        }
+        let current = self.current.as_ref().map(|c| c.profile.clone());
         let mut changes = Vec::new();
-        let in_sync = match &self.current {
-            Some(cur) => {
-                changes.extend(setting_changes(&cur.profile, profile));
-                changes.extend(firewall::plan(desired, Some(&cur.generation.ruleset)));
-                live.is_some() && live == cur.snapshot
+        let mut planned = Vec::new();
+        for i in 0..self.slots.len() {
+            let c = self.with_module(i, 0, |m, cx| m.plan(cx, profile, current.as_ref()))?;
+            if !c.is_empty() {
+                planned.push(self.slots[i].module.name());
             }
-            None => {
-                changes.extend(firewall::plan(desired, None));
-                false
-            }
-        };
-        changes.extend(self.wg.plan(profile.wireguard.as_ref()));
-        changes.extend(self.k3s.plan(profile.k3s.as_ref(), profile.k3s_bind_ip()));
-        if !in_sync && self.current.is_some() {
-            changes.push(Change {
-                module: "firewall".to_owned(),
-                op: ChangeOp::Change,
-                what: "table inet bulwark drifted from the current generation; it will be replaced".to_owned(),
-            });
+            changes.extend(c);
         }
-        Ok((Plan { changes }, in_sync))
+        if let Some(cur) = &current {
+            changes.extend(setting_changes(cur, profile, &planned));
+        }
+        Ok(Plan { changes })
     }
 
     pub fn confirm(&mut self, uid: u32) -> Result<ApplyResponse, EngineError> {
         let Some(pending) = self.pending.take() else {
-            return Err(EngineError::Conflict("no apply is waiting for confirmation".to_owned()));
+            return Err(EngineError::NothingToConfirm);
         };
         state::remove(&self.pending_path())?;
         let msg = format!("generation {} confirmed", pending.generation);
         self.record(&audit::CHG_CONFIRMED, uid, Outcome::Success, &msg);
         self.notify_status();
-        Ok(self.response_for(pending.generation))
-    }
-
-    fn response_for(&self, generation: u64) -> ApplyResponse {
-        ApplyResponse {
+        Ok(ApplyResponse {
             profile: self
                 .current
                 .as_ref()
                 .map(|c| c.profile.name.clone())
                 .unwrap_or_default(),
-            generation: Some(generation),
+            generation: Some(pending.generation),
             ..ApplyResponse::default()
-        }
+        })
     }
 
     /// Re-install generation `target` (default: the one before the current)
@@ -561,18 +547,16 @@ impl Engine {
     pub fn rollback(&mut self, target: Option<u64>, uid: u32) -> Result<ApplyResponse, EngineError> {
         let numbers = self.store.numbers()?;
         let current = numbers.last().copied();
-        let target =
-            match target {
-                Some(n) if numbers.contains(&n) => n,
-                Some(n) => {
-                    return Err(EngineError::NotFound(format!(
-                        "generation {n} does not exist; see `bulwarkctl generations`"
-                    )))
-                }
-                None => numbers.iter().rev().nth(1).copied().ok_or_else(|| {
-                    EngineError::NotFound("there is no earlier generation to roll back to".to_owned())
-                })?,
-            };
+        let target = match target {
+            Some(n) if numbers.contains(&n) => n,
+            Some(n) => return Err(EngineError::NoSuchGeneration { number: n }),
+            None => numbers
+                .iter()
+                .rev()
+                .nth(1)
+                .copied()
+                .ok_or(EngineError::NoEarlierGeneration)?,
+        };
         let response = self.reinstall(target, uid, "rollback")?;
         if self.pending.take().is_some() {
             state::remove(&self.pending_path())?;
@@ -586,40 +570,35 @@ impl Engine {
         Ok(response)
     }
 
-    /// Commit an old generation's profile and ruleset as a new generation.
+    /// Commit an old generation's profile as a new generation, planned and
+    /// converged like any apply.
     fn reinstall(&mut self, target: u64, uid: u32, reason: &str) -> Result<ApplyResponse, EngineError> {
-        let old = self.load(target)?;
-        let previous = self.current.as_ref().map(|c| c.generation.ruleset.clone());
-        let number = self.store.latest()?.map_or(1, |n| n + 1);
-        let plan = Plan {
-            changes: firewall::plan(&old.ruleset, previous.as_ref()),
-        };
-        let generation = Generation {
-            meta: Meta {
-                number,
-                created: now_unix(),
-                uid,
-                reason: reason.to_owned(),
-                ..old.meta
-            },
-            ..old
-        };
-        let profile = generation.meta.profile.clone();
-        if let Err(e) = self.commit(generation) {
-            let msg = format!("{reason} to generation {target}: {e}");
-            self.record(&audit::CHG_FAILED, uid, Outcome::Failure, &msg);
-            self.last = Some(LastChange {
-                ok: false,
-                message: msg,
-            });
-            return Err(e);
+        let result = self.reinstall_inner(target, uid, reason);
+        match &result {
+            Ok(_) => {
+                self.last = Some(LastChange {
+                    ok: true,
+                    message: format!("{reason} to generation {target}"),
+                })
+            }
+            Err(e) => self.failed_change(uid, format!("{reason} to generation {target}: {}", chain(e))),
         }
-        self.last = Some(LastChange {
-            ok: true,
-            message: format!("{reason} to generation {target}"),
-        });
+        result
+    }
+
+    fn reinstall_inner(&mut self, target: u64, uid: u32, reason: &str) -> Result<ApplyResponse, EngineError> {
+        let old = self
+            .store
+            .load(target)?
+            .ok_or(EngineError::NoSuchGeneration { number: target })?;
+        let profile = Profile::parse(&old.meta.source, &old.profile_text)?;
+        let plan = self.plan(&profile)?;
+        let number = self.store.latest()?.map_or(1, |n| n + 1);
+        let generation = self.generation(number, &profile, old.profile_text, Some(old.meta.source), uid, reason);
+        let name = profile.name.clone();
+        self.commit(generation, profile, uid)?;
         Ok(ApplyResponse {
-            profile,
+            profile: name,
             generation: Some(number),
             plan,
             changed: true,
@@ -627,45 +606,40 @@ impl Engine {
         })
     }
 
-    /// Record an audit event. The change it reports has already happened,
-    /// so a failure to write the event is logged, not turned into a failed
-    /// request (an add-peer's config, shown once, must not be lost to it).
-    fn record(&mut self, kind: &audit::EventKind, uid: u32, outcome: Outcome, message: &str) {
-        if let Err(e) = self.audit.record(kind, uid, outcome, message) {
-            log::error!(error:display = e, event = kind.id; "could not write audit event: {message}");
+    /// A module's action (`POST /v1/modules/<module>/<action>`).
+    pub fn action(
+        &mut self,
+        module: &str,
+        action: &str,
+        body: serde_json::Value,
+        uid: u32,
+    ) -> Result<serde_json::Value, EngineError> {
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.module.name() == module)
+            .ok_or_else(|| EngineError::NoSuchModule {
+                module: module.to_owned(),
+            })?;
+        if let Some((name, reason)) = self.load_modules().filter(|(n, _)| *n == self.slots[i].module.name()) {
+            return Err(EngineError::ModuleBroken { module: name, reason });
         }
+        let current = self.current.as_ref().map(|c| c.profile.clone());
+        Ok(self.with_module(i, uid, |m, cx| m.action(cx, current.as_ref(), action, body))?)
     }
 
-    /// The `[wireguard]` section in force, or why peers cannot be managed.
-    fn vpn(&self) -> Result<bulwark_model::profile::WireGuard, EngineError> {
-        self.current
-            .as_ref()
-            .and_then(|c| c.profile.wireguard.clone())
-            .ok_or_else(|| {
-                EngineError::Conflict("the profile in force has no [wireguard] section; apply one first".to_owned())
+    /// Every module's actions and who may call them, for the API.
+    pub fn actions(&self) -> BTreeMap<(String, String), crate::module::ActionRole> {
+        self.slots
+            .iter()
+            .flat_map(|s| {
+                let name = s.module.name();
+                s.module
+                    .actions()
+                    .iter()
+                    .map(move |(a, role)| ((name.to_owned(), (*a).to_owned()), *role))
             })
-    }
-
-    pub fn add_peer(&mut self, req: AddPeerRequest, uid: u32) -> Result<AddPeerResponse, EngineError> {
-        let vpn = self.vpn()?;
-        let added = self.wg.add_peer(&vpn, req)?;
-        let p = &added.peer;
-        let msg = format!("peer {} {} key {}", p.name, p.address, p.public_key);
-        self.record(&audit::WG_PEER_ADDED, uid, Outcome::Success, &msg);
-        Ok(added)
-    }
-
-    pub fn remove_peer(&mut self, name: &str, uid: u32) -> Result<PeerInfo, EngineError> {
-        let vpn = self.vpn()?;
-        let removed = self.wg.remove_peer(&vpn, name)?;
-        let msg = format!("peer {} {} key {}", removed.name, removed.address, removed.public_key);
-        self.record(&audit::WG_PEER_REMOVED, uid, Outcome::Success, &msg);
-        Ok(removed)
-    }
-
-    pub fn peers(&self) -> Result<Vec<PeerInfo>, EngineError> {
-        let vpn = self.current.as_ref().and_then(|c| c.profile.wireguard.as_ref());
-        Ok(self.wg.peers(vpn)?)
+            .collect()
     }
 
     pub fn generations(&self) -> Result<Vec<bulwark_model::api::GenerationInfo>, EngineError> {
@@ -680,41 +654,74 @@ impl Engine {
         &mut self.audit
     }
 
+    /// Record an audit event. The change it reports has already happened,
+    /// so a failure to write the event is logged, not turned into a failed
+    /// request (an add-peer's config, shown once, must not be lost to it).
+    fn record(&mut self, kind: &EventKind, uid: u32, outcome: Outcome, message: &str) {
+        if let Err(e) = self.audit.record(kind, uid, outcome, message) {
+            log::error!(error:display = e, event = kind.id; "could not write audit event: {message}");
+        }
+    }
+
+    /// Stop what modules supervise (wireguard-go, …): the daemon is exiting.
+    pub fn shutdown(&mut self) {
+        for slot in &mut self.slots {
+            slot.module.shutdown();
+        }
+    }
+
+    /// A module of the registry by its type, for callers that need more
+    /// than the contract (tests, the daemon's start-up).
+    pub fn module_mut<M: Module>(&mut self) -> Option<&mut M> {
+        self.slots
+            .iter_mut()
+            .find_map(|s| s.module.as_any_mut().downcast_mut::<M>())
+    }
+
     fn notify_status(&self) {
         let status = match &self.current {
-            Some(c) => format!(
-                "generation {} ({}){}",
-                c.generation.meta.number,
-                c.profile.name,
-                if self.drift.detected { ", drift detected" } else { "" }
-            ),
-            None => "no generation".to_owned(),
+            Some(c) => format!("generation {} ({})", c.meta.number, c.profile.name),
+            None => "no generation; failsafe ruleset".to_owned(),
         };
         crate::notify::status(&status);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_changed_setting_outside_the_firewall_is_planned() {
-        let old = Profile::parse("a", "[profile]\nname = \"a\"\n[firewall]\npublic_tcp = [22]\n").unwrap();
-        let new = Profile::parse(
-            "b",
-            "[profile]\nname = \"a\"\ndrift = \"report\"\n[firewall]\npublic_tcp = [23]\n\
-             [monitoring]\nlisten = \"127.0.0.1:9469\"\n",
-        )
-        .unwrap();
-        let what: Vec<String> = setting_changes(&old, &new).into_iter().map(|c| c.what).collect();
-        assert_eq!(
-            what,
-            [
-                "drift: \"repair\" -> \"report\"",
-                "monitoring: {\"listen\":null} -> {\"listen\":\"127.0.0.1:9469\"}",
-            ]
-        );
-        assert!(setting_changes(&old, &old).is_empty());
+/// The message with its whole cause chain, as one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        // thiserror's transparent and "{source}" variants repeat their source.
+        if !msg.ends_with(&s_text) {
+            msg.push_str(": ");
+            msg.push_str(&s_text);
+        }
+        source = s.source();
     }
+    msg
+}
+
+/// Profile settings that changed outside the sections whose module already
+/// planned a change (its own diff says it better), so no change (a new
+/// `[monitoring] listen`, a WireGuard endpoint) is ever planned as "no
+/// changes".
+fn setting_changes(old: &Profile, new: &Profile, planned: &[&str]) -> Vec<Change> {
+    let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    new.iter()
+        .filter(|(key, value)| !planned.contains(&key.as_str()) && old.get(key.as_str()) != Some(value))
+        .map(|(key, value)| Change {
+            module: "profile".to_owned(),
+            op: ChangeOp::Change,
+            what: format!(
+                "{key}: {} -> {value}",
+                old.get(key.as_str()).unwrap_or(&serde_json::Value::Null)
+            ),
+        })
+        .collect()
 }

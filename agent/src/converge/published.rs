@@ -6,15 +6,21 @@
 //! apply or a drift repair: however many ask, each gets the latest copy at
 //! once, and the engine does the work once per refresh, not once per request.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bulwark_model::api::{GenerationInfo, Health, PeerInfo, Status};
 use tokio::sync::watch;
 
+use crate::module::ActionRole;
+
 /// How often the engine refreshes what it publishes while nothing changes
-/// (handshake times, listeners, drift seen by the last check).
-pub const REFRESH: Duration = Duration::from_secs(5);
+/// and nobody asks (readers that need it fresher ask, see
+/// [`super::task::EngineHandle::fresh`]).
+pub const REFRESH: Duration = Duration::from_secs(10);
+/// How long a reader waits for a fresh view before answering with the one it has.
+pub const PATIENCE: Duration = Duration::from_secs(2);
 
 /// One consistent view of the engine's state.
 #[derive(Debug, Clone)]
@@ -24,6 +30,8 @@ pub struct Published {
     pub health: Health,
     pub generations: Vec<GenerationInfo>,
     pub peers: Vec<PeerInfo>,
+    /// (module, action) → who may call it: the API authorises from this.
+    pub actions: Arc<BTreeMap<(String, String), ActionRole>>,
     /// When this view was taken.
     pub at: SystemTime,
 }
@@ -35,6 +43,7 @@ impl Default for Published {
             health: Health::default(),
             generations: Vec::new(),
             peers: Vec::new(),
+            actions: Arc::default(),
             at: SystemTime::UNIX_EPOCH,
         }
     }

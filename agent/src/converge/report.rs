@@ -1,78 +1,88 @@
-//! What the engine tells about the host: status and health checks.
+//! What the engine tells about the host: status and health, module by
+//! module.
 
-use bulwark_model::api::{Check, FirewallStatus, Health, Level, Status, WireGuardStatus};
+use bulwark_model::api::{Check, FirewallStatus, Health, Level, ModuleStatus, Status, WireGuardStatus};
 use bulwark_model::profile::DriftMode;
 
-use super::{now_unix, Engine};
+use super::Engine;
+use crate::clock::now_unix;
+
+/// `module` of the daemon's own checks.
+pub const DAEMON: &str = "bulwarkd";
+
+fn check(name: &str, module: &str, level: Level, reason: String) -> Check {
+    Check {
+        name: name.to_owned(),
+        module: module.to_owned(),
+        level,
+        reason,
+    }
+}
 
 impl Engine {
-    pub fn status(&self) -> Status {
+    /// Per module: its status, or why it has none (state that does not load,
+    /// a start-up restore that failed, drift under `report`).
+    fn module_statuses(&mut self) -> Vec<ModuleStatus> {
+        let current = self.current.as_ref().map(|c| c.profile.clone());
+        (0..self.slots.len())
+            .map(|i| {
+                let mut st = self.with_module(i, 0, |m, cx| m.status(cx, current.as_ref()));
+                let slot = &self.slots[i];
+                if let Some(reason) = slot.broken.as_ref().or(slot.failed.as_ref()) {
+                    st.level = Level::Critical;
+                    st.summary = reason.clone();
+                } else if !slot.drift.is_empty() {
+                    st.level = st.level.max(Level::Warning);
+                    st.summary = format!("drift: {}", slot.drift.join("; "));
+                }
+                st
+            })
+            .collect()
+    }
+
+    pub fn status(&mut self) -> Status {
+        let modules = self.module_statuses();
+        let detail = |name: &str| modules.iter().find(|m| m.module == name).map(|m| &m.details);
+        // The fields before `modules` stay filled for older clients.
+        let firewall = detail("firewall").cloned().unwrap_or_default();
+        let wireguard: Option<WireGuardStatus> =
+            detail("wireguard").and_then(|d| serde_json::from_value(d.clone()).ok());
         let cur = self.current.as_ref();
-        let live = self.nft.list().ok().flatten();
         Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             root: self.host.root().display().to_string(),
             profile: cur.map(|c| c.profile.name.clone()),
-            generation: cur.map(|c| c.generation.meta.number),
+            generation: cur.map(|c| c.meta.number),
+            digest: cur.map(|c| c.meta.digest.clone()),
             drift: cur
                 .map(|c| format!("{:?}", c.profile.drift).to_lowercase())
                 .unwrap_or_default(),
             drift_interval_secs: cur.map_or(0, |c| c.profile.drift_interval.as_secs()),
             pending_confirm: self.pending.clone(),
             firewall: FirewallStatus {
-                present: live.is_some(),
-                in_sync: cur.is_some_and(|c| live.is_some() && c.snapshot == live),
-                set_elements: cur.map_or(0, |c| c.generation.ruleset.set_elements()),
+                present: firewall["present"].as_bool().unwrap_or(false),
+                in_sync: firewall["in_sync"].as_bool().unwrap_or(false),
+                set_elements: firewall["set_elements"].as_u64().unwrap_or(0) as usize,
                 drift_repairs: self.drift.repairs,
             },
-            wireguard: cur.and_then(|c| c.profile.wireguard.as_ref()).map(|w| WireGuardStatus {
-                interface: w.interface.clone(),
-                backend: self.wg.backend_in_use().unwrap_or("down").to_owned(),
-                address: w.address.to_string(),
-                listen_port: w.listen_port,
-                public_key: self.wg.public_key(),
-                peers: self.wg.peers(Some(w)).map_or(0, |p| p.len()),
-            }),
-            // The API fills this from the full report (with resource checks).
-            health: Level::Ok,
+            wireguard,
+            health: modules.iter().map(|m| m.level).max().unwrap_or_default(),
             last_error: self.last.as_ref().filter(|l| !l.ok).map(|l| l.message.clone()),
+            modules,
         }
     }
 
-    pub fn health(&self) -> Health {
-        let mut checks = Vec::new();
-        let check = |name: &str, level, reason: String| Check {
-            module: String::new(),
-            name: name.to_owned(),
-            level,
-            reason,
-        };
+    pub fn health(&mut self) -> Health {
+        let mut checks = self.notes.clone();
         checks.push(match &self.last {
-            Some(l) if !l.ok => check("last_apply", Level::Warning, l.message.clone()),
-            Some(l) => check("last_apply", Level::Ok, l.message.clone()),
-            None => check("last_apply", Level::Ok, "no change since start-up".to_owned()),
-        });
-        checks.push(match (&self.current, self.drift.detected) {
-            (None, _) => check("firewall", Level::Critical, "no generation is in force".to_owned()),
-            (Some(c), true) if c.profile.drift == DriftMode::Report => check(
-                "firewall",
-                Level::Critical,
-                "table inet bulwark differs from the current generation (drift = report)".to_owned(),
-            ),
-            (Some(_), true) => check("firewall", Level::Critical, "drift repair failed".to_owned()),
-            (Some(c), false) => check(
-                "firewall",
-                Level::Ok,
-                format!(
-                    "generation {} in force, {} set elements",
-                    c.generation.meta.number,
-                    c.generation.ruleset.set_elements()
-                ),
-            ),
+            Some(l) if !l.ok => check("last_apply", DAEMON, Level::Warning, l.message.clone()),
+            Some(l) => check("last_apply", DAEMON, Level::Ok, l.message.clone()),
+            None => check("last_apply", DAEMON, Level::Ok, "no change since start-up".to_owned()),
         });
         checks.push(match &self.pending {
             Some(p) => check(
                 "confirm",
+                DAEMON,
                 Level::Warning,
                 format!(
                     "generation {} reverts in {}s unless confirmed",
@@ -80,34 +90,55 @@ impl Engine {
                     p.deadline.saturating_sub(now_unix())
                 ),
             ),
-            None => check("confirm", Level::Ok, "no confirmation pending".to_owned()),
+            None => check("confirm", DAEMON, Level::Ok, "no confirmation pending".to_owned()),
         });
-        checks.push(match self.drift.repairs {
-            0 => check("drift", Level::Ok, "no drift repaired".to_owned()),
-            n => check("drift", Level::Ok, format!("{n} drift repair(s) since start-up")),
-        });
-        if let Some(cur) = &self.current {
-            if let Some(vpn) = &cur.profile.wireguard {
-                checks.extend(self.wg.health(vpn));
-                if let Ok(peers) = self.wg.peers(Some(vpn)) {
-                    let now = now_unix();
-                    let ages: Vec<(String, Option<std::time::Duration>)> = peers
-                        .into_iter()
-                        .map(|p| {
-                            (
-                                p.name,
-                                p.last_handshake
-                                    .map(|t| std::time::Duration::from_secs(now.saturating_sub(t))),
-                            )
-                        })
-                        .collect();
-                    self.metrics.set_wireguard_peers(&ages);
-                }
+        let current = self.current.as_ref().map(|c| c.profile.clone());
+        let reporting = current.as_ref().is_some_and(|c| c.drift == DriftMode::Report);
+        let mut drifted = Vec::new();
+        for i in 0..self.slots.len() {
+            let name = self.slots[i].module.name();
+            let slot = &self.slots[i];
+            if let Some(reason) = &slot.broken {
+                checks.push(check(
+                    name,
+                    name,
+                    Level::Critical,
+                    format!("cannot load its state: {reason}; repair or move the file aside, then apply again"),
+                ));
+                continue;
             }
-            if let Some(bind) = cur.profile.k3s_bind_ip() {
-                checks.extend(self.k3s.checks(bind, self.k3s_note.as_deref()));
+            if let Some(reason) = slot.failed.clone() {
+                checks.push(check(name, name, Level::Critical, reason));
             }
+            if !slot.drift.is_empty() {
+                drifted.push((name, slot.module.drift_events().level, slot.drift.join("; ")));
+            }
+            let own = self.with_module(i, 0, |m, cx| m.health(cx, current.as_ref()));
+            checks.extend(own.into_iter().map(|mut c| {
+                c.module = name.to_owned();
+                c
+            }));
         }
-        Health::from_checks(checks)
+        // Drift left as found counts at the level its module gives it.
+        checks.push(match (drifted.is_empty(), reporting) {
+            (true, _) => check(
+                "drift",
+                DAEMON,
+                Level::Ok,
+                match self.drift.repairs {
+                    0 => "no drift repaired".to_owned(),
+                    n => format!("{n} drift repair(s) since start-up"),
+                },
+            ),
+            (false, _) => {
+                let level = drifted.iter().map(|(_, l, _)| *l).max().unwrap_or(Level::Warning);
+                let what: Vec<String> = drifted.iter().map(|(m, _, d)| format!("{m}: {d}")).collect();
+                let mode = if reporting { "drift = report" } else { "repair failed" };
+                check("drift", DAEMON, level, format!("{} ({mode})", what.join("; ")))
+            }
+        });
+        let health = Health::from_checks(checks);
+        self.metrics.set_checks(&health.checks);
+        health
     }
 }

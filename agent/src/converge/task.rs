@@ -1,18 +1,19 @@
 //! The one thread that owns the host.
 //!
 //! HTTP handlers send [`Command`]s over a channel and await the reply, so
-//! applies, rollbacks and drift repairs never interleave. Between commands the
-//! thread sleeps until the next timer (confirmation deadline, drift check,
-//! watchdog ping); pinging the watchdog from here, not from a side task, means
-//! a wedged engine gets the daemon restarted.
+//! applies, rollbacks, module actions and drift repairs never interleave.
+//! Reads do not queue here at all: after every command, and every
+//! [`REFRESH`], the thread publishes status, health, generations and peers
+//! ([`super::published`]). Between commands the thread sleeps until the next
+//! timer (confirmation deadline, drift check, module ticks, watchdog ping);
+//! pinging the watchdog from here, not from a side task, means a wedged
+//! engine gets the daemon restarted.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use bulwark_model::api::{
-    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health,
-    PeerInfo, Status,
-};
+use bulwark_model::api::{ApplyRequest, ApplyResponse, AuditEvent, AuditVerify};
 use tokio::sync::{oneshot, watch};
 
 use super::published::{Published, Reader, REFRESH};
@@ -27,14 +28,12 @@ pub enum Command {
     Apply(ApplyRequest, u32, Reply<ApplyResponse>),
     Confirm(u32, Reply<ApplyResponse>),
     Rollback(Option<u64>, u32, Reply<ApplyResponse>),
-    AddPeer(AddPeerRequest, u32, Reply<AddPeerResponse>),
-    RemovePeer(String, u32, Reply<PeerInfo>),
-    Peers(Reply<Vec<PeerInfo>>),
-    Status(Reply<Status>),
-    Health(Reply<Health>),
-    Generations(Reply<Vec<GenerationInfo>>),
+    /// `module`, `action`, its JSON body, the caller's uid.
+    Action(String, String, serde_json::Value, u32, Reply<serde_json::Value>),
     AuditTail(usize, Reply<Vec<AuditEvent>>),
     AuditVerify(Reply<AuditVerify>),
+    /// Publish a fresh view now (a reader found the last one too old).
+    Refresh,
     /// Record an event that happened outside the engine (a refused request).
     Record(&'static EventKind, u32, Outcome, String),
 }
@@ -43,6 +42,9 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
+    /// A refresh is on its way: readers that find the view stale wait for
+    /// it instead of asking again, so a crowd costs one refresh.
+    refreshing: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +62,33 @@ impl EngineHandle {
     /// A handle whose engine is gone: every call answers [`EngineGone`].
     #[cfg(test)]
     pub fn detached() -> EngineHandle {
-        EngineHandle { tx: mpsc::channel().0 }
+        EngineHandle {
+            tx: mpsc::channel().0,
+            refreshing: Arc::default(),
+        }
+    }
+
+    /// A published view taken after this call began, so what a reader sees
+    /// reflects the host at the time it asked. Readers that ask together
+    /// share one refresh. Waits at most `patience` (the engine may be busy
+    /// with an apply); then answers with the newest view it has.
+    pub async fn fresh(&self, reader: &Reader, patience: Duration) -> Arc<Published> {
+        let asked = SystemTime::now();
+        let mut reader = reader.clone();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let view = reader.borrow_and_update().clone();
+            if view.at >= asked {
+                return view;
+            }
+            if !self.refreshing.swap(true, Ordering::AcqRel) && self.tx.send(Command::Refresh).is_err() {
+                return view;
+            }
+            match tokio::time::timeout_at(deadline, reader.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return reader.borrow().clone(),
+            }
+        }
     }
 
     pub fn record(&self, kind: &'static EventKind, uid: u32, outcome: Outcome, message: String) {
@@ -74,14 +102,23 @@ impl EngineHandle {
 pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<(EngineHandle, Reader)> {
     let (tx, rx) = mpsc::channel::<Command>();
     let (publish, reader) = watch::channel(Arc::new(engine.published()));
+    let refreshing = Arc::new(AtomicBool::new(false));
+    let flag = refreshing.clone();
     std::thread::Builder::new().name("converge".to_owned()).spawn(move || {
         let mut next_ping = Instant::now();
         let mut next_publish = Instant::now() + REFRESH;
+        let publish_now = |engine: &mut Engine| {
+            flag.store(false, Ordering::Release);
+            publish.send_replace(Arc::new(engine.published()));
+            Instant::now() + REFRESH
+        };
         loop {
+            let events = engine.audit().seq();
             let mut wait = engine.tick();
-            if Instant::now() >= next_publish {
-                publish.send_replace(Arc::new(engine.published()));
-                next_publish = Instant::now() + REFRESH;
+            // A timer that changed something (a revert, a repair) is
+            // visible at once, like a command.
+            if Instant::now() >= next_publish || engine.audit().seq() != events {
+                next_publish = publish_now(&mut engine);
             }
             wait = wait.min(next_publish.saturating_duration_since(Instant::now()));
             if let Some(interval) = watchdog {
@@ -93,53 +130,80 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
             }
             match rx.recv_timeout(wait) {
                 Ok(cmd) => {
-                    handle(&mut engine, cmd);
-                    // Whatever the command changed is visible to readers at once.
-                    publish.send_replace(Arc::new(engine.published()));
-                    next_publish = Instant::now() + REFRESH;
+                    // Whatever a command changed is published before its caller
+                    // hears back, so its next read already sees it.
+                    if let Some(reply) = handle(&mut engine, cmd) {
+                        next_publish = publish_now(&mut engine);
+                        reply();
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    engine.shutdown();
+                    return;
+                }
             }
         }
     })?;
-    Ok((EngineHandle { tx }, reader))
+    Ok((EngineHandle { tx, refreshing }, reader))
 }
 
 impl Engine {
     /// The view readers get until the next change or refresh.
-    pub fn published(&self) -> Published {
+    pub fn published(&mut self) -> Published {
+        let status = self.status();
+        // The VPN module lists its peers in its status details.
+        let peers = status
+            .modules
+            .iter()
+            .find_map(|m| m.details.get("peer_list"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
         Published {
-            status: self.status(),
+            status,
             health: self.health(),
             generations: self.generations().unwrap_or_else(|e| {
                 log::error!(error:display = e; "cannot list generations");
                 Vec::new()
             }),
-            peers: self.peers().unwrap_or_default(),
+            peers,
+            actions: Arc::new(self.actions()),
             at: SystemTime::now(),
         }
     }
 }
 
-fn handle(engine: &mut Engine, cmd: Command) {
+/// A reply to send once the view is published.
+type Deliver = Box<dyn FnOnce() + Send>;
+
+fn deliver<T: Send + 'static>(reply: Reply<T>, result: Result<T, EngineError>) -> Option<Deliver> {
     // A caller that went away does not care about its reply.
+    Some(Box::new(move || drop(reply.send(result))))
+}
+
+/// Run one command. What changes nothing readers see (audit reads, a
+/// recorded refusal) is answered at once and returns `None`; everything else
+/// returns its reply, sent after publishing.
+fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
     match cmd {
-        Command::Apply(req, uid, reply) => drop(reply.send(engine.apply(req, uid))),
-        Command::Confirm(uid, reply) => drop(reply.send(engine.confirm(uid))),
-        Command::Rollback(target, uid, reply) => drop(reply.send(engine.rollback(target, uid))),
-        Command::AddPeer(req, uid, reply) => drop(reply.send(engine.add_peer(req, uid))),
-        Command::RemovePeer(name, uid, reply) => drop(reply.send(engine.remove_peer(&name, uid))),
-        Command::Peers(reply) => drop(reply.send(engine.peers())),
-        Command::Status(reply) => drop(reply.send(Ok(engine.status()))),
-        Command::Health(reply) => drop(reply.send(Ok(engine.health()))),
-        Command::Generations(reply) => drop(reply.send(engine.generations())),
-        Command::AuditTail(n, reply) => drop(reply.send(engine.audit().tail(n).map_err(EngineError::from))),
-        Command::AuditVerify(reply) => drop(reply.send(Ok(engine.audit().verify()))),
+        Command::Apply(req, uid, reply) => deliver(reply, engine.apply(req, uid)),
+        Command::Confirm(uid, reply) => deliver(reply, engine.confirm(uid)),
+        Command::Rollback(target, uid, reply) => deliver(reply, engine.rollback(target, uid)),
+        Command::Action(module, action, body, uid, reply) => deliver(reply, engine.action(&module, &action, body, uid)),
+        Command::AuditTail(n, reply) => {
+            drop(reply.send(engine.audit().tail(n).map_err(EngineError::from)));
+            None
+        }
+        Command::AuditVerify(reply) => {
+            drop(reply.send(Ok(engine.audit().verify())));
+            None
+        }
+        Command::Refresh => Some(Box::new(|| {})),
         Command::Record(kind, uid, outcome, message) => {
             if let Err(e) = engine.audit_mut().record(kind, uid, outcome, &message) {
                 log::error!(error:display = e; "could not write audit event {}", kind.id);
             }
+            None
         }
     }
 }

@@ -1,21 +1,24 @@
-//! The engine's timers: the confirmation window, the drift loop and peer
-//! expiry.
+//! The engine's timers: the confirmation window, the drift loop, and the
+//! modules' own ticks.
 
 use std::time::{Duration, Instant};
 
-use bulwark_model::api::{Level, PendingConfirm};
+use bulwark_model::api::PendingConfirm;
 use bulwark_model::profile::DriftMode;
 
-use super::{now_unix, Engine, RevertRetry};
-use crate::audit::{self, EventKind, Outcome};
+use super::{chain, Engine, RevertRetry};
+use crate::audit::{self, Outcome};
+use crate::clock::now_unix;
 use crate::state;
 
 /// Longest pause between attempts at a revert that keeps failing.
 const REVERT_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest sleep of the engine thread when nothing is due.
+const IDLE: Duration = Duration::from_secs(3600);
 
 impl Engine {
-    /// Close an expired confirmation window, run a due drift check. Returns
-    /// how long until the next timer.
+    /// Close an expired confirmation window, run a due drift check and the
+    /// modules' ticks. Returns how long until the next timer.
     pub fn tick(&mut self) -> Duration {
         if let Some(p) = self.pending.clone() {
             let retry_due = self.revert_retry.next.is_none_or(|t| Instant::now() >= t);
@@ -24,20 +27,28 @@ impl Engine {
             }
         }
         if self.drift.next_check.is_some_and(|t| Instant::now() >= t) {
-            self.expire_peers();
             self.check_drift();
-            self.watch_k3s_exposure();
             self.schedule_drift_check();
         }
-        let mut next = Duration::from_secs(3600);
+        let current = self.current.as_ref().map(|c| c.profile.clone());
+        let mut next = Instant::now() + IDLE;
+        for i in 0..self.slots.len() {
+            if self.slots[i].broken.is_some() {
+                continue;
+            }
+            if let Some(t) = self.with_module(i, 0, |m, cx| m.tick(cx, current.as_ref())) {
+                next = next.min(t);
+            }
+        }
+        let mut wait = next.saturating_duration_since(Instant::now());
         if let Some(p) = &self.pending {
             // Poll the wall-clock deadline at a fine grain: it must hold across restarts.
-            next = next.min(Duration::from_secs(p.deadline.saturating_sub(now_unix())).max(Duration::from_millis(200)));
+            wait = wait.min(Duration::from_secs(p.deadline.saturating_sub(now_unix())).max(Duration::from_millis(200)));
         }
         for t in [self.drift.next_check, self.revert_retry.next].into_iter().flatten() {
-            next = next.min(t.saturating_duration_since(Instant::now()));
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
-        next
+        wait
     }
 
     /// Re-install the generation an unconfirmed apply replaced.
@@ -67,7 +78,7 @@ impl Engine {
                 r.failures += 1;
                 let wait = Duration::from_secs(1 << r.failures.min(6)).min(REVERT_BACKOFF_MAX);
                 r.next = Some(Instant::now() + wait);
-                log::error!(error:display = e; "revert of generation {} failed; retrying in {}s", p.generation, wait.as_secs());
+                log::error!(error:display = chain(&e); "revert of generation {} failed; retrying in {}s", p.generation, wait.as_secs());
             }
         }
     }
@@ -76,102 +87,57 @@ impl Engine {
         self.drift.next_check = self.current.as_ref().map(|c| Instant::now() + c.profile.drift_interval);
     }
 
-    /// Compare the host with the current generation; repair or report.
-    fn check_drift(&mut self) {
-        let Some(cur) = &self.current else { return };
-        // (what drifted, its repair event, its report event)
-        let mut drifted: Vec<(String, &'static EventKind, &'static EventKind)> = Vec::new();
-        match self.nft.list() {
-            Ok(live) if live.is_some() && live == cur.snapshot => {}
-            Ok(live) => {
-                let what = if live.is_none() { "deleted" } else { "modified" };
-                let what = format!("table inet bulwark was {what}");
-                drifted.push((what, &audit::FW_DRIFT_REPAIRED, &audit::FW_DRIFT_DETECTED));
-            }
-            Err(e) => log::error!(error:display = e; "drift check could not list the table"),
-        }
-        if let Some(wg) = &cur.profile.wireguard {
-            match self.wg.drift(wg) {
-                Ok(Some(what)) => drifted.push((what, &audit::WG_DRIFT_REPAIRED, &audit::WG_DRIFT_DETECTED)),
-                Ok(None) => {}
-                Err(e) => log::error!(error:display = e; "drift check could not read the WireGuard device"),
-            }
-        }
-        if drifted.is_empty() {
-            self.drift.detected = false;
+    /// Ask every module what differs from the generation in force; repair
+    /// the modules that drifted (`repair`) or report them once (`report`).
+    pub(super) fn check_drift(&mut self) {
+        let Some(profile) = self.current.as_ref().map(|c| c.profile.clone()) else {
             return;
-        }
-        match cur.profile.drift {
-            DriftMode::Repair => {
-                let generation = cur.generation.clone();
-                let number = generation.meta.number;
-                match self.install(generation) {
+        };
+        let number = self.current_number().unwrap_or(0);
+        for i in 0..self.slots.len() {
+            if self.slots[i].broken.is_some() {
+                continue;
+            }
+            let items = match self.with_module(i, 0, |m, cx| m.observe(cx, &profile)) {
+                Ok(items) => items,
+                Err(e) => {
+                    log::error!(module = self.slots[i].module.name(), error:display = chain(&e); "drift check failed");
+                    continue;
+                }
+            };
+            if items.is_empty() {
+                self.slots[i].drift.clear();
+                continue;
+            }
+            let events = self.slots[i].module.drift_events();
+            let what = items.join("; ");
+            match profile.drift {
+                DriftMode::Repair => match self.with_module(i, 0, |m, cx| m.apply(cx, &profile)) {
                     Ok(()) => {
-                        for (what, repaired, _) in drifted {
-                            self.drift.repairs += 1;
-                            self.metrics.inc_drift_repairs();
-                            self.record(
-                                repaired,
-                                0,
-                                Outcome::Success,
-                                &format!("{what}; generation {number} re-installed"),
-                            );
-                        }
+                        self.slots[i].drift.clear();
+                        self.slots[i].failed = None;
+                        self.drift.repairs += 1;
+                        self.metrics.inc_drift_repairs();
+                        let msg = format!("{what}; generation {number} re-applied");
+                        self.record(events.repaired, 0, Outcome::Success, &msg);
                     }
                     Err(e) => {
-                        self.drift.detected = true;
-                        log::error!(error:display = e; "drift repair failed");
+                        let reason = chain(&e);
+                        log::error!(module = self.slots[i].module.name(); "drift repair failed: {reason}");
+                        self.slots[i].drift = items;
+                        self.slots[i].failed = Some(format!("drift repair failed: {reason}"));
                     }
-                }
-            }
-            DriftMode::Report => {
-                // Report a drift once, when it appears, not at every check.
-                if !self.drift.detected {
-                    for (what, _, detected) in drifted {
-                        self.record(
-                            detected,
-                            0,
-                            Outcome::Failure,
-                            &format!("{what}; drift = \"report\", left as found"),
-                        );
+                },
+                DriftMode::Report => {
+                    // Report a drift once, when it appears or changes, not at every check.
+                    if self.slots[i].drift != items {
+                        let msg = format!("{what}; drift = \"report\", left as found");
+                        self.record(events.detected, 0, Outcome::Failure, &msg);
                     }
+                    self.slots[i].drift = items;
                 }
-                self.drift.detected = true;
             }
         }
         self.notify_status();
-    }
-
-    /// Remove peers whose expiry passed, with an audit event each.
-    fn expire_peers(&mut self) {
-        let Some(vpn) = self.current.as_ref().and_then(|c| c.profile.wireguard.clone()) else {
-            return;
-        };
-        match self.wg.expire(&vpn, now_unix()) {
-            Ok(expired) => {
-                for p in expired {
-                    let msg = format!("peer {} {} key {}", p.name, p.address, p.public_key);
-                    self.record(&audit::WG_PEER_EXPIRED, 0, Outcome::Success, &msg);
-                }
-            }
-            Err(e) => log::error!(error:display = e; "could not expire peers"),
-        }
-    }
-
-    /// Audit the moment the K3s API becomes reachable outside the VPN and
-    /// loopback.
-    fn watch_k3s_exposure(&mut self) {
-        let Some(bind) = self.current.as_ref().and_then(|c| c.profile.k3s_bind_ip()) else {
-            return;
-        };
-        let checks = self.k3s.checks(bind, None);
-        let exposed = checks
-            .iter()
-            .find(|c| c.name == crate::k3s::CHECK && c.level == Level::Critical);
-        if let (Some(check), false) = (exposed, self.k3s_exposed) {
-            let reason = check.reason.clone();
-            self.record(&audit::K3S_EXPOSED, 0, Outcome::Failure, &reason);
-        }
-        self.k3s_exposed = exposed.is_some();
     }
 }

@@ -9,16 +9,21 @@
 //! - [`render`](mod@render): profile → [`Ruleset`], pure.
 //! - [`plan`](mod@plan): a readable diff between two rulesets, pure.
 //! - [`nft`]: the thin part that runs `nft` to apply, check, list and delete.
+//! - [`verify`]: reading the table back, and what changed since.
+//! - `module`: the firewall on the module contract (failsafe, drift, health).
 //!
 //! The table is always replaced whole in one transaction (add, delete, add,
 //! then everything in it), so a refused ruleset leaves the previous one in
 //! force and there is no partial state to reconcile.
 
+mod module;
 pub mod nft;
 pub mod plan;
 pub mod render;
 pub mod ruleset;
+pub mod verify;
 
+pub use module::{desired, failsafe_profile, FirewallModule, FAILSAFE_PROFILE};
 pub use nft::{FirewallError, Nft, NftOp, DEFAULT_NFT, DEFAULT_TIMEOUT};
 pub use plan::plan;
 pub use render::render;

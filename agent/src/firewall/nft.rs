@@ -2,27 +2,26 @@
 //!
 //! nft is run as a child process with the `nftables` crate's JSON on stdin.
 //! The crate's own helper drops nft's stderr, which is where the reason for a
-//! rejected ruleset is, so the process is run here: absolute path, stdin,
-//! stdout and stderr piped, killed after a timeout. Every command names table
+//! rejected ruleset is, so the process is run through the daemon's bounded
+//! runner ([`crate::host::run`]): absolute path, stderr kept, killed after a
+//! timeout. Every command names table
 //! `inet bulwark` and nothing else; there is no `flush ruleset` here.
 //!
 //! Calls block (up to the timeout); async callers run them on a blocking thread.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use super::ruleset::{delete_batch, Ruleset, FAMILY, TABLE};
+use crate::host::run::{Run, RunError};
 
 /// Where Debian installs nft.
 pub const DEFAULT_NFT: &str = "/usr/sbin/nft";
 /// A 50,000-element replace takes about a second; this is for a hung nft.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Keep at most this much of nft's stderr in an error.
-const STDERR_LIMIT: usize = 16 * 1024;
 
 /// What nft was asked to do, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +73,13 @@ pub enum FirewallError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("nft listed table inet bulwark as JSON that does not parse")]
+    Listing {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("nft reported success, but table inet bulwark in the kernel is not what was sent: {what}")]
+    Mismatch { what: String },
 }
 
 /// The `nft` binary Bulwark drives.
@@ -140,127 +146,67 @@ impl Nft {
         self.run(NftOp::Delete, &["-j", "-f", "-"], Some(batch)).map(drop)
     }
 
-    /// Run nft with `args`, feeding `input` on stdin; stdout on success.
-    fn run(&self, op: NftOp, args: &[&str], input: Option<Vec<u8>>) -> Result<String, FirewallError> {
-        let mut child = Command::new(&self.path)
-            .args(args)
-            // "No such file or directory" is matched in list(): keep strerror untranslated.
-            .env("LC_ALL", "C")
-            // nft is no systemd service: it must not inherit our notify socket.
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| FirewallError::Spawn {
-                nft: self.path.clone(),
-                op,
-                source,
-            })?;
-
-        // Feed and drain on threads: a 50k-element batch is megabytes, far
-        // more than a pipe buffers, and the timeout must hold even if nft
-        // stops reading.
-        let writer = child.stdin.take().zip(input).map(|(mut stdin, data)| {
-            thread::spawn(move || match stdin.write_all(&data) {
-                // nft exiting early (bad arguments) closes the pipe; its exit status says why.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-                other => other,
-            })
-        });
-        let stdout = child.stdout.take().map(|r| drain(r, usize::MAX));
-        let stderr = child.stderr.take().map(|r| drain(r, STDERR_LIMIT));
-
-        let status = match self.wait(&mut child, op)? {
-            Some(status) => status,
-            None => {
-                // The pipe threads end once the killed process's pipes close;
-                // do not wait for them.
-                return Err(FirewallError::Timeout {
-                    nft: self.path.clone(),
-                    op,
-                    timeout: self.timeout,
-                });
+    /// `nft -j list table inet bulwark` in canonical form (no handles, no
+    /// metainfo), or `None` when the table does not exist. Two listings of
+    /// an unchanged table are equal, so a listing taken right after an apply
+    /// detects drift by comparison.
+    pub fn list_json(&self) -> Result<Option<serde_json::Value>, FirewallError> {
+        match self.run(NftOp::List, &["-j", "list", "table", FAMILY, TABLE], None) {
+            Ok(text) => {
+                let mut doc: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|source| FirewallError::Listing { source })?;
+                canonical(&mut doc);
+                Ok(Some(doc))
             }
-        };
-        // Write errors other than a closed pipe are rare and the exit status
-        // is the better report, so only the status decides.
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
-        let stdout = collect(stdout);
-        let stderr = collect(stderr);
-        if status.success() {
-            Ok(String::from_utf8_lossy(&stdout).into_owned())
-        } else {
-            let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
-            Err(FirewallError::Failed {
-                nft: self.path.clone(),
-                op,
-                status,
-                stderr,
-            })
+            Err(FirewallError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// Wait for `child` until the timeout; `None` when it was killed for it.
-    fn wait(&self, child: &mut Child, op: NftOp) -> Result<Option<ExitStatus>, FirewallError> {
-        let deadline = Instant::now() + self.timeout;
-        // Short polls first: most runs finish within a few milliseconds.
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Ok(Some(status)),
-                Ok(None) => {}
-                Err(source) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(FirewallError::Wait {
-                        nft: self.path.clone(),
-                        op,
-                        source,
-                    });
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                // kill() fails only if the child already exited; reap it either way.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(None);
-            }
-            thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(20));
+    /// Run nft with `args`, feeding `input` on stdin; stdout on success.
+    fn run(&self, op: NftOp, args: &[&str], input: Option<Vec<u8>>) -> Result<String, FirewallError> {
+        let mut run = Run::new(&self.path, self.timeout).args(args.iter().copied());
+        if let Some(bytes) = input {
+            run = run.stdin(bytes);
         }
+        let nft = self.path.clone();
+        match run.output() {
+            Ok(out) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            Err(RunError::Spawn { source, .. }) => Err(FirewallError::Spawn { nft, op, source }),
+            Err(RunError::Wait { source, .. }) => Err(FirewallError::Wait { nft, op, source }),
+            Err(RunError::Timeout { timeout, .. }) => Err(FirewallError::Timeout { nft, op, timeout }),
+            Err(RunError::Failed { status, stderr, .. }) => Err(FirewallError::Failed {
+                nft,
+                op,
+                status,
+                stderr,
+            }),
+        }
+    }
+}
+
+/// Drop what changes on every replace although the table does not: object
+/// handles and nft's version banner.
+fn canonical(doc: &mut serde_json::Value) {
+    match doc {
+        serde_json::Value::Object(map) => {
+            map.remove("handle");
+            for v in map.values_mut() {
+                canonical(v);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            items.retain(|i| i.get("metainfo").is_none());
+            for v in items {
+                canonical(v);
+            }
+        }
+        _ => {}
     }
 }
 
 fn encode(rs: &Ruleset) -> Result<Vec<u8>, FirewallError> {
     serde_json::to_vec(&rs.to_nftables()).map_err(|source| FirewallError::Encode { source })
-}
-
-/// Read `r` to its end on a thread, keeping at most `limit` bytes.
-fn drain(mut r: impl Read + Send + 'static, limit: usize) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let room = limit.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        kept
-    })
-}
-
-fn collect(handle: Option<JoinHandle<Vec<u8>>>) -> Vec<u8> {
-    handle.and_then(|h| h.join().ok()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ pub fn render(fw: &Firewall, vpn_interface: Option<&str>) -> Ruleset {
     Ruleset { sets, chains }
 }
 
+/// The failsafe (see `failsafe_profile`) is default-deny input and forward
+/// with only what an operator needs to get in and repair: established and
+/// related, loopback, essential ICMP and ICMPv6, SSH from anywhere, and the
+/// WireGuard port.
+pub const FAILSAFE_SSH: u16 = 22;
+/// The WireGuard port of the failsafe when no profile says otherwise.
+pub const FAILSAFE_WIREGUARD: u16 = 51820;
+
 fn named_set(name: &str, family: IpFamily, elements: impl Iterator<Item = IpNet>) -> NamedSet {
     NamedSet {
         name: name.to_owned(),

@@ -15,9 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
-
-use crate::k3s;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
@@ -27,28 +24,20 @@ struct VersionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabel {
     check: String,
+    module: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerLabel {
-    peer: String,
-}
-
-/// Every metric bulwarkd exports.
+/// The daemon's own metrics. Each module registers its own (with a
+/// `module` label) through [`Metrics::module_registry`].
 pub struct Metrics {
     registry: Registry,
     check_status: Family<CheckLabel, Gauge>,
     generation: Gauge,
     converge_duration: Histogram,
     drift_repairs: Counter,
-    firewall_set_elements: Gauge,
-    wireguard_peers: Gauge,
-    handshake_age: Family<PeerLabel, Gauge<f64, AtomicU64>>,
-    k3s_bind_ok: Gauge,
-    /// Label values currently exported, so vanished checks and peers are
-    /// dropped instead of reporting their last value forever.
-    checks_seen: Mutex<Vec<String>>,
-    peers_seen: Mutex<Vec<String>>,
+    /// Label values currently exported, so vanished checks are dropped
+    /// instead of reporting their last value forever.
+    checks_seen: Mutex<Vec<CheckLabel>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,65 +106,33 @@ impl Metrics {
             drift_repairs.clone(),
         );
 
-        let firewall_set_elements = Gauge::default();
-        registry.register(
-            "firewall_set_elements",
-            "Elements in the allow-list sets of table inet bulwark",
-            firewall_set_elements.clone(),
-        );
-
-        let wireguard_peers = Gauge::default();
-        registry.register("wireguard_peers", "WireGuard admin peers", wireguard_peers.clone());
-
-        let handshake_age = Family::<PeerLabel, Gauge<f64, AtomicU64>>::default();
-        registry.register_with_unit(
-            "wireguard_peer_last_handshake_age",
-            "Time since the peer's last WireGuard handshake (absent: none yet)",
-            Unit::Seconds,
-            handshake_age.clone(),
-        );
-
-        let k3s_bind_ok = Gauge::default();
-        k3s_bind_ok.set(1);
-        registry.register(
-            "k3s_bind_ok",
-            "0 while a K3s port listens outside the bind address and loopback, else 1",
-            k3s_bind_ok.clone(),
-        );
-
         Metrics {
             registry,
             check_status,
             generation,
             converge_duration,
             drift_repairs,
-            firewall_set_elements,
-            wireguard_peers,
-            handshake_age,
-            k3s_bind_ok,
             checks_seen: Mutex::new(Vec::new()),
-            peers_seen: Mutex::new(Vec::new()),
         }
     }
 
     /// Export the level of every check; checks no longer reported disappear.
-    /// The K3s bind gauge follows the `k3s_bind` check (1 when absent).
     pub fn set_checks(&self, checks: &[Check]) {
-        let names: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
-        for c in checks {
-            self.check_status
-                .get_or_create(&CheckLabel { check: c.name.clone() })
-                .set(status_value(c.level));
-        }
-        let exposed = checks
+        let labels: Vec<CheckLabel> = checks
             .iter()
-            .any(|c| c.name == k3s::CHECK && c.level == Level::Critical);
-        self.k3s_bind_ok.set(i64::from(!exposed));
-        let mut seen = self.checks_seen.lock().unwrap_or_else(|p| p.into_inner());
-        for old in seen.iter().filter(|n| !names.contains(n)) {
-            self.check_status.remove(&CheckLabel { check: old.clone() });
+            .map(|c| CheckLabel {
+                check: c.name.clone(),
+                module: c.module.clone(),
+            })
+            .collect();
+        for (c, label) in checks.iter().zip(&labels) {
+            self.check_status.get_or_create(label).set(status_value(c.level));
         }
-        *seen = names;
+        let mut seen = self.checks_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for old in seen.iter().filter(|n| !labels.contains(n)) {
+            self.check_status.remove(old);
+        }
+        *seen = labels;
     }
 
     pub fn observe_converge(&self, took: Duration) {
@@ -190,42 +147,11 @@ impl Metrics {
         self.drift_repairs.inc();
     }
 
-    /// Bring the counter up to `total` repairs since start-up (for callers
-    /// that keep their own count); never goes down.
-    pub fn set_drift_repairs(&self, total: u64) {
-        let now = self.drift_repairs.get();
-        if total > now {
-            self.drift_repairs.inc_by(total - now);
-        }
-    }
-
-    pub fn set_firewall_set_elements(&self, n: usize) {
-        self.firewall_set_elements.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
-    /// WireGuard peers as (name, time since last handshake; `None` = never).
-    /// Sets `bulwark_wireguard_peers`; a peer without a handshake has no age
-    /// series (OpenMetrics has no portable infinity for it), and removed
-    /// peers disappear.
-    pub fn set_wireguard_peers(&self, peers: &[(String, Option<Duration>)]) {
-        self.wireguard_peers.set(i64::try_from(peers.len()).unwrap_or(i64::MAX));
-        let names: Vec<String> = peers
-            .iter()
-            .filter(|(_, age)| age.is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
-        for (name, age) in peers {
-            if let Some(age) = age {
-                self.handshake_age
-                    .get_or_create(&PeerLabel { peer: name.clone() })
-                    .set(age.as_secs_f64());
-            }
-        }
-        let mut seen = self.peers_seen.lock().unwrap_or_else(|p| p.into_inner());
-        for old in seen.iter().filter(|n| !names.contains(n)) {
-            self.handshake_age.remove(&PeerLabel { peer: old.clone() });
-        }
-        *seen = names;
+    /// Where module `module` registers its own metrics: every series it
+    /// adds carries `module="<name>"`.
+    pub fn module_registry(&mut self, module: &'static str) -> &mut Registry {
+        self.registry
+            .sub_registry_with_label((std::borrow::Cow::Borrowed("module"), std::borrow::Cow::Borrowed(module)))
     }
 
     /// The OpenMetrics text exposition (ends with `# EOF`).
@@ -278,13 +204,13 @@ pub fn openmetrics_to_text(om: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
 
     fn check(name: &str, level: Level) -> Check {
         Check {
-            module: String::new(),
+            module: "m".to_owned(),
             name: name.to_owned(),
             level,
             reason: String::new(),
@@ -301,34 +227,23 @@ mod tests {
         let m = Metrics::new();
         m.set_generation(7);
         m.observe_converge(Duration::from_millis(30));
-        m.set_firewall_set_elements(12);
-        m.set_drift_repairs(2);
-        m.set_drift_repairs(1);
         m.inc_drift_repairs();
-        m.set_wireguard_peers(&[
-            ("alice".to_owned(), Some(Duration::from_secs(42))),
-            ("bob".to_owned(), None),
-        ]);
         m.set_checks(&[check("firewall", Level::Ok), check("k3s_bind", Level::Critical)]);
         let text = m.encode();
         let version = format!("bulwark_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
         assert_eq!(sample(&text, &version), Some("1"), "{text}");
         assert_eq!(sample(&text, "bulwark_up"), Some("1"));
         assert_eq!(sample(&text, "bulwark_generation"), Some("7"));
-        assert_eq!(sample(&text, "bulwark_firewall_set_elements"), Some("12"));
-        assert_eq!(sample(&text, "bulwark_drift_repairs_total"), Some("3"));
-        assert_eq!(sample(&text, "bulwark_wireguard_peers"), Some("2"));
+        assert_eq!(sample(&text, "bulwark_drift_repairs_total"), Some("1"));
         assert_eq!(
-            sample(
-                &text,
-                "bulwark_wireguard_peer_last_handshake_age_seconds{peer=\"alice\"}"
-            ),
-            Some("42.0")
+            sample(&text, "bulwark_check_status{check=\"firewall\",module=\"m\"}"),
+            Some("0"),
+            "{text}"
         );
-        assert!(!text.contains("peer=\"bob\""), "{text}");
-        assert_eq!(sample(&text, "bulwark_check_status{check=\"firewall\"}"), Some("0"));
-        assert_eq!(sample(&text, "bulwark_check_status{check=\"k3s_bind\"}"), Some("2"));
-        assert_eq!(sample(&text, "bulwark_k3s_bind_ok"), Some("0"));
+        assert_eq!(
+            sample(&text, "bulwark_check_status{check=\"k3s_bind\",module=\"m\"}"),
+            Some("2")
+        );
         assert_eq!(sample(&text, "bulwark_converge_duration_seconds_count"), Some("1"));
         assert!(
             text.contains("# TYPE bulwark_converge_duration_seconds histogram"),
@@ -338,18 +253,35 @@ mod tests {
     }
 
     #[test]
-    fn vanished_checks_and_peers_disappear() {
-        let m = Metrics::new();
-        m.set_checks(&[check("a", Level::Warning), check("k3s_bind", Level::Critical)]);
-        m.set_wireguard_peers(&[("alice".to_owned(), None)]);
-        m.set_checks(&[check("b", Level::Ok)]);
-        m.set_wireguard_peers(&[]);
+    fn module_metrics_carry_their_module_label() {
+        let mut m = Metrics::new();
+        let g = Gauge::<i64>::default();
+        m.module_registry("firewall")
+            .register("firewall_set_elements", "x", g.clone());
+        g.set(12);
         let text = m.encode();
-        assert_eq!(sample(&text, "bulwark_check_status{check=\"a\"}"), None, "{text}");
-        assert_eq!(sample(&text, "bulwark_check_status{check=\"b\"}"), Some("0"));
-        assert_eq!(sample(&text, "bulwark_k3s_bind_ok"), Some("1"));
-        assert!(!text.contains("alice"));
-        assert_eq!(sample(&text, "bulwark_wireguard_peers"), Some("0"));
+        assert_eq!(
+            sample(&text, "bulwark_firewall_set_elements{module=\"firewall\"}"),
+            Some("12"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn vanished_checks_disappear() {
+        let m = Metrics::new();
+        m.set_checks(&[check("a", Level::Warning)]);
+        m.set_checks(&[check("b", Level::Ok)]);
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "bulwark_check_status{check=\"a\",module=\"m\"}"),
+            None,
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "bulwark_check_status{check=\"b\",module=\"m\"}"),
+            Some("0")
+        );
     }
 
     #[test]
@@ -370,21 +302,16 @@ mod tests {
     }
 
     #[test]
-    fn promtool_accepts_the_exposition_when_installed() {
-        // The namespace tests require promtool; here it is a bonus check.
+    fn promtool_accepts_the_exposition() {
         let m = Metrics::new();
         m.set_checks(&[check("firewall", Level::Ok)]);
-        m.set_wireguard_peers(&[("alice".to_owned(), Some(Duration::from_secs(1)))]);
-        let mut child = match std::process::Command::new("promtool")
+        let mut child = std::process::Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-        {
-            Ok(c) => c,
-            Err(_) => return,
-        };
+            .expect("promtool (package prometheus; scripts/install-deps installs it)");
         use std::io::Write;
         child
             .stdin

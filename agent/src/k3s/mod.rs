@@ -10,19 +10,22 @@
 mod listen;
 mod render;
 
+mod module;
+
 use std::fs;
-use std::io::Read;
 use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bulwark_model::api::{Change, ChangeOp, Check, Level};
 use bulwark_model::profile::K3s as K3sProfile;
 
+use crate::host::run::{Run, RunError};
 use crate::host::Host;
 use crate::state;
+
+pub use module::K3sModule;
 
 pub use listen::{check_bind, judge, listeners, parse_endpoint, parse_table, CHECK, K3S_PORTS};
 pub use render::{config_yaml, unit_dropin, CONFIG_DROPIN, UNIT_DROPIN};
@@ -48,20 +51,11 @@ pub enum K3sError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot run `{command}`: {source}")]
-    Spawn {
-        command: String,
+    #[error("systemctl")]
+    Systemctl {
         #[source]
-        source: std::io::Error,
+        source: RunError,
     },
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Failed {
-        command: String,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
-    #[error("`{command}` did not finish within {}s and was killed", timeout.as_secs())]
-    Timeout { command: String, timeout: Duration },
     #[error(transparent)]
     State(#[from] state::StateError),
 }
@@ -115,7 +109,7 @@ impl K3s {
     }
 
     /// The files Bulwark wants, as (host path, content); `None` = absent.
-    fn wanted(desired: Option<&K3sProfile>, bind: Option<IpAddr>) -> [(&'static str, Option<String>); 2] {
+    pub fn wanted(desired: Option<&K3sProfile>, bind: Option<IpAddr>) -> [(&'static str, Option<String>); 2] {
         match (desired, bind) {
             (Some(k), Some(ip)) => [
                 (CONFIG_DROPIN, Some(config_yaml(k, ip))),
@@ -125,7 +119,7 @@ impl K3s {
         }
     }
 
-    fn read(&self, host_path: &str) -> Result<Option<String>, K3sError> {
+    pub(crate) fn read(&self, host_path: &str) -> Result<Option<String>, K3sError> {
         let path = self.host.path(host_path);
         match fs::read(&path) {
             Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
@@ -290,53 +284,11 @@ impl K3s {
     /// Run systemctl with `args`, bounded in time, without systemd's
     /// notification socket (a child must not speak for bulwarkd).
     fn systemctl(&self, args: &[&str]) -> Result<(), K3sError> {
-        let command = format!("{} {}", self.systemctl.display(), args.join(" "));
-        let mut child = Command::new(&self.systemctl)
-            .args(args)
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| K3sError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        // Drain stderr on the side so a chatty child cannot block on a full pipe.
-        let reader = child.stderr.take().map(|mut e| {
-            std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = e.read_to_string(&mut s);
-                s
-            })
-        });
-        let deadline = Instant::now() + self.timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(K3sError::Timeout {
-                        command,
-                        timeout: self.timeout,
-                    });
-                }
-                Err(source) => return Err(K3sError::Spawn { command, source }),
-            }
-        };
-        let stderr = reader.and_then(|r| r.join().ok()).unwrap_or_default();
-        if status.success() {
-            log::info!(command; "ran systemctl");
-            Ok(())
-        } else {
-            Err(K3sError::Failed {
-                command,
-                status,
-                stderr: stderr.trim().to_owned(),
-            })
-        }
+        let run = Run::new(&self.systemctl, self.timeout).args(args.iter().copied());
+        let command = run.describe();
+        run.output().map_err(|source| K3sError::Systemctl { source })?;
+        log::info!(command; "ran systemctl");
+        Ok(())
     }
 }
 
@@ -524,14 +476,23 @@ mod tests {
         fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).unwrap();
         let k = K3s::new(Host::new(&f.root), &bad);
         let e = k.apply(Some(&profile(&[], true)), ip()).unwrap_err();
-        assert!(e.to_string().contains("Unit k3s.service not found."), "{e}");
+        let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+        assert!(chain.contains("Unit k3s.service not found."), "{chain}");
 
         let slow = f.root.join("slow-systemctl");
         fs::write(&slow, "#!/bin/sh\nexec sleep 30\n").unwrap();
         fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
         let k = K3s::new(Host::new(&f.root), &slow).with_timeout(Duration::from_millis(200));
         let e = k.apply(Some(&profile(&["x.example"], true)), ip()).unwrap_err();
-        assert!(matches!(e, K3sError::Timeout { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                K3sError::Systemctl {
+                    source: RunError::Timeout { .. }
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bulwark_model::api::{Change, ChangeOp, Check, ModuleStatus};
+use bulwark_model::api::{Change, ChangeOp, Check, Level, ModuleStatus};
 use bulwark_model::profile::{Custody, Tls, Vault as VaultProfile};
 use bulwark_model::vault::MODULE;
 use bulwark_model::Profile;
@@ -617,6 +617,7 @@ impl Module for Vault {
         DriftEvents {
             repaired: &audit::VLT_DRIFT_REPAIRED,
             detected: &audit::VLT_DRIFT_DETECTED,
+            level: Level::Warning,
         }
     }
 
@@ -654,8 +655,8 @@ impl Module for Vault {
         Some(Instant::now() + watch::INTERVAL)
     }
 
-    fn action_role(&self, action: &str) -> Option<ActionRole> {
-        ops::role(action)
+    fn actions(&self) -> &'static [(&'static str, ActionRole)] {
+        ops::ACTIONS
     }
 
     fn action(

@@ -27,13 +27,14 @@ use crate::module::{ActionRole, Cx};
 /// How long a just-unsealed Vault may take to become active.
 const ACTIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub fn role(action: &str) -> Option<ActionRole> {
-    match action {
-        "status" => Some(ActionRole::Read),
-        "init" | "ack" | "unseal" | "migrate" => Some(ActionRole::Admin),
-        _ => None,
-    }
-}
+/// The actions and who may call each.
+pub const ACTIONS: &[(&str, ActionRole)] = &[
+    ("status", ActionRole::Read),
+    ("init", ActionRole::Admin),
+    ("ack", ActionRole::Admin),
+    ("unseal", ActionRole::Admin),
+    ("migrate", ActionRole::Admin),
+];
 
 fn now_unix() -> u64 {
     SystemTime::now()

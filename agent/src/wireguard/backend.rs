@@ -250,6 +250,56 @@ pub fn ensure(iface: &str, wanted: Wanted, running: &mut Option<Userspace>) -> R
     }
 }
 
+/// Whether [`ensure`] could serve `iface` with a backend `wanted` allows,
+/// without creating anything: the dry run of an apply.
+pub fn check(iface: &str, wanted: Wanted) -> Result<(), WgError> {
+    let name = iface_name(iface)?;
+    let mismatch = |found: Kind| WgError::BackendMismatch {
+        iface: iface.to_owned(),
+        found: found.as_str(),
+        wanted,
+    };
+    if kernel_device_exists(&name) {
+        return if Kind::Kernel.allowed_by(wanted) {
+            Ok(())
+        } else {
+            Err(mismatch(Kind::Kernel))
+        };
+    }
+    if socket_owner(iface)?.is_some() {
+        return if Kind::Userspace.allowed_by(wanted) {
+            Ok(())
+        } else {
+            Err(mismatch(Kind::Userspace))
+        };
+    }
+    let kernel = kernel_module_available();
+    match wanted {
+        Wanted::Kernel if !kernel => Err(WgError::KernelUnavailable {
+            iface: iface.to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        }),
+        Wanted::Userspace => userspace_binary().map(drop),
+        Wanted::Auto if !kernel => userspace_binary().map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// The WireGuard module is loaded, or can be loaded on demand.
+fn kernel_module_available() -> bool {
+    if Path::new("/sys/module/wireguard").exists() {
+        return true;
+    }
+    let Ok(release) = fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let dir = Path::new("/lib/modules")
+        .join(release.trim())
+        .join("kernel/drivers/net/wireguard");
+    fs::read_dir(dir)
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("wireguard.ko"))))
+}
+
 /// Create a kernel device (netlink RTM_NEWLINK, then an empty set).
 fn create_kernel(name: &InterfaceName) -> std::io::Result<()> {
     DeviceUpdate::new().apply(name, WgBackend::Kernel)

@@ -395,6 +395,16 @@ pub fn link(iface: &str) -> Result<Option<Link>, WgError> {
     )
 }
 
+/// Delete interface `iface` (a kernel WireGuard device); Ok when it is gone.
+pub fn delete_link(iface: &str) -> Result<(), WgError> {
+    netlink(iface, "delete", |h| async move {
+        if let Some((index, _)) = query(&h, iface).await? {
+            h.link().del(index).execute().await?;
+        }
+        Ok(())
+    })
+}
+
 /// Give `iface` exactly `address` (IPv4; other IPv4 addresses go) and set it up.
 /// The kernel adds the subnet route with the address.
 pub fn ensure_link(iface: &str, address: Ipv4Net) -> Result<(), WgError> {

@@ -16,12 +16,14 @@ pub mod backend;
 pub mod config;
 pub mod device;
 pub mod keys;
+mod module;
 pub mod peers;
+
+pub use module::WireGuardModule;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bulwark_model::api::{AddPeerRequest, AddPeerResponse, Change, Check, Level, PeerInfo};
 use bulwark_model::profile::{Backend as Wanted, WireGuard as Profile};
@@ -155,12 +157,7 @@ impl WgError {
     }
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::now_unix;
 
 /// The WireGuard module: server key, peer store, backend and wireguard-go.
 #[derive(Debug)]
@@ -507,6 +504,28 @@ impl WireGuard {
     /// kernel interface is left as is.
     pub fn shutdown(&mut self) {
         self.userspace = None;
+    }
+
+    /// Remove interface `iface` that Bulwark created: stop its wireguard-go,
+    /// or delete the kernel device. The peer store stays, so a profile that
+    /// brings `[wireguard]` back restores every peer. Returns whether there
+    /// was an interface to remove.
+    pub fn teardown(&mut self, iface: &str) -> Result<bool, WgError> {
+        self.backend = None;
+        if let Some(mut u) = self.userspace.take() {
+            u.stop();
+            return Ok(true);
+        }
+        if backend::kernel_device_exists(&backend::iface_name(iface)?) {
+            device::delete_link(iface)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Whether interface `iface` exists with either backend.
+    pub fn interface_exists(&self, iface: &str) -> bool {
+        matches!(self.observe(iface), Ok(Some(_)))
     }
 
     /// Interface up with the expected address; peer count; stale handshakes.

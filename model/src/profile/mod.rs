@@ -29,7 +29,12 @@ pub use wireguard::{Backend, WireGuard};
 
 /// Top-level tables a profile may contain.
 const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "vault"];
-const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval"];
+const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval", "keep_generations"];
+/// Generations kept on disk unless the profile says otherwise.
+pub const KEEP_GENERATIONS: usize = 50;
+/// Fewest generations a profile may keep: the one in force and one to roll back to.
+const KEEP_GENERATIONS_MIN: i64 = 2;
+const KEEP_GENERATIONS_MAX: i64 = 10_000;
 
 /// Shortest and longest drift interval a profile may ask for.
 const DRIFT_INTERVAL_MIN: Duration = Duration::from_secs(1);
@@ -45,6 +50,9 @@ pub struct Profile {
     /// How often the drift loop re-observes the host.
     #[serde(with = "humantime_secs")]
     pub drift_interval: Duration,
+    /// How many generations stay on disk (the newest; plus any a pending
+    /// confirmation still needs).
+    pub keep_generations: usize,
     pub firewall: Firewall,
     /// `[wireguard]`: the admin VPN; absent means no VPN is managed.
     pub wireguard: Option<WireGuard>,
@@ -182,6 +190,7 @@ impl Checker<'_> {
         let drift_interval = meta
             .and_then(|t| self.duration(t, "profile", "drift_interval", DRIFT_INTERVAL_MIN, DRIFT_INTERVAL_MAX))
             .unwrap_or(Duration::from_secs(30));
+        let keep_generations = meta.and_then(|t| self.keep_generations(t)).unwrap_or(KEEP_GENERATIONS);
         let mut firewall = self
             .section(doc, "firewall", false)
             .map(|t| self.firewall(t))
@@ -208,6 +217,7 @@ impl Checker<'_> {
             name: name?,
             drift,
             drift_interval,
+            keep_generations,
             firewall,
             wireguard,
             k3s,
@@ -246,6 +256,20 @@ impl Checker<'_> {
                 .unwrap_or_default();
             let what = if prefix.is_empty() { "table" } else { "key" };
             self.err(join(prefix, key), format!("unknown {what}{hint}"));
+        }
+    }
+
+    fn keep_generations(&mut self, t: &Table) -> Option<usize> {
+        let v = t.get("keep_generations")?;
+        match v.as_integer() {
+            Some(n) if (KEEP_GENERATIONS_MIN..=KEEP_GENERATIONS_MAX).contains(&n) => usize::try_from(n).ok(),
+            _ => {
+                self.err(
+                    "profile.keep_generations",
+                    format!("expected a number in {KEEP_GENERATIONS_MIN}-{KEEP_GENERATIONS_MAX}, found {v}"),
+                );
+                None
+            }
         }
     }
 

@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use bulwark_model::profile::Firewall;
 use ipnet::Ipv4Net;

@@ -1,0 +1,333 @@
+//! WireGuard on the module contract.
+//!
+//! `[wireguard]` absent means unmanaged: the interface Bulwark created is
+//! removed (wireguard-go stopped, or the kernel device deleted); the server
+//! key and the peer store stay, so bringing the section back restores every
+//! peer. Peers are managed through actions (`add-peer`, `remove-peer`,
+//! `peers`), not through the profile.
+
+use std::any::Any;
+use std::time::{Duration, Instant};
+
+use bulwark_model::api::{
+    AddPeerRequest, Change, ChangeOp, Check, Level, ModuleStatus, RemovePeerRequest, WireGuardStatus,
+};
+use bulwark_model::Profile;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::{ErrorClass as WgClass, WgError, WireGuard};
+use crate::audit::{self, Outcome};
+use crate::clock::now_unix;
+use crate::module::{ActionResult, ActionRole, Artifacts, Cx, DriftEvents, ErrorClass, Module, ModuleError};
+
+pub const NAME: &str = "wireguard";
+/// How often peers are checked for expiry.
+const EXPIRY_EVERY: Duration = Duration::from_secs(10);
+
+impl From<WgError> for ModuleError {
+    fn from(e: WgError) -> ModuleError {
+        let class = match e.class() {
+            WgClass::BadRequest => ErrorClass::BadRequest,
+            WgClass::Conflict => ErrorClass::Conflict,
+            WgClass::NotFound => ErrorClass::NotFound,
+            WgClass::Internal if matches!(e, WgError::State(_) | WgError::ServerKey { .. }) => ErrorClass::State,
+            WgClass::Internal => ErrorClass::Failed,
+        };
+        ModuleError::new(NAME, class, e)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+#[derive(Debug, Default)]
+pub struct WireGuardModule {
+    /// Key and peer store, once loaded.
+    wg: Option<WireGuard>,
+    /// The interface this daemon brought up last, to tear down when the
+    /// profile drops it or renames it.
+    managed: Option<String>,
+    next_expiry: Option<Instant>,
+    peers_gauge: Gauge,
+    handshake: Family<PeerLabel, Gauge>,
+}
+
+impl WireGuardModule {
+    pub fn new() -> WireGuardModule {
+        WireGuardModule::default()
+    }
+
+    /// The loaded state, or the error every call gets until it loads.
+    fn wg(&mut self) -> Result<&mut WireGuard, ModuleError> {
+        self.wg.as_mut().ok_or_else(|| {
+            ModuleError::new(
+                NAME,
+                ErrorClass::State,
+                "the WireGuard key and peer store are not loaded",
+            )
+        })
+    }
+
+    /// PID of the wireguard-go this daemon supervises, if any.
+    pub fn userspace_pid(&self) -> Option<u32> {
+        self.wg.as_ref().and_then(WireGuard::userspace_pid)
+    }
+
+    fn section(profile: Option<&Profile>) -> Result<&bulwark_model::profile::WireGuard, ModuleError> {
+        profile.and_then(|p| p.wireguard.as_ref()).ok_or_else(|| {
+            ModuleError::new(
+                NAME,
+                ErrorClass::Conflict,
+                "the profile in force has no [wireguard] section; apply one first",
+            )
+        })
+    }
+
+    fn peer_message(p: &bulwark_model::api::PeerInfo) -> String {
+        format!("peer {} {} key {}", p.name, p.address, p.public_key)
+    }
+}
+
+impl Module for WireGuardModule {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn load(&mut self, cx: &mut Cx<'_>) -> Result<(), ModuleError> {
+        if self.wg.is_some() {
+            return Ok(());
+        }
+        let (wg, created) = WireGuard::open(cx.host)?;
+        if created {
+            cx.event(
+                &audit::WG_KEY_CREATED,
+                Outcome::Success,
+                format!("public key {}", wg.public_key()),
+            );
+        }
+        self.wg = Some(wg);
+        Ok(())
+    }
+
+    fn render(&self, profile: &Profile) -> Artifacts {
+        match &profile.wireguard {
+            Some(w) => Artifacts::from([(
+                "interface.json".to_owned(),
+                serde_json::to_string_pretty(w).unwrap_or_default(),
+            )]),
+            None => Artifacts::new(),
+        }
+    }
+
+    fn plan(
+        &mut self,
+        _cx: &mut Cx<'_>,
+        profile: &Profile,
+        current: Option<&Profile>,
+    ) -> Result<Vec<Change>, ModuleError> {
+        let want = profile.wireguard.as_ref();
+        let old = self
+            .managed
+            .clone()
+            .or_else(|| current.and_then(|c| c.wireguard.as_ref()).map(|w| w.interface.clone()));
+        let wg = self.wg()?;
+        let mut changes = wg.plan(want);
+        if let Some(old) = old.filter(|o| want.is_none_or(|w| w.interface != *o)) {
+            if wg.interface_exists(&old) {
+                changes.push(Change {
+                    module: NAME.to_owned(),
+                    op: ChangeOp::Remove,
+                    what: format!("interface {old} (unmanaged now; the server key and peers stay stored)"),
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    fn check(&mut self, _cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
+        self.wg()?;
+        match &profile.wireguard {
+            Some(w) => Ok(super::backend::check(&w.interface, w.backend)?),
+            None => Ok(()),
+        }
+    }
+
+    fn apply(&mut self, _cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
+        let old = self.managed.take();
+        let wg = self.wg()?;
+        if let Some(old) = old.filter(|o| profile.wireguard.as_ref().is_none_or(|w| w.interface != *o)) {
+            if wg.teardown(&old)? {
+                log::info!(iface = old.as_str(); "WireGuard interface {old} removed: the profile no longer manages it");
+            }
+        }
+        if let Some(w) = &profile.wireguard {
+            wg.apply(w)?;
+            if let Some(backend) = wg.backend_in_use() {
+                log::info!(interface = w.interface.as_str(), backend; "WireGuard {} up on the {backend} backend", w.interface);
+            }
+            self.managed = Some(w.interface.clone());
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, _cx: &mut Cx<'_>, current: &Profile) -> Result<Vec<String>, ModuleError> {
+        let Some(w) = &current.wireguard else {
+            return Ok(Vec::new());
+        };
+        Ok(self.wg()?.drift(w)?.into_iter().collect())
+    }
+
+    fn drift_events(&self) -> DriftEvents {
+        DriftEvents {
+            repaired: &audit::WG_DRIFT_REPAIRED,
+            detected: &audit::WG_DRIFT_DETECTED,
+            level: Level::Warning,
+        }
+    }
+
+    fn health(&mut self, _cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check> {
+        let (Some(w), Some(wg)) = (current.and_then(|c| c.wireguard.as_ref()), self.wg.as_ref()) else {
+            return Vec::new();
+        };
+        wg.health(w)
+    }
+
+    fn status(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus {
+        let level = self
+            .health(cx, current)
+            .into_iter()
+            .map(|c| c.level)
+            .max()
+            .unwrap_or_default();
+        let section = current.and_then(|c| c.wireguard.as_ref());
+        let (Some(w), Some(wg)) = (section, self.wg.as_ref()) else {
+            return ModuleStatus {
+                module: NAME.to_owned(),
+                managed: section.is_some(),
+                level: if section.is_some() { Level::Critical } else { level },
+                summary: if section.is_some() { "not loaded" } else { "unmanaged" }.to_owned(),
+                details: serde_json::Value::Null,
+            };
+        };
+        let peer_list = wg.peers(Some(w)).unwrap_or_default();
+        self.peers_gauge.set(i64::try_from(peer_list.len()).unwrap_or(i64::MAX));
+        // A peer that never completed a handshake has no sample.
+        self.handshake.clear();
+        for p in &peer_list {
+            if let Some(t) = p.last_handshake {
+                let label = PeerLabel { peer: p.name.clone() };
+                self.handshake
+                    .get_or_create(&label)
+                    .set(i64::try_from(t).unwrap_or(i64::MAX));
+            }
+        }
+        let detail = WireGuardStatus {
+            interface: w.interface.clone(),
+            backend: wg.backend_in_use().unwrap_or("down").to_owned(),
+            address: w.address.to_string(),
+            listen_port: w.listen_port,
+            public_key: wg.public_key(),
+            peers: peer_list.len(),
+        };
+        let mut details = serde_json::to_value(&detail).unwrap_or_default();
+        details["peer_list"] = serde_json::to_value(&peer_list).unwrap_or_default();
+        ModuleStatus {
+            module: NAME.to_owned(),
+            managed: true,
+            level,
+            summary: format!(
+                "{} {} port {} ({} backend), {} peer(s)",
+                detail.interface, detail.address, detail.listen_port, detail.backend, detail.peers
+            ),
+            details,
+        }
+    }
+
+    fn tick(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> Option<Instant> {
+        let now = Instant::now();
+        if self.next_expiry.is_some_and(|t| now < t) {
+            return self.next_expiry;
+        }
+        self.next_expiry = Some(now + EXPIRY_EVERY);
+        if let (Some(w), Some(wg)) = (current.and_then(|c| c.wireguard.as_ref()), self.wg.as_mut()) {
+            match wg.expire(w, now_unix()) {
+                Ok(expired) => {
+                    for p in expired {
+                        cx.event(&audit::WG_PEER_EXPIRED, Outcome::Success, Self::peer_message(&p));
+                    }
+                }
+                Err(e) => log::error!(error:display = e; "could not expire peers"),
+            }
+        }
+        self.next_expiry
+    }
+
+    fn actions(&self) -> &'static [(&'static str, ActionRole)] {
+        &[
+            ("peers", ActionRole::Read),
+            ("add-peer", ActionRole::Admin),
+            ("remove-peer", ActionRole::Admin),
+        ]
+    }
+
+    fn action(
+        &mut self,
+        cx: &mut Cx<'_>,
+        current: Option<&Profile>,
+        action: &str,
+        body: serde_json::Value,
+    ) -> ActionResult {
+        let bad = |e: serde_json::Error| ModuleError::new(NAME, ErrorClass::BadRequest, e);
+        match action {
+            "peers" => {
+                let section = current.and_then(|c| c.wireguard.as_ref());
+                let peers = self.wg()?.peers(section)?;
+                Ok(serde_json::to_value(peers).unwrap_or_default())
+            }
+            "add-peer" => {
+                let req: AddPeerRequest = serde_json::from_value(body).map_err(bad)?;
+                let w = Self::section(current)?;
+                let added = self.wg()?.add_peer(w, req)?;
+                cx.event(&audit::WG_PEER_ADDED, Outcome::Success, Self::peer_message(&added.peer));
+                Ok(serde_json::to_value(added).unwrap_or_default())
+            }
+            "remove-peer" => {
+                let req: RemovePeerRequest = serde_json::from_value(body).map_err(bad)?;
+                let w = Self::section(current)?;
+                let removed = self.wg()?.remove_peer(w, &req.name)?;
+                cx.event(&audit::WG_PEER_REMOVED, Outcome::Success, Self::peer_message(&removed));
+                Ok(serde_json::to_value(removed).unwrap_or_default())
+            }
+            _ => Err(ModuleError::new(
+                NAME,
+                ErrorClass::NotFound,
+                format!("no action {action:?}"),
+            )),
+        }
+    }
+
+    fn register_metrics(&mut self, registry: &mut Registry) {
+        registry.register("wireguard_peers", "WireGuard admin peers", self.peers_gauge.clone());
+        registry.register_with_unit(
+            "wireguard_peer_last_handshake_timestamp",
+            "Unix time of the peer's last WireGuard handshake (absent: none yet)",
+            Unit::Seconds,
+            self.handshake.clone(),
+        );
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(wg) = self.wg.as_mut() {
+            wg.shutdown();
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
