@@ -13,8 +13,6 @@ use super::VaultError;
 
 /// Longest an ordinary API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// `sys/init` sets up raft and the keyring: seconds, not milliseconds.
-const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A key share or token. Its `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -51,14 +49,13 @@ pub struct SealStatus {
     pub cluster_id: String,
 }
 
-/// `PUT /v1/sys/init`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct InitAnswer {
-    #[serde(default)]
-    pub keys: Vec<Secret>,
-    #[serde(default)]
-    pub recovery_keys: Vec<Secret>,
-    pub root_token: Secret,
+/// `GET /v1/sys/rotate/recovery/init`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Rotation {
+    pub started: bool,
+    pub verification_required: bool,
+    pub verification_nonce: String,
 }
 
 #[derive(Debug, Clone)]
@@ -68,15 +65,21 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str) -> Result<Client, VaultError> {
-        let http = reqwest::blocking::Client::builder()
+    /// A client for `base`; with `pin` (a DER certificate) it speaks TLS
+    /// and accepts that certificate only.
+    pub fn new(base: &str, pin: Option<Vec<u8>>) -> Result<Client, VaultError> {
+        super::tls::install_provider();
+        let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(|e| VaultError::Api {
-                call: "client".to_owned(),
-                reason: e.to_string(),
-            })?;
+            .no_proxy();
+        if let Some(der) = pin {
+            builder = builder.use_preconfigured_tls(super::tls::pinned(der)?);
+        }
+        let http = builder.build().map_err(|e| VaultError::Api {
+            call: "client".to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             http,
@@ -171,12 +174,6 @@ impl Client {
         parse(v, "GET /v1/sys/seal-status")
     }
 
-    pub fn init(&self, shares: u8, threshold: u8) -> Result<InitAnswer, VaultError> {
-        let body = json!({ "secret_shares": shares, "secret_threshold": threshold });
-        let v = self.ok_within(reqwest::Method::PUT, "sys/init", None, Some(body), INIT_TIMEOUT)?;
-        parse(v, "PUT /v1/sys/init")
-    }
-
     /// Submit one share. `migrate`: the share unseals a seal migration.
     pub fn unseal(&self, key: &Secret, migrate: bool) -> Result<SealStatus, VaultError> {
         let body = json!({ "key": key.expose(), "migrate": migrate });
@@ -190,9 +187,30 @@ impl Client {
             .map(drop)
     }
 
-    /// The first recovery keys of an auto-unsealed Vault that has none.
-    pub fn first_recovery_keys(&self, token: &Secret, shares: u8, threshold: u8) -> Result<Vec<Secret>, VaultError> {
-        let body = json!({ "secret_shares": shares, "secret_threshold": threshold });
+    /// The recovery-key rotation under way, if any
+    /// (`GET sys/rotate/recovery/init`).
+    pub fn rotation(&self, token: &Secret) -> Result<Rotation, VaultError> {
+        let v = self.ok(reqwest::Method::GET, "sys/rotate/recovery/init", Some(token), None)?;
+        parse(v["data"].clone(), "GET /v1/sys/rotate/recovery/init")
+    }
+
+    /// Cancel the rotation under way (its keys were never verified).
+    pub fn rotation_cancel(&self, token: &Secret) -> Result<(), VaultError> {
+        self.ok(reqwest::Method::DELETE, "sys/rotate/recovery/init", Some(token), None)
+            .map(drop)
+    }
+
+    /// Start a rotation to `shares` new recovery keys that take effect only
+    /// once `threshold` of them are verified: the keys and the verification
+    /// nonce. (A Vault without recovery keys needs no old ones for this.)
+    pub fn rotation_start(
+        &self,
+        token: &Secret,
+        shares: u8,
+        threshold: u8,
+    ) -> Result<(Vec<Secret>, String), VaultError> {
+        let call = "POST /v1/sys/rotate/recovery/init";
+        let body = json!({ "secret_shares": shares, "secret_threshold": threshold, "require_verification": true });
         let v = self.ok(
             reqwest::Method::POST,
             "sys/rotate/recovery/init",
@@ -200,13 +218,32 @@ impl Client {
             Some(body),
         )?;
         let keys: Vec<Secret> = serde_json::from_value(v["data"]["keys"].clone()).unwrap_or_default();
-        if keys.is_empty() {
+        let nonce = v["data"]["verification_nonce"].as_str().unwrap_or_default().to_owned();
+        if keys.len() != usize::from(shares) || nonce.is_empty() {
             return Err(VaultError::Api {
-                call: "POST /v1/sys/rotate/recovery/init".to_owned(),
-                reason: "no keys in the answer: this Vault already has recovery keys".to_owned(),
+                call: call.to_owned(),
+                reason: "no keys or no verification nonce in the answer: this Vault has recovery keys already"
+                    .to_owned(),
             });
         }
-        Ok(keys)
+        Ok((keys, nonce))
+    }
+
+    /// How many new keys were verified so far (`GET sys/rotate/recovery/verify`).
+    pub fn rotation_verified(&self, token: &Secret) -> Result<u8, VaultError> {
+        let v = self.ok(reqwest::Method::GET, "sys/rotate/recovery/verify", Some(token), None)?;
+        Ok(u8::try_from(v["data"]["progress"].as_u64().unwrap_or(0)).unwrap_or(0))
+    }
+
+    /// Verify one new key; `true` once the rotation is complete (in force).
+    pub fn rotation_verify(&self, token: &Secret, nonce: &str, key: &Secret) -> Result<bool, VaultError> {
+        let v = self.ok(
+            reqwest::Method::POST,
+            "sys/rotate/recovery/verify",
+            Some(token),
+            Some(json!({ "key": key.expose(), "nonce": nonce })),
+        )?;
+        Ok(v["data"]["complete"].as_bool() == Some(true))
     }
 
     /// A root token from `keys` (unseal or recovery shares) through

@@ -146,16 +146,6 @@ pub fn token_id() -> Result<String, VaultError> {
     Ok(format!("bwk-{}", random_hex()?))
 }
 
-/// Which phase a one-shot operation reached; written before the step it names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// `sys/init` (manual custody) was sent.
-    Initialising,
-    /// The first recovery keys (auto-unseal) were asked for.
-    IssuingRecovery,
-}
-
 /// `custody.json`: what Bulwark knows about the Vault it initialised.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -177,17 +167,29 @@ pub struct Record {
     /// Unix time the operator acknowledged the keys; until then they are
     /// kept in the hand-over and shown again by `bulwarkctl vault init`.
     pub delivered: Option<u64>,
-    /// A one-shot step under way: a crash in it is found at the next start.
-    pub phase: Option<Phase>,
+    /// `init` has shown the kept keys at least once.
+    pub keys_shown: bool,
+    /// Manual custody: the Vault is sealed by the temporary static key it
+    /// initialised under, until `init` has moved it to Shamir.
+    pub staging: bool,
+    /// Manual custody: `init` started the move to Shamir (the configuration
+    /// disables the temporary key; the server migrates when unsealed).
+    pub migrating: bool,
 }
 
-/// The keys in the hand-over (encrypted like every other secret).
+/// The keys in the hand-over (encrypted like every other secret). They are
+/// written before the rotation that made them is verified, so a crash at
+/// any point leaves either keys nobody can use yet (the rotation is then
+/// cancelled and started again) or the keys in force.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Handover {
     /// `unseal` (Shamir shares) or `recovery`.
     pub kind: String,
     pub keys: Vec<Secret>,
     pub threshold: u8,
+    /// Verification nonce of the rotation that produced the keys.
+    #[serde(default)]
+    pub nonce: String,
 }
 
 pub fn record_path(host: &Host) -> PathBuf {

@@ -200,6 +200,7 @@ fn download(url: &str, out: &mut File, file: &Path) -> Result<String, VaultError
         url: url.to_owned(),
         reason,
     };
+    super::tls::install_provider();
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(FETCH_TIMEOUT)

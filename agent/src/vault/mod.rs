@@ -24,6 +24,7 @@ pub mod install;
 mod ops;
 pub mod render;
 pub mod supervise;
+pub mod tls;
 mod watch;
 
 #[cfg(test)]
@@ -46,7 +47,7 @@ use crate::state::{self, StateError};
 use client::Client;
 use custody::{Record, Store};
 use install::Installer;
-use render::{cred, Layout};
+use render::{cred, Layout, Stage};
 use supervise::Server;
 
 /// How long an apply waits for the API to answer after a (re)start; the
@@ -108,6 +109,8 @@ pub enum VaultError {
     BadRequest(String),
     #[error("the Vault did not start: {0}")]
     Start(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl VaultError {
@@ -135,6 +138,8 @@ pub struct Vault {
     installer: Installer,
     server: Option<Server>,
     watch: watch::Watch,
+    /// The profile in force's name (it labels the rendered configuration).
+    profile_name: String,
 }
 
 impl Vault {
@@ -144,6 +149,7 @@ impl Vault {
             systemctl: systemctl.into(),
             server: None,
             watch: watch::Watch::default(),
+            profile_name: String::new(),
             host,
         }
     }
@@ -189,8 +195,19 @@ impl Vault {
         Store::new(&self.host, v.credential_store)
     }
 
+    /// A client for the API that trusts exactly the Vault's certificate.
     fn client(&self, v: &VaultProfile) -> Result<Client, VaultError> {
-        Client::new(&render::api_addr(v))
+        let cert = match &v.tls {
+            Tls::Off => return Client::new(&render::api_addr(v), None),
+            Tls::SelfSigned => self.self_signed_cert(),
+            Tls::Files { cert, .. } => PathBuf::from(cert),
+        };
+        let pem = fs::read(&cert).map_err(|source| VaultError::Io {
+            op: "read",
+            path: cert.clone(),
+            source,
+        })?;
+        Client::new(&render::api_addr(v), Some(tls::first_cert(&pem, &cert)?))
     }
 
     fn raft_has_data(&self) -> bool {
@@ -203,6 +220,13 @@ impl Vault {
         let Some(record) = custody::read_record(&self.host)? else {
             return Ok(None);
         };
+        if record.staging && v.custody != Custody::Manual {
+            return Err(VaultError::Conflict(
+                "vault.custody: this Vault is still under its temporary key; finish `bulwarkctl vault init` \
+                 under manual custody first"
+                    .to_owned(),
+            ));
+        }
         if record.custody == v.custody.as_str() || record.initialised.is_none() {
             return Ok(None);
         }
@@ -245,45 +269,111 @@ impl Vault {
         Ok(had)
     }
 
-    /// Keys and token IDs the profile needs, created once, before the
-    /// configuration that names them can start a server.
-    fn ensure_secrets(&self, cx: &mut Cx<'_>, v: &VaultProfile) -> Result<(), VaultError> {
+    /// The stage the configuration is at (see [`render::Stage`]).
+    fn stage(&self, v: &VaultProfile) -> Result<Stage, VaultError> {
+        Ok(match custody::read_record(&self.host)? {
+            Some(r) if r.staging && v.custody == Custody::Manual && r.migrating => Stage::Migrating,
+            Some(r) if r.staging && v.custody == Custody::Manual => Stage::Staging,
+            _ => Stage::Steady,
+        })
+    }
+
+    /// Keys and token IDs the configuration names, created once, before it
+    /// can start a server; a key missing for a Vault that already has data is
+    /// refused (a new key would never unseal it).
+    fn ensure_secrets(&self, cx: &mut Cx<'_>, v: &VaultProfile, stage: Stage) -> Result<bool, VaultError> {
         let store = self.store(v);
         let record = custody::read_record(&self.host)?;
-        let mut wanted = vec![cred::BULWARK_TOKEN];
-        if v.custody != Custody::Manual {
-            wanted.push(cred::BOOTSTRAP_TOKEN);
-        }
-        if v.custody == Custody::Static {
-            wanted.push(cred::STATIC_KEY);
-        }
-        for name in wanted {
+        let mut changed = false;
+        for name in render::generated(v, stage) {
+            if name == cred::TLS_KEY {
+                changed |= self.ensure_tls(cx, v, &store)?;
+                continue;
+            }
             if store.exists(name) {
                 continue;
             }
-            let sealed_under_it = record
-                .as_ref()
-                .is_some_and(|r| r.initialised.is_some() && r.custody == v.custody.as_str());
-            if name == cred::STATIC_KEY && (sealed_under_it || (self.raft_has_data() && record.is_none())) {
+            let is_key = matches!(name, cred::STATIC_KEY | cred::STAGING_KEY);
+            let has_data = record.as_ref().is_some_and(|r| r.initialised.is_some()) || self.raft_has_data();
+            let sealed_under_it = match name {
+                cred::STAGING_KEY => has_data,
+                _ => {
+                    record
+                        .as_ref()
+                        .is_some_and(|r| r.initialised.is_some() && r.custody == v.custody.as_str())
+                        || (self.raft_has_data() && record.is_none())
+                }
+            };
+            if is_key && sealed_under_it {
                 return Err(VaultError::Conflict(format!(
-                    "the static key {} is missing for a Vault that has data; restore it from backup \
+                    "the key {} is missing for a Vault that has data; restore it from backup \
                      (a new key would never unseal this Vault)",
                     store.path(name).display()
                 )));
             }
-            let secret = if name == cred::STATIC_KEY {
+            let secret = if is_key {
                 custody::random_hex()?
             } else {
                 custody::token_id()?
             };
             store.create(name, secret.as_bytes())?;
+            changed = true;
             cx.event(
                 &audit::VLT_KEY_CREATED,
                 Outcome::Success,
                 format!("{name} stored in {}", store.path(name).display()),
             );
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    /// Bulwark's own certificate for the listen address (`tls = "self-signed"`):
+    /// made when missing or when it no longer names the address. Returns
+    /// whether it was (re)made.
+    fn ensure_tls(&self, cx: &mut Cx<'_>, v: &VaultProfile, store: &Store) -> Result<bool, VaultError> {
+        let cert = self.self_signed_cert();
+        if store.exists(cred::TLS_KEY) && tls::covers(&cert, v.listen.ip()) {
+            return Ok(false);
+        }
+        let pair = tls::generate(v.listen.ip())?;
+        store.replace(cred::TLS_KEY, pair.key_pem.expose().as_bytes())?;
+        state::write_atomic_mode(&cert, pair.cert_pem.as_bytes(), 0o644).map_err(VaultError::State)?;
+        tls::mark(&cert, v.listen.ip())?;
+        cx.event(
+            &audit::VLT_KEY_CREATED,
+            Outcome::Success,
+            format!(
+                "self-signed TLS certificate for {} in {}",
+                v.listen.ip(),
+                cert.display()
+            ),
+        );
+        Ok(true)
+    }
+
+    /// Where Bulwark keeps the certificate it made (`tls = "self-signed"`).
+    pub fn self_signed_cert(&self) -> PathBuf {
+        self.state_dir().join(render::SELF_SIGNED_CERT)
+    }
+
+    /// The configuration (and, under systemd, the unit) for the stage the
+    /// record says; returns whether either changed on disk.
+    fn write_rendered(&mut self, profile_name: &str, v: &VaultProfile) -> Result<bool, VaultError> {
+        let stage = self.stage(v)?;
+        let config = render::config(profile_name, v, &self.layout(), stage);
+        let mut changed = false;
+        if Self::read(&self.config_path()).as_deref() != Some(config.as_str()) {
+            state::write_atomic(&self.config_path(), config.as_bytes()).map_err(VaultError::State)?;
+            changed = true;
+        }
+        if self.under_systemd() {
+            let unit = self.unit_text(v, stage);
+            if Self::read(&self.unit_path()).as_deref() != Some(unit.as_str()) {
+                state::write_atomic_mode(&self.unit_path(), unit.as_bytes(), 0o644).map_err(VaultError::State)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
     }
 
     /// Write the supervised server's credentials (0600 in a 0700 directory).
@@ -291,9 +381,10 @@ impl Vault {
         let dir = self.host.path(RUN_CREDENTIALS);
         state::private_dir(&dir, 0o700).map_err(VaultError::State)?;
         let store = self.store(v);
-        for name in render::credentials(v) {
+        for name in render::credentials(v, self.stage(v)?) {
             let secret = match (name, &v.tls, &v.transit) {
                 (cred::TLS_CERT, Tls::Files { cert, .. }, _) => read_file(cert)?,
+                (cred::TLS_CERT, Tls::SelfSigned, _) => read_file(&self.self_signed_cert().display().to_string())?,
                 (cred::TLS_KEY, Tls::Files { key, .. }, _) => read_file(key)?,
                 (cred::TRANSIT_TOKEN, _, Some(t)) => read_file(&t.token_file)?,
                 _ => store
@@ -314,7 +405,8 @@ impl Vault {
             self.systemctl(&["link", &unit])?;
             self.systemctl(&["daemon-reload"])?;
             self.systemctl(&["enable", render::UNIT])?;
-            self.systemctl(&[if restart { "restart" } else { "start" }, "--no-block", render::UNIT])?;
+            // Blocks until bao's READY (sent while still sealed, within a second).
+            self.systemctl(&[if restart { "restart" } else { "start" }, render::UNIT])?;
         } else {
             let running = match &mut self.server {
                 Some(s) => s.alive(),
@@ -368,6 +460,7 @@ impl Vault {
     }
 
     fn converge(&mut self, cx: &mut Cx<'_>, profile: &Profile, v: &VaultProfile) -> Result<(), VaultError> {
+        self.profile_name = profile.name.clone();
         let migrating = self.custody_change(v)?;
         let name = install::dir_name(&v.version, &v.source.sha256);
         match self.installer.ensure(&v.version, &v.source) {
@@ -384,22 +477,23 @@ impl Vault {
             Err(e) => return Err(e),
         }
         state::private_dir(&self.state_dir(), 0o700).map_err(VaultError::State)?;
-        self.ensure_secrets(cx, v)?;
         // Self-initialisation creates the Vault this record describes; the
         // record exists before the first start, so an initialised Vault
         // without one is never ours.
-        if v.custody != Custody::Manual && custody::read_record(&self.host)?.is_none() && !self.raft_has_data() {
+        if custody::read_record(&self.host)?.is_none() && !self.raft_has_data() {
             custody::write_record(
                 &self.host,
                 &Record {
                     custody: v.custody.as_str().to_owned(),
                     self_init: true,
+                    staging: v.custody == Custody::Manual,
                     shares: v.shares,
                     threshold: v.threshold,
                     ..Record::default()
                 },
             )?;
         }
+        let secrets_changed = self.ensure_secrets(cx, v, self.stage(v)?)?;
         let previous = self.installer.switch(&name)?;
         let switched = previous.as_deref().is_some_and(|p| p != name);
         if switched {
@@ -409,28 +503,21 @@ impl Vault {
                 format!("{} -> {name}", previous.unwrap_or_default()),
             );
         }
-        let config = render::config(&profile.name, v, &self.layout());
-        let config_changed = Self::read(&self.config_path()).as_deref() != Some(config.as_str());
-        if config_changed {
-            state::write_atomic(&self.config_path(), config.as_bytes()).map_err(VaultError::State)?;
-        }
-        let mut unit_changed = false;
-        if self.under_systemd() {
-            let unit = self.unit_text(v);
-            unit_changed = Self::read(&self.unit_path()).as_deref() != Some(unit.as_str());
-            if unit_changed {
-                state::write_atomic_mode(&self.unit_path(), unit.as_bytes(), 0o644).map_err(VaultError::State)?;
-            }
-        } else if self.server.is_none() {
+        let rendered_changed = self.write_rendered(&profile.name, v)?;
+        if !self.under_systemd() && self.server.is_none() {
             self.server = supervise::adopt(&self.pidfile(), &self.config_path());
         }
-        self.start(v, switched || config_changed || unit_changed || migrating.is_some())?;
+        self.start(
+            v,
+            switched || rendered_changed || secrets_changed || migrating.is_some(),
+        )?;
         Ok(())
     }
 
-    fn unit_text(&self, v: &VaultProfile) -> String {
+    fn unit_text(&self, v: &VaultProfile, stage: Stage) -> String {
         render::unit(
             v,
+            stage,
             &Host::new("/")
                 .path(install::LIB_DIR)
                 .join(install::CURRENT)
@@ -457,7 +544,14 @@ impl Vault {
                 self.installer.lib().display()
             ));
         }
-        let config = render::config(&profile.name, v, &self.layout());
+        let stage = match self.stage(v) {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(e.to_string());
+                return out;
+            }
+        };
+        let config = render::config(&profile.name, v, &self.layout(), stage);
         if Self::read(&self.config_path()).as_deref() != Some(config.as_str()) {
             out.push(format!(
                 "{} differs from the rendered configuration",
@@ -465,7 +559,7 @@ impl Vault {
             ));
         }
         if self.under_systemd() {
-            if Self::read(&self.unit_path()).as_deref() != Some(self.unit_text(v).as_str()) {
+            if Self::read(&self.unit_path()).as_deref() != Some(self.unit_text(v, stage).as_str()) {
                 out.push(format!("{} differs from the rendered unit", self.unit_path().display()));
             }
         } else {
@@ -513,9 +607,9 @@ impl Module for Vault {
         if let Some(v) = &profile.vault {
             a.insert(
                 cred::CONFIG.to_owned(),
-                render::config(&profile.name, v, &Layout::systemd()),
+                render::config(&profile.name, v, &Layout::systemd(), Stage::Steady),
             );
-            a.insert(render::UNIT.to_owned(), self.unit_text(v));
+            a.insert(render::UNIT.to_owned(), self.unit_text(v, Stage::Steady));
         }
         a
     }
@@ -569,7 +663,7 @@ impl Module for Vault {
                 format!("static key in {}", store.path(cred::STATIC_KEY).display()),
             ));
         }
-        let config = render::config(&profile.name, v, &self.layout());
+        let config = render::config(&profile.name, v, &self.layout(), self.stage(v)?);
         if self.installer.current().is_some() && Self::read(&self.config_path()).as_deref() != Some(config.as_str()) {
             changes.push(change(
                 ChangeOp::Change,
@@ -672,6 +766,9 @@ impl Module for Vault {
             )
             .into());
         };
+        if let Some(p) = current {
+            self.profile_name = p.name.clone();
+        }
         Ok(self.run_action(cx, &v, action, body)?)
     }
 

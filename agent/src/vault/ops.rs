@@ -1,15 +1,18 @@
 //! The Vault module's actions: `status`, `init`, `ack`, `unseal`, `migrate`.
 //!
-//! **Init, exactly once.** Under static and transit custody OpenBao
-//! initialises itself on its first start from Bulwark's configuration
-//! (`render::self_init`), so nothing of that init depends on an answer
-//! reaching bulwarkd. `init` then issues the operator's recovery keys
-//! through the one-shot bootstrap token and a root token made from them.
-//! Under manual custody `init` calls `sys/init`. In both, the record's
-//! `phase` is written before the call and the keys go to the encrypted
-//! hand-over the moment they arrive; `init` asked again shows the same keys
-//! until `ack`. The root token is never stored: a repeated `init` makes a
-//! new one from the kept keys and revokes the one shown before.
+//! **Init, exactly once, whatever crashes.** Every custody initialises on
+//! the server's first start from Bulwark's configuration (declarative
+//! self-initialisation under an auto-unseal seal: the static key, the
+//! transit server, or, for manual custody, a temporary static key), with
+//! Bulwark's policy and token IDs stored before that start: no answer has to
+//! reach bulwarkd. `init` then produces the operator's keys with a
+//! recovery-key rotation that takes effect only once its new keys are
+//! verified, and keeps them in the encrypted hand-over before verifying, so
+//! a crash leaves either nothing in force (the rotation starts again) or the
+//! kept keys. Manual custody then migrates to Shamir with those keys as the
+//! shares. `init` asked again shows the same keys until `ack`. The root token
+//! is never stored: a repeated `init` makes a new one from the kept keys and
+//! revokes the one shown before.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +21,7 @@ use bulwark_model::vault::{AckRequest, InitRequest, InitResponse, UnsealRequest,
 use serde_json::Value;
 
 use super::client::{Client, Secret};
-use super::custody::{self, Handover, Phase, Record, Store, HANDOVER};
+use super::custody::{self, Handover, Record, Store, HANDOVER};
 use super::render::{self, cred};
 use super::{Vault, VaultError};
 use crate::audit::{self, Outcome};
@@ -26,6 +29,8 @@ use crate::module::{ActionRole, Cx};
 
 /// How long a just-unsealed Vault may take to become active.
 const ACTIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long `init` waits for a Vault that is still initialising itself.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The actions and who may call each.
 pub const ACTIONS: &[(&str, ActionRole)] = &[
@@ -66,16 +71,13 @@ impl Vault {
     ) -> Result<Value, VaultError> {
         match action {
             "status" => {
+                self.refresh(v);
                 let s = self.vault_status(v);
                 to_json(&s)
             }
             "init" => {
                 let _: InitRequest = body(req)?;
-                let r = if v.custody == Custody::Manual {
-                    self.init_manual(cx, v)?
-                } else {
-                    self.init_auto(cx, v)?
-                };
+                let r = self.init(cx, v)?;
                 to_json(&r)
             }
             "ack" => {
@@ -100,7 +102,7 @@ impl Vault {
 
     /// The loopback listener where generate-root is allowed.
     fn admin(&self, _v: &VaultProfile) -> Result<Client, VaultError> {
-        Client::new(&format!("http://{}", render::admin_listen(_v)))
+        Client::new(&format!("http://{}", render::admin_listen(_v)), None)
     }
 
     fn handover(store: &Store) -> Result<Option<Handover>, VaultError> {
@@ -124,193 +126,189 @@ impl Vault {
         Ok(custody::read_record(&self.host)?.unwrap_or_default())
     }
 
-    /// Manual custody: `sys/init` once, Bulwark's policy and token, the keys shown.
-    fn init_manual(&mut self, cx: &mut Cx<'_>, v: &VaultProfile) -> Result<InitResponse, VaultError> {
-        let client = self.client(v)?;
-        let store = self.store(v);
-        let status = client.seal_status()?;
-        let existing = custody::read_record(&self.host)?;
-        let (keys, repeated, mut record) = match (status.initialized, existing) {
-            (false, Some(r)) if r.initialised.is_some() => {
-                return Err(VaultError::Conflict(
-                    "Bulwark's record says this Vault was initialised, but the server reports it is not: \
-                     its raft data is gone; restore it, Bulwark will not initialise over a record"
-                        .to_owned(),
-                ))
-            }
-            (false, _) => {
-                let record = Record {
-                    custody: Custody::Manual.as_str().to_owned(),
-                    shares: v.shares,
-                    threshold: v.threshold,
-                    phase: Some(Phase::Initialising),
-                    ..Record::default()
-                };
-                custody::write_record(&self.host, &record)?;
-                let answer = client.init(v.shares, v.threshold)?;
-                let h = Handover {
-                    kind: "unseal".to_owned(),
-                    keys: answer.keys.clone(),
-                    threshold: v.threshold,
-                };
-                // First thing after the answer: the keys must survive a crash.
-                Self::keep_handover(&store, &h)?;
-                cx.event(
-                    &audit::VLT_INITIALISED,
-                    Outcome::Success,
-                    format!("sys/init with {} shares, threshold {}", v.shares, v.threshold),
-                );
-                self.finish_manual(v, &client, &answer.keys, Some(answer.root_token.clone()), record)?;
-                let record = self.record()?;
-                (answer.keys, false, record)
-            }
-            (true, None) => {
-                return Err(VaultError::Conflict(format!(
-                    "the Vault at {} is initialised but Bulwark holds no custody record for it; \
-                     it will not be initialised again",
-                    v.listen
-                )))
-            }
-            (true, Some(r)) => match Self::handover(&store)? {
-                Some(h) => {
-                    let record = if r.initialised.is_none() {
-                        // Crashed after the keys were kept: finish the setup from them.
-                        self.finish_manual(v, &client, &h.keys, None, r)?;
-                        self.record()?
-                    } else {
-                        r
-                    };
-                    (h.keys, true, record)
-                }
-                None if r.delivered.is_some() => {
-                    return Err(VaultError::Conflict(
-                        "the Vault is initialised and its keys were acknowledged; nothing to show".to_owned(),
-                    ))
-                }
-                None => {
-                    return Err(VaultError::Conflict(
-                        "init was interrupted while the server initialised and its keys never reached Bulwark: \
-                         the Vault is empty and nobody holds its keys; stop it, remove its raft directory and \
-                         the custody record, then run init again"
-                            .to_owned(),
-                    ))
-                }
-            },
-        };
-        let root = self.root_for_operator(cx, v, &client, &keys, &mut record)?;
-        Ok(self.respond(cx, v, "unseal", keys, repeated, root, &record))
-    }
-
-    /// After `sys/init` under manual custody: unseal, create Bulwark's
-    /// policy, canary and token with the root token (made from the kept
-    /// keys when the original is gone), record the Vault as Bulwark's.
-    fn finish_manual(
-        &mut self,
-        v: &VaultProfile,
-        client: &Client,
-        keys: &[Secret],
-        root: Option<Secret>,
-        mut record: Record,
-    ) -> Result<(), VaultError> {
-        self.watch.expect_restart();
-        for k in keys.iter().take(usize::from(v.threshold)) {
-            let s = client.unseal(k, false)?;
-            if !s.sealed {
-                break;
-            }
-        }
-        client.wait_active(ACTIVE_WAIT)?;
-        let root = match root {
-            Some(r) => r,
-            None => self
-                .admin(v)?
-                .generate_root(&keys[..usize::from(v.threshold).min(keys.len())])?,
-        };
-        let store = self.store(v);
-        let token = store
-            .get(cred::BULWARK_TOKEN)?
-            .ok_or_else(|| VaultError::Conflict("Bulwark's token ID is missing from the store".to_owned()))?;
-        client.put_policy(&root, render::POLICY, &render::bulwark_policy())?;
-        if client.read_canary(&token).is_err() {
-            let _ = client.mount_kv(&root, render::CANARY_MOUNT);
-            if client.lookup_self(&token).is_err() {
-                client.create_token(&root, &token, render::POLICY, render::BULWARK_TOKEN_PERIOD)?;
-            }
-            client.write_canary(&token, &custody::random_hex()?)?;
-        }
-        // The setup token is not the operator's: revoke it.
-        client.revoke_self(&root)?;
-        let status = client.seal_status()?;
-        record.initialised = Some(now_unix());
-        record.cluster_id = Some(status.cluster_id).filter(|c| !c.is_empty());
-        record.bulwark_token = true;
-        record.phase = None;
-        custody::write_record(&self.host, &record)
-    }
-
-    /// Static and transit custody: the first recovery keys of a self-initialised Vault.
-    fn init_auto(&mut self, cx: &mut Cx<'_>, v: &VaultProfile) -> Result<InitResponse, VaultError> {
-        let client = self.client(v)?;
-        let store = self.store(v);
-        let status = client.seal_status()?;
-        let mut record =
+    /// Wait, bounded, until the Vault answers initialised and Bulwark's
+    /// record of it is complete (self-init takes a few seconds after the
+    /// first start). Never initialises anything itself.
+    fn claimed(&mut self, cx: &mut Cx<'_>, v: &VaultProfile, client: &Client) -> Result<Record, VaultError> {
+        let deadline = std::time::Instant::now() + CLAIM_WAIT;
+        loop {
+            let status = client.seal_status()?;
             match custody::read_record(&self.host)? {
-                Some(r) if r.initialised.is_some() => r,
-                Some(_) if !status.initialized || status.sealed => {
-                    return Err(VaultError::Conflict(
-                        "the Vault is still initialising itself; try again in a few seconds".to_owned(),
-                    ))
-                }
-                Some(_) => return Err(VaultError::Conflict(
-                    "the Vault is initialised but Bulwark has not confirmed its token yet; try again in a few seconds"
-                        .to_owned(),
-                )),
-                None => {
+                None if status.initialized => {
                     return Err(VaultError::Conflict(format!(
-                        "the Vault at {} has no custody record from Bulwark; it will not be initialised again",
+                        "the Vault at {} is initialised but Bulwark holds no custody record for it; \
+                         it will not be initialised again",
                         v.listen
                     )))
                 }
-            };
-        if status.sealed {
+                Some(r) if r.initialised.is_some() => return Ok(r),
+                _ => {}
+            }
+            self.claim(cx, v, &status);
+            if std::time::Instant::now() >= deadline {
+                return Err(VaultError::Conflict(
+                    "the Vault has not finished initialising itself; see `bulwarkctl vault status`".to_owned(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// `init`, for every custody. Each step can be interrupted by a crash
+    /// and is taken up again by the next `init`:
+    ///
+    /// 1. The Vault initialised itself at its first start (nothing to lose).
+    /// 2. The operator's keys come from a recovery-key rotation that takes
+    ///    effect only once its keys are verified; they are in the encrypted
+    ///    hand-over before the first is verified. An unverified rotation is
+    ///    cancelled and started again.
+    /// 3. Manual custody: the temporary key is disabled, the server restarts
+    ///    and migrates to Shamir with those keys, which become the shares;
+    ///    then the temporary key is destroyed.
+    /// 4. A root token made from the keys; the keys stay until `ack`.
+    fn init(&mut self, cx: &mut Cx<'_>, v: &VaultProfile) -> Result<InitResponse, VaultError> {
+        let client = self.client(v)?;
+        let store = self.store(v);
+        let mut record = self.claimed(cx, v, &client)?;
+        let mut handover = Self::handover(&store)?;
+        if handover.is_none() && record.delivered.is_some() {
             return Err(VaultError::Conflict(
-                "the Vault is sealed; its seal should unseal it (see health)".to_owned(),
+                "the Vault's keys were shown and acknowledged; Bulwark no longer holds them".to_owned(),
             ));
         }
-        let (keys, repeated) = match Self::handover(&store)? {
-            Some(h) => (h.keys, true),
-            None if record.delivered.is_some() => {
-                return Err(VaultError::Conflict(
-                    "the recovery keys were issued and acknowledged; nothing to show".to_owned(),
-                ))
-            }
-            None => {
-                let boot = store.get(cred::BOOTSTRAP_TOKEN)?.ok_or_else(|| {
-                    VaultError::Conflict("the bootstrap token ID is missing from the store".to_owned())
-                })?;
-                record.phase = Some(Phase::IssuingRecovery);
-                custody::write_record(&self.host, &record)?;
-                let keys = client.first_recovery_keys(&boot, v.shares, v.threshold).map_err(|e| {
-                    VaultError::Conflict(format!(
-                        "{e}; if an earlier `init` was interrupted after the server issued them, they were lost: \
-                         rotate them with `bao operator rotate-keys -target=recovery` and a root token"
-                    ))
-                })?;
-                Self::keep_handover(
-                    &store,
-                    &Handover {
-                        kind: "recovery".to_owned(),
-                        keys: keys.clone(),
-                        threshold: v.threshold,
-                    },
-                )?;
-                record.phase = None;
-                custody::write_record(&self.host, &record)?;
-                (keys, false)
+        let repeated = record.keys_shown && handover.is_some();
+        let kind = if v.custody == Custody::Manual {
+            "unseal"
+        } else {
+            "recovery"
+        };
+        let mut status = client.seal_status()?;
+        if status.recovery_seal && status.n == 0 {
+            handover = Some(self.rotate_recovery(v, &client, &store, handover, kind)?);
+            status = client.seal_status()?;
+        }
+        let h = handover.ok_or_else(|| {
+            VaultError::Conflict(
+                "the Vault has keys Bulwark never held (they were issued outside Bulwark); nothing to show".to_owned(),
+            )
+        })?;
+        if record.staging {
+            self.migrate_to_shamir(cx, v, &client, &h, &mut record)?;
+        } else if status.sealed && v.custody == Custody::Manual {
+            // Restarted after the migration, before the operator took the keys.
+            self.submit(&client, &h.keys, v.threshold, false)?;
+            client.wait_active(ACTIVE_WAIT)?;
+            cx.event(
+                &audit::VLT_UNSEALED,
+                Outcome::Success,
+                "unsealed by init with the kept shares",
+            );
+        }
+        let root = self.root_for_operator(cx, v, &client, &h.keys, &mut record)?;
+        record.keys_shown = true;
+        custody::write_record(&self.host, &record)?;
+        self.refresh(v);
+        Ok(self.respond(cx, v, kind, h.keys, repeated, root, &record))
+    }
+
+    /// Step 2: the operator's keys through a verified rotation.
+    fn rotate_recovery(
+        &mut self,
+        v: &VaultProfile,
+        client: &Client,
+        store: &Store,
+        kept: Option<Handover>,
+        kind: &str,
+    ) -> Result<Handover, VaultError> {
+        let boot = store
+            .get(cred::BOOTSTRAP_TOKEN)?
+            .ok_or_else(|| VaultError::Conflict("the bootstrap token ID is missing from the store".to_owned()))?;
+        let under_way = client.rotation(&boot)?;
+        let h = match kept {
+            // Interrupted after the keys were kept: verify the same ones.
+            Some(h) if under_way.started && under_way.verification_nonce == h.nonce => h,
+            _ => {
+                if under_way.started {
+                    client.rotation_cancel(&boot)?;
+                }
+                let (keys, nonce) = client.rotation_start(&boot, v.shares, v.threshold)?;
+                let h = Handover {
+                    kind: kind.to_owned(),
+                    keys,
+                    threshold: v.threshold,
+                    nonce,
+                };
+                // Kept before the first key is verified: until then nothing changed.
+                Self::keep_handover(store, &h)?;
+                h
             }
         };
-        let root = self.root_for_operator(cx, v, &client, &keys, &mut record)?;
-        Ok(self.respond(cx, v, "recovery", keys, repeated, root, &record))
+        let done = usize::from(client.rotation_verified(&boot)?);
+        for k in h.keys.iter().take(usize::from(v.threshold)).skip(done) {
+            if client.rotation_verify(&boot, &h.nonce, k)? {
+                break;
+            }
+        }
+        if client.seal_status()?.n == 0 {
+            return Err(VaultError::Api {
+                call: "POST /v1/sys/rotate/recovery/verify".to_owned(),
+                reason: "the rotation did not complete with the kept keys".to_owned(),
+            });
+        }
+        Ok(h)
+    }
+
+    /// Step 3 (manual custody): from the temporary key to Shamir.
+    fn migrate_to_shamir(
+        &mut self,
+        cx: &mut Cx<'_>,
+        v: &VaultProfile,
+        client: &Client,
+        h: &Handover,
+        record: &mut Record,
+    ) -> Result<(), VaultError> {
+        if !record.migrating {
+            record.migrating = true;
+            custody::write_record(&self.host, record)?;
+        }
+        let mut status = client.seal_status()?;
+        if status.seal_type != "shamir" {
+            // Still under the temporary key: restart with it disabled.
+            self.write_rendered(&self.profile_name.clone(), v)?;
+            self.start(v, true)?;
+            status = client.seal_status()?;
+        }
+        if status.sealed {
+            self.submit(client, &h.keys, v.threshold, status.migration)?;
+        }
+        client.wait_active(ACTIVE_WAIT)?;
+        if client.seal_status()?.seal_type != "shamir" {
+            return Err(VaultError::Start(
+                "the seal migration to Shamir did not complete".to_owned(),
+            ));
+        }
+        record.staging = false;
+        record.migrating = false;
+        custody::write_record(&self.host, record)?;
+        // Read at the next start only: the running server is Shamir already.
+        self.write_rendered(&self.profile_name.clone(), v)?;
+        self.store(v).remove(cred::STAGING_KEY)?;
+        cx.event(
+            &audit::VLT_MIGRATED,
+            Outcome::Success,
+            "temporary static key -> shamir; the temporary key was destroyed".to_owned(),
+        );
+        Ok(())
+    }
+
+    /// Submit `threshold` shares (or fewer, once unsealed).
+    fn submit(&self, client: &Client, keys: &[Secret], threshold: u8, migrate: bool) -> Result<(), VaultError> {
+        for k in keys.iter().take(usize::from(threshold)) {
+            if !client.unseal(k, migrate)?.sealed {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// A root token for the operator, made from the kept keys; the one shown

@@ -32,11 +32,29 @@ pub const CANARY_PATH: &str = "bulwark/canary";
 pub mod cred {
     pub const CONFIG: &str = "config.hcl";
     pub const STATIC_KEY: &str = "static-key";
+    /// Manual custody: the temporary static key the Vault initialises
+    /// under, destroyed once the seal has moved to Shamir.
+    pub const STAGING_KEY: &str = "staging-key";
     pub const BULWARK_TOKEN: &str = "bulwark-token";
     pub const BOOTSTRAP_TOKEN: &str = "bootstrap-token";
     pub const TRANSIT_TOKEN: &str = "transit-token";
     pub const TLS_CERT: &str = "tls-cert";
     pub const TLS_KEY: &str = "tls-key";
+}
+
+/// Which seal the configuration carries. Only manual custody has stages:
+/// it initialises under a temporary static key (so no answer of an init
+/// call can be lost), then migrates to Shamir with the recovery keys as the
+/// operator's shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The seal the profile asks for (also every generation's artifact).
+    Steady,
+    /// Manual custody before `init`: the temporary static key, self-init.
+    Staging,
+    /// Manual custody during `init`: the temporary key disabled, so the
+    /// server starts a seal migration to Shamir.
+    Migrating,
 }
 
 /// Where the rendered configuration points the server.
@@ -69,7 +87,7 @@ impl Layout {
 fn scheme(v: &VaultProfile) -> &'static str {
     match v.tls {
         Tls::Off => "http",
-        Tls::Files { .. } => "https",
+        Tls::SelfSigned | Tls::Files { .. } => "https",
     }
 }
 
@@ -112,11 +130,15 @@ pub fn bootstrap_policy() -> String {
         .to_owned()
 }
 
+/// Bulwark's self-signed certificate, in its Vault state directory (PEM;
+/// not a secret: clients pin it).
+pub const SELF_SIGNED_CERT: &str = "tls-cert.pem";
+
 /// Token creation parameters shared by self-init and the manual init.
 pub const BULWARK_TOKEN_PERIOD: &str = "768h";
 
-/// `config.hcl` for `v` under `layout`.
-pub fn config(profile_name: &str, v: &VaultProfile, layout: &Layout) -> String {
+/// `config.hcl` for `v` under `layout`, at `stage`.
+pub fn config(profile_name: &str, v: &VaultProfile, layout: &Layout, stage: Stage) -> String {
     let c = &layout.credentials;
     let mut s = String::new();
     let _ = writeln!(
@@ -136,7 +158,7 @@ pub fn config(profile_name: &str, v: &VaultProfile, layout: &Layout) -> String {
         Tls::Off => {
             let _ = writeln!(s, "  tls_disable = true");
         }
-        Tls::Files { .. } => {
+        Tls::SelfSigned | Tls::Files { .. } => {
             let _ = writeln!(s, "  tls_cert_file = \"{c}/{}\"", cred::TLS_CERT);
             let _ = writeln!(s, "  tls_key_file = \"{c}/{}\"", cred::TLS_KEY);
             let _ = writeln!(s, "  tls_min_version = \"tls12\"");
@@ -155,14 +177,20 @@ pub fn config(profile_name: &str, v: &VaultProfile, layout: &Layout) -> String {
         "  options {{\n    file_path = \"{}\"\n    mode = \"0600\"\n  }}\n}}",
         layout.audit_log()
     );
-    match v.custody {
-        Custody::Manual => {}
-        Custody::Static => {
-            let _ = writeln!(s, "\nseal \"static\" {{");
-            let _ = writeln!(s, "  current_key_id = \"bulwark-1\"");
-            let _ = writeln!(s, "  current_key = \"file://{c}/{}\"\n}}", cred::STATIC_KEY);
+    let static_seal = |s: &mut String, id: &str, key: &str, disabled: bool| {
+        let _ = writeln!(s, "\nseal \"static\" {{");
+        if disabled {
+            let _ = writeln!(s, "  disabled = \"true\"");
         }
-        Custody::Transit => {
+        let _ = writeln!(s, "  current_key_id = \"{id}\"");
+        let _ = writeln!(s, "  current_key = \"file://{c}/{key}\"\n}}");
+    };
+    match (v.custody, stage) {
+        (Custody::Manual, Stage::Steady) => {}
+        (Custody::Manual, Stage::Staging) => static_seal(&mut s, "bulwark-staging", cred::STAGING_KEY, false),
+        (Custody::Manual, Stage::Migrating) => static_seal(&mut s, "bulwark-staging", cred::STAGING_KEY, true),
+        (Custody::Static, _) => static_seal(&mut s, "bulwark-1", cred::STATIC_KEY, false),
+        (Custody::Transit, _) => {
             if let Some(t) = &v.transit {
                 let _ = writeln!(s, "\nseal \"transit\" {{");
                 let _ = writeln!(s, "  address = \"{}\"", t.address);
@@ -172,7 +200,8 @@ pub fn config(profile_name: &str, v: &VaultProfile, layout: &Layout) -> String {
             }
         }
     }
-    if v.custody != Custody::Manual {
+    // OpenBao refuses self-initialisation without an auto-unseal seal.
+    if v.custody != Custody::Manual || stage == Stage::Staging {
         s.push_str(&self_init(c));
     }
     s
@@ -220,31 +249,50 @@ fn self_init(creds: &str) -> String {
     s
 }
 
-/// Credentials the unit (or the supervised server) needs, in order.
-pub fn credentials(v: &VaultProfile) -> Vec<&'static str> {
-    // Under manual custody Bulwark creates its token itself after init:
-    // the server never reads the token files then.
-    let mut c = match v.custody {
-        Custody::Manual => vec![],
-        Custody::Static => vec![cred::STATIC_KEY, cred::BULWARK_TOKEN, cred::BOOTSTRAP_TOKEN],
-        Custody::Transit => vec![cred::TRANSIT_TOKEN, cred::BULWARK_TOKEN, cred::BOOTSTRAP_TOKEN],
+/// Credentials the unit (or the supervised server) needs at `stage`, in order.
+pub fn credentials(v: &VaultProfile, stage: Stage) -> Vec<&'static str> {
+    let mut c = match (v.custody, stage) {
+        // A Shamir Vault reads no key, and its tokens exist already.
+        (Custody::Manual, Stage::Steady) => vec![],
+        (Custody::Manual, Stage::Staging) => vec![cred::STAGING_KEY, cred::BULWARK_TOKEN, cred::BOOTSTRAP_TOKEN],
+        (Custody::Manual, Stage::Migrating) => vec![cred::STAGING_KEY],
+        (Custody::Static, _) => vec![cred::STATIC_KEY, cred::BULWARK_TOKEN, cred::BOOTSTRAP_TOKEN],
+        (Custody::Transit, _) => vec![cred::TRANSIT_TOKEN, cred::BULWARK_TOKEN, cred::BOOTSTRAP_TOKEN],
     };
-    if matches!(v.tls, Tls::Files { .. }) {
+    if v.tls != Tls::Off {
         c.extend([cred::TLS_CERT, cred::TLS_KEY]);
     }
     c
 }
 
+/// The secrets Bulwark itself generates and keeps in its store, for `stage`
+/// (the operator's TLS files and transit token stay where they are).
+pub fn generated(v: &VaultProfile, stage: Stage) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = credentials(v, stage)
+        .into_iter()
+        .filter(|n| !matches!(*n, cred::TRANSIT_TOKEN | cred::TLS_CERT))
+        .filter(|n| *n != cred::TLS_KEY || v.tls == Tls::SelfSigned)
+        .collect();
+    // Bulwark's own token ID is needed to talk to every Vault it initialised.
+    if !out.contains(&cred::BULWARK_TOKEN) && stage != Stage::Steady {
+        out.push(cred::BULWARK_TOKEN);
+    }
+    out
+}
+
 /// The hardened unit. `binary` is the stable path of the current version,
 /// `config` the rendered configuration, `keys` the directory of the stored
 /// credentials (`NAME.cred` with systemd-creds, `NAME` with the file store).
-pub fn unit(v: &VaultProfile, binary: &str, config: &str, keys: &str) -> String {
+pub fn unit(v: &VaultProfile, stage: Stage, binary: &str, config: &str, keys: &str) -> String {
     let mut creds = format!("LoadCredential={}:{config}\n", cred::CONFIG);
-    for name in credentials(v) {
-        // The operator's own TLS files stay where the operator keeps them.
-        let stored = match (name, &v.tls) {
-            (cred::TLS_CERT, Tls::Files { cert, .. }) => Some(cert.clone()),
-            (cred::TLS_KEY, Tls::Files { key, .. }) => Some(key.clone()),
+    for name in credentials(v, stage) {
+        // The operator's own TLS files and transit token stay where the
+        // operator keeps them; Bulwark's certificate is not a secret.
+        let stored = match (name, &v.tls, &v.transit) {
+            (cred::TLS_CERT, Tls::Files { cert, .. }, _) => Some(cert.clone()),
+            (cred::TLS_KEY, Tls::Files { key, .. }, _) => Some(key.clone()),
+            (cred::TLS_CERT, Tls::SelfSigned, _) => Some(format!("{}/{SELF_SIGNED_CERT}", super::custody::STATE_DIR)),
+            (cred::TRANSIT_TOKEN, _, Some(t)) => Some(t.token_file.clone()),
             _ => None,
         };
         match (stored, v.credential_store) {
@@ -370,15 +418,20 @@ mod tests {
     #[test]
     fn static_custody_renders_the_seal_self_init_and_no_secret() {
         let v = vault("custody = \"static\"\ncredential_store = \"file\"\n");
-        let c = config("t", &v, &Layout::systemd());
+        let c = config("t", &v, &Layout::systemd(), Stage::Steady);
         assert!(c.contains("seal \"static\""), "{c}");
         assert!(c.contains("file:///run/credentials/bulwark-vault.service/static-key"));
         assert!(c.contains("initialize \"bulwark\""));
         assert!(c.contains("mode = \"0600\""));
         assert!(c.contains("tls_disable = true"));
-        assert_eq!(c, config("t", &v, &Layout::systemd()), "rendering is not deterministic");
+        assert_eq!(
+            c,
+            config("t", &v, &Layout::systemd(), Stage::Steady),
+            "rendering is not deterministic"
+        );
         let u = unit(
             &v,
+            Stage::Steady,
             "/usr/local/lib/bulwark/vault/current/bao",
             "/var/lib/bulwark/vault/config.hcl",
             "/k",
@@ -390,13 +443,54 @@ mod tests {
     }
 
     #[test]
-    fn manual_custody_has_no_seal_stanza_nor_self_init() {
+    fn manual_custody_initialises_under_a_temporary_key_then_has_no_seal_stanza() {
         let v = vault("custody = \"manual\"\n");
-        let c = config("t", &v, &Layout::systemd());
+        let staging = config("t", &v, &Layout::systemd(), Stage::Staging);
+        assert!(
+            staging.contains("seal \"static\"") && staging.contains("staging-key"),
+            "{staging}"
+        );
+        assert!(staging.contains("initialize \"bulwark\""));
+        let migrating = config("t", &v, &Layout::systemd(), Stage::Migrating);
+        assert!(migrating.contains("disabled = \"true\""), "{migrating}");
+        assert!(
+            !migrating.contains("initialize"),
+            "OpenBao refuses self-init without auto-unseal"
+        );
+        let c = config("t", &v, &Layout::systemd(), Stage::Steady);
         assert!(!c.contains("seal \""), "{c}");
         assert!(!c.contains("initialize"));
-        let u = unit(&v, "/b", "/c", "/k");
+        let u = unit(&v, Stage::Steady, "/b", "/c", "/k");
         assert!(u.contains("LoadCredential=config.hcl:/c\n"), "{u}");
-        assert!(!u.contains("static-key") && !u.contains("bulwark-token"));
+        assert!(!u.contains("static-key") && !u.contains("bulwark-token") && !u.contains("staging-key"));
+        let u = unit(&v, Stage::Staging, "/b", "/c", "/k");
+        assert!(
+            u.contains("LoadCredentialEncrypted=staging-key:/k/staging-key.cred\n"),
+            "{u}"
+        );
+    }
+
+    #[test]
+    fn self_signed_tls_serves_https_from_bulwarks_certificate() {
+        let v = vault("custody = \"static\"\n").clone();
+        let v = VaultProfile {
+            tls: Tls::SelfSigned,
+            ..v
+        };
+        let c = config("t", &v, &Layout::systemd(), Stage::Steady);
+        assert!(
+            c.contains("tls_cert_file = \"/run/credentials/bulwark-vault.service/tls-cert\""),
+            "{c}"
+        );
+        assert!(api_addr(&v).starts_with("https://"));
+        let u = unit(&v, Stage::Steady, "/b", "/c", "/var/lib/bulwark/vault/keys");
+        assert!(
+            u.contains("LoadCredential=tls-cert:/var/lib/bulwark/vault/tls-cert.pem\n"),
+            "{u}"
+        );
+        assert!(
+            u.contains("LoadCredentialEncrypted=tls-key:/var/lib/bulwark/vault/keys/tls-key.cred\n"),
+            "{u}"
+        );
     }
 }

@@ -192,7 +192,7 @@ fn static_custody_self_initialises_issues_keys_once_and_unseals_itself_after_a_r
         again.root_token, first.root_token,
         "a new root token, the first revoked"
     );
-    let c = Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
+    let c = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
     assert!(
         c.lookup_self(&client::Secret(first.root_token.clone().unwrap()))
             .is_err(),
@@ -222,9 +222,17 @@ fn manual_custody_init_5_of_3_unseal_with_a_repeated_share_and_again_after_a_res
         let mut cx = Cx::new(&host, 0);
         f.module.apply(&mut cx, &p).unwrap();
     }
-    f.wait(&p, "answering, uninitialised", |s| s.initialized == Some(false));
+    let s = f.wait(&p, "self-initialised under the temporary key", |s| s.custody_record);
+    assert_eq!(s.seal_type, "static");
     let init: InitResponse = f.action(&p, "init", json!({})).unwrap();
     assert_eq!((init.keys.len(), init.threshold), (5, 3));
+    assert_eq!(init.key_kind, "unseal");
+    let s = f.status(&p);
+    assert_eq!((s.seal_type.as_str(), s.sealed), ("shamir", Some(false)), "{s:?}");
+    assert!(
+        !f.host.path(custody::STATE_DIR).join("keys/staging-key").exists(),
+        "the temporary key outlived the move to Shamir"
+    );
     let _: serde_json::Value = f.action(&p, "ack", json!({})).unwrap();
     assert!(!f.host.path(custody::STATE_DIR).join("keys/handover").exists());
 

@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::client::SealStatus;
-use super::custody::{self, Phase};
+use super::custody;
 use super::{supervise, Vault};
 use crate::audit::{self, Outcome};
 use crate::module::Cx;
@@ -154,9 +154,17 @@ impl Vault {
         self.claim(cx, v, &status);
     }
 
+    /// Read the seal status now (a reader asked), without the loop's events.
+    pub(super) fn refresh(&mut self, v: &VaultProfile) {
+        match self.client(v).and_then(|c| c.seal_status()) {
+            Ok(s) => self.watch.saw(&s),
+            Err(e) => self.watch.api_error = Some(e.to_string()),
+        }
+    }
+
     /// Complete the record of a self-initialised Vault; report a Vault that
     /// is initialised without Bulwark's record.
-    fn claim(&mut self, cx: &mut Cx<'_>, v: &VaultProfile, s: &SealStatus) {
+    pub(super) fn claim(&mut self, cx: &mut Cx<'_>, v: &VaultProfile, s: &SealStatus) {
         if !s.initialized {
             return;
         }
@@ -181,7 +189,27 @@ impl Vault {
             }
             return;
         };
-        if record.initialised.is_some() || !record.self_init || s.sealed {
+        if record.initialised.is_some() {
+            // A seal migration that finished while nobody watched (a crash
+            // between the last share and the record).
+            if record.custody == Custody::Manual.as_str()
+                && v.custody == Custody::Static
+                && s.seal_type == "static"
+                && !s.migration
+                && !s.sealed
+            {
+                record.custody = Custody::Static.as_str().to_owned();
+                if custody::write_record(&self.host, &record).is_ok() {
+                    cx.event(
+                        &audit::VLT_MIGRATED,
+                        Outcome::Success,
+                        "manual (shamir) -> static; the shares are recovery keys now".to_owned(),
+                    );
+                }
+            }
+            return;
+        }
+        if !record.self_init || s.sealed {
             return;
         }
         // Self-init ran: prove Bulwark's token works before saying so.
@@ -193,6 +221,15 @@ impl Vault {
         };
         if !works {
             return;
+        }
+        // The canary the restore test reads back: written once, by Bulwark's token.
+        if let (Ok(Some(t)), Ok(c)) = (store.get(super::cred::BULWARK_TOKEN), self.client(v)) {
+            if c.read_canary(&t).map_or(true, |value| value.is_empty()) {
+                if let Err(e) = custody::random_hex().and_then(|value| c.write_canary(&t, &value)) {
+                    self.watch.api_error = Some(e.to_string());
+                    return;
+                }
+            }
         }
         record.initialised = Some(now_unix());
         record.cluster_id = Some(s.cluster_id.clone()).filter(|c| !c.is_empty());
@@ -254,11 +291,6 @@ impl Vault {
                     "initialised, but Bulwark holds no custody record: it will not initialise it again".to_owned(),
                     &mut problems,
                 ),
-                (_, false) if v.custody == Custody::Manual => raise(
-                    Level::Warning,
-                    "not initialised: run `bulwarkctl vault init`".to_owned(),
-                    &mut problems,
-                ),
                 (_, false) => raise(Level::Warning, "initialising itself".to_owned(), &mut problems),
                 _ => {}
             }
@@ -277,18 +309,14 @@ impl Vault {
             raise(Level::Critical, format!("unexpected seal: {msg}"), &mut problems);
         }
         if let Some(r) = &record {
-            match r.phase {
-                Some(Phase::Initialising) if r.initialised.is_none() => raise(
-                    Level::Critical,
-                    "init was interrupted; run `bulwarkctl vault init` to see whether its keys were kept".to_owned(),
+            if r.staging && r.initialised.is_some() {
+                raise(
+                    Level::Warning,
+                    "initialised under a temporary key; run `bulwarkctl vault init` to move it to Shamir \
+                     and take the shares"
+                        .to_owned(),
                     &mut problems,
-                ),
-                Some(Phase::IssuingRecovery) => raise(
-                    Level::Critical,
-                    "issuing the recovery keys was interrupted; run `bulwarkctl vault init`".to_owned(),
-                    &mut problems,
-                ),
-                _ => {}
+                );
             }
             if r.initialised.is_some() && r.delivered.is_none() {
                 raise(

@@ -90,6 +90,10 @@ pub enum Location {
 pub enum Tls {
     /// Plain HTTP: only on loopback.
     Off,
+    /// A certificate Bulwark generates for the listen address; Bulwark's
+    /// own client trusts exactly that certificate.
+    #[serde(rename = "self-signed")]
+    SelfSigned,
     /// A certificate and key the operator provides (PEM files on the host).
     Files { cert: String, key: String },
 }
@@ -387,12 +391,19 @@ impl Checker<'_> {
         let p = "vault.tls";
         let tls = match t.get("tls") {
             None => {
-                self.err(p, "missing: \"off\" (loopback only) or { cert = \"/…\", key = \"/…\" }");
+                self.err(
+                    p,
+                    "missing: \"self-signed\", { cert = \"/…\", key = \"/…\" } or \"off\" (loopback only)",
+                );
                 return None;
             }
             Some(Value::String(s)) if s == "off" => Tls::Off,
+            Some(Value::String(s)) if s == "self-signed" => Tls::SelfSigned,
             Some(Value::String(s)) => {
-                self.err(p, format!("{s:?} is not \"off\" or {{ cert = \"/…\", key = \"/…\" }}"));
+                self.err(
+                    p,
+                    format!("{s:?} is not \"self-signed\", \"off\" or {{ cert = \"/…\", key = \"/…\" }}"),
+                );
                 return None;
             }
             Some(Value::Table(tt)) => {
