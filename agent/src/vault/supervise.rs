@@ -85,16 +85,40 @@ fn zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// The server a previous bulwarkd left running with `config`, if any.
-pub fn adopt(pidfile: &Path, config: &Path) -> Option<Server> {
-    let pid: u32 = fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+/// Whether process `pid` runs `server -config=CONFIG` (and is not a zombie).
+fn runs(pid: u32, config: &Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let want = format!("-config={}", config.display());
-    let ours = cmdline.split(|b| *b == 0).any(|arg| arg == want.as_bytes());
-    if !ours || zombie(pid) {
-        let _ = state::remove(pidfile);
-        return None;
-    }
+    cmdline.split(|b| *b == 0).any(|arg| arg == want.as_bytes()) && !zombie(pid)
+}
+
+/// The server a previous bulwarkd left running with `config`, if any: the
+/// PID file's, else any process running that configuration (a crash
+/// between the spawn and the PID file must not start a second server on the
+/// same raft directory).
+pub fn adopt(pidfile: &Path, config: &Path) -> Option<Server> {
+    let recorded: Option<u32> = fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse().ok());
+    let pid = match recorded.filter(|p| runs(*p, config)) {
+        Some(p) => p,
+        None => {
+            let found = fs::read_dir("/proc")
+                .ok()?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .find(|p| *p != std::process::id() && runs(*p, config));
+            match found {
+                Some(p) => {
+                    let _ = state::write_atomic(pidfile, p.to_string().as_bytes());
+                    p
+                }
+                None => {
+                    let _ = state::remove(pidfile);
+                    return None;
+                }
+            }
+        }
+    };
     log::info!(pid; "adopting the running bao server");
     Some(Server {
         pid,

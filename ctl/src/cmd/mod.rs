@@ -15,6 +15,7 @@ mod docs;
 mod peers;
 mod profile;
 mod query;
+mod vault;
 
 /// Settings every command sees.
 pub struct Ctx<'a> {
@@ -56,6 +57,7 @@ pub fn run(cli: &Cli) -> u8 {
         Command::Audit {
             command: AuditCommand::Verify,
         } => query::audit_verify(&ctx, &mut out),
+        Command::Vault { command } => vault::run(&ctx, &mut out, command),
         Command::Completions { shell } => docs::completions(&mut out, *shell),
         Command::Man { dir } => docs::man(&mut out, dir),
     };
