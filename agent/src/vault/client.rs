@@ -159,6 +159,7 @@ impl Client {
             if let Ok((200, _)) = self.call(reqwest::Method::GET, "sys/health", None, None, CALL_TIMEOUT) {
                 return Ok(());
             }
+            super::progress();
             if std::time::Instant::now() >= deadline {
                 return Err(VaultError::Api {
                     call: "GET /v1/sys/health".to_owned(),

@@ -219,6 +219,7 @@ fn download(url: &str, out: &mut File, file: &Path) -> Result<String, VaultError
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io("write", file))?;
+        super::progress();
     }
     Ok(hex::encode(hasher.finalize()))
 }
@@ -244,6 +245,7 @@ fn copy_hashing(src: &mut File, out: &mut File, from: &Path, to: &Path) -> Resul
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io("write", to))?;
+        super::progress();
     }
     Ok(hex::encode(hasher.finalize()))
 }
@@ -259,6 +261,7 @@ pub fn sha256_file(path: &Path) -> Result<String, VaultError> {
             break;
         }
         hasher.update(&buf[..n]);
+        super::progress();
     }
     Ok(hex::encode(hasher.finalize()))
 }

@@ -140,6 +140,8 @@ pub struct Vault {
     watch: watch::Watch,
     /// The profile in force's name (it labels the rendered configuration).
     profile_name: String,
+    /// The unit changed on disk (or is not linked yet): systemd must reload it.
+    unit_dirty: bool,
 }
 
 impl Vault {
@@ -150,6 +152,7 @@ impl Vault {
             server: None,
             watch: watch::Watch::default(),
             profile_name: String::new(),
+            unit_dirty: false,
             host,
         }
     }
@@ -371,6 +374,11 @@ impl Vault {
             if Self::read(&self.unit_path()).as_deref() != Some(unit.as_str()) {
                 state::write_atomic_mode(&self.unit_path(), unit.as_bytes(), 0o644).map_err(VaultError::State)?;
                 changed = true;
+                self.unit_dirty = true;
+            }
+            // Linked and enabled once per daemon start, whatever is on disk.
+            if !self.host.path("/etc/systemd/system").join(render::UNIT).exists() {
+                self.unit_dirty = true;
             }
         }
         Ok(changed)
@@ -397,38 +405,43 @@ impl Vault {
         Ok(())
     }
 
-    /// Start (or restart) the server and wait, bounded, for its API.
+    /// Start (or restart) the server. Supervised, wait (bounded) for its
+    /// API. Under systemd only queue the job: the unit is ordered after
+    /// bulwarkd, so waiting for it while bulwarkd itself starts (at boot)
+    /// would wait for ever; the seal-watch loop reports what follows.
     fn start(&mut self, v: &VaultProfile, restart: bool) -> Result<(), VaultError> {
         self.watch.expect_restart();
         if self.under_systemd() {
-            let unit = self.unit_path().display().to_string();
-            self.systemctl(&["link", &unit])?;
-            self.systemctl(&["daemon-reload"])?;
-            self.systemctl(&["enable", render::UNIT])?;
-            // Blocks until bao's READY (sent while still sealed, within a second).
-            self.systemctl(&[if restart { "restart" } else { "start" }, render::UNIT])?;
-        } else {
-            let running = match &mut self.server {
-                Some(s) => s.alive(),
-                None => false,
-            };
-            if running && !restart {
-                return self.wait_api(v);
+            if self.unit_dirty {
+                let unit = self.unit_path().display().to_string();
+                self.systemctl(&["link", &unit])?;
+                self.systemctl(&["daemon-reload"])?;
+                self.systemctl(&["enable", render::UNIT])?;
+                self.unit_dirty = false;
             }
-            if let Some(mut s) = self.server.take() {
-                s.stop();
-            }
-            self.materialise_credentials(v)?;
-            let data = PathBuf::from(self.layout().data_dir);
-            state::private_dir(&data, 0o700).map_err(VaultError::State)?;
-            state::private_dir(&PathBuf::from(self.layout().raft_dir()), 0o700).map_err(VaultError::State)?;
-            self.server = Some(supervise::spawn(
-                &self.installer.current_binary(),
-                &self.config_path(),
-                &self.server_log(),
-                &self.pidfile(),
-            )?);
+            self.systemctl(&[if restart { "restart" } else { "start" }, "--no-block", render::UNIT])?;
+            return Ok(());
         }
+        let running = match &mut self.server {
+            Some(s) => s.alive(),
+            None => false,
+        };
+        if running && !restart {
+            return self.wait_api(v);
+        }
+        if let Some(mut s) = self.server.take() {
+            s.stop();
+        }
+        self.materialise_credentials(v)?;
+        let data = PathBuf::from(self.layout().data_dir);
+        state::private_dir(&data, 0o700).map_err(VaultError::State)?;
+        state::private_dir(&PathBuf::from(self.layout().raft_dir()), 0o700).map_err(VaultError::State)?;
+        self.server = Some(supervise::spawn(
+            &self.installer.current_binary(),
+            &self.config_path(),
+            &self.server_log(),
+            &self.pidfile(),
+        )?);
         self.wait_api(v)
     }
 
@@ -447,6 +460,7 @@ impl Vault {
                     return Err(VaultError::Start(format!("bao exited: {tail}")));
                 }
             }
+            progress();
             if Instant::now() >= deadline {
                 // Slow but alive: the seal-watch loop reports what follows.
                 log::warn!(
@@ -571,6 +585,18 @@ impl Vault {
             }
         }
         out
+    }
+}
+
+/// Long steps of this module (a 180 MB download and hash, waiting for the
+/// server) run on the engine thread; while they make progress they tell
+/// systemd's watchdog the daemon is alive, at most every few seconds.
+pub(crate) fn progress() {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else { return };
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+        *last = Some(Instant::now());
+        crate::notify::watchdog();
     }
 }
 

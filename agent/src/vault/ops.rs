@@ -145,6 +145,7 @@ impl Vault {
                 _ => {}
             }
             self.claim(cx, v, &status);
+            super::progress();
             if std::time::Instant::now() >= deadline {
                 return Err(VaultError::Conflict(
                     "the Vault has not finished initialising itself; see `bulwarkctl vault status`".to_owned(),
@@ -276,7 +277,7 @@ impl Vault {
             // Still under the temporary key: restart with it disabled.
             self.write_rendered(&self.profile_name.clone(), v)?;
             self.start(v, true)?;
-            status = client.seal_status()?;
+            status = self.restarted_as_shamir(client)?;
         }
         if status.sealed {
             self.submit(client, &h.keys, v.threshold, status.migration)?;
@@ -299,6 +300,27 @@ impl Vault {
             "temporary static key -> shamir; the temporary key was destroyed".to_owned(),
         );
         Ok(())
+    }
+
+    /// Wait, bounded, until the restarted server answers with the Shamir
+    /// seal of the migration (the old process may answer a moment longer).
+    fn restarted_as_shamir(&self, client: &Client) -> Result<super::client::SealStatus, VaultError> {
+        let deadline = std::time::Instant::now() + super::START_WAIT;
+        loop {
+            if let Ok(s) = client.seal_status() {
+                if s.seal_type == "shamir" {
+                    return Ok(s);
+                }
+            }
+            super::progress();
+            if std::time::Instant::now() >= deadline {
+                return Err(VaultError::Start(format!(
+                    "the Vault did not come back for the seal migration within {}s",
+                    super::START_WAIT.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     /// Submit `threshold` shares (or fewer, once unsealed).

@@ -359,6 +359,7 @@ pub fn unit(v: &VaultProfile, stage: Stage, binary: &str, config: &str, keys: &s
          PrivateDevices=yes\n\
          PrivateUsers=yes\n\
          PrivateIPC=yes\n\
+         PrivateMounts=yes\n\
          DevicePolicy=closed\n\
          ProtectKernelTunables=yes\n\
          ProtectKernelModules=yes\n\
