@@ -101,6 +101,9 @@ impl Client {
             .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("bulwarkctl/", env!("CARGO_PKG_VERSION")))
+            // A Unix socket: no TLS, so no system certificates to load (a
+            // host without ca-certificates must still run bulwarkctl).
+            .tls_certs_only(std::iter::empty())
             .build()
             .map_err(ClientError::Setup)?;
         Ok(Client {

@@ -34,7 +34,7 @@ fn round(custody: &str, kill_after: Option<Duration>) -> Duration {
     wait_for(d, "self-initialised", WAIT, |s| s.custody_record);
 
     let t0 = Instant::now();
-    let mut child = Command::new(bin("bulwarkctl"))
+    let child = Command::new(bin("bulwarkctl"))
         .env_remove("SSH_CONNECTION")
         .arg("--socket")
         .arg(d.socket())

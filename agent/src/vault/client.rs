@@ -73,9 +73,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(3))
             .timeout(CALL_TIMEOUT)
             .no_proxy();
-        if let Some(der) = pin {
-            builder = builder.use_preconfigured_tls(super::tls::pinned(der)?);
-        }
+        builder = match pin {
+            Some(der) => builder.use_preconfigured_tls(super::tls::pinned(der)?),
+            // Plain HTTP: no certificate store is needed (or loaded).
+            None => builder.tls_certs_only(std::iter::empty()),
+        };
         let http = builder.build().map_err(|e| VaultError::Api {
             call: "client".to_owned(),
             reason: e.to_string(),

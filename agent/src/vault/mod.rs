@@ -281,84 +281,6 @@ impl Vault {
         })
     }
 
-    /// Keys and token IDs the configuration names, created once, before it
-    /// can start a server; a key missing for a Vault that already has data is
-    /// refused (a new key would never unseal it).
-    fn ensure_secrets(&self, cx: &mut Cx<'_>, v: &VaultProfile, stage: Stage) -> Result<bool, VaultError> {
-        let store = self.store(v);
-        let record = custody::read_record(&self.host)?;
-        let mut changed = false;
-        for name in render::generated(v, stage) {
-            if name == cred::TLS_KEY {
-                changed |= self.ensure_tls(cx, v, &store)?;
-                continue;
-            }
-            if store.exists(name) {
-                continue;
-            }
-            let is_key = matches!(name, cred::STATIC_KEY | cred::STAGING_KEY);
-            let has_data = record.as_ref().is_some_and(|r| r.initialised.is_some()) || self.raft_has_data();
-            let sealed_under_it = match name {
-                cred::STAGING_KEY => has_data,
-                _ => {
-                    record
-                        .as_ref()
-                        .is_some_and(|r| r.initialised.is_some() && r.custody == v.custody.as_str())
-                        || (self.raft_has_data() && record.is_none())
-                }
-            };
-            if is_key && sealed_under_it {
-                return Err(VaultError::Conflict(format!(
-                    "the key {} is missing for a Vault that has data; restore it from backup \
-                     (a new key would never unseal this Vault)",
-                    store.path(name).display()
-                )));
-            }
-            let secret = if is_key {
-                custody::random_hex()?
-            } else {
-                custody::token_id()?
-            };
-            store.create(name, secret.as_bytes())?;
-            changed = true;
-            cx.event(
-                &audit::VLT_KEY_CREATED,
-                Outcome::Success,
-                format!("{name} stored in {}", store.path(name).display()),
-            );
-        }
-        Ok(changed)
-    }
-
-    /// Bulwark's own certificate for the listen address (`tls = "self-signed"`):
-    /// made when missing or when it no longer names the address. Returns
-    /// whether it was (re)made.
-    fn ensure_tls(&self, cx: &mut Cx<'_>, v: &VaultProfile, store: &Store) -> Result<bool, VaultError> {
-        let cert = self.self_signed_cert();
-        if store.exists(cred::TLS_KEY) && tls::covers(&cert, v.listen.ip()) {
-            return Ok(false);
-        }
-        let pair = tls::generate(v.listen.ip())?;
-        store.replace(cred::TLS_KEY, pair.key_pem.expose().as_bytes())?;
-        state::write_atomic_mode(&cert, pair.cert_pem.as_bytes(), 0o644).map_err(VaultError::State)?;
-        tls::mark(&cert, v.listen.ip())?;
-        cx.event(
-            &audit::VLT_KEY_CREATED,
-            Outcome::Success,
-            format!(
-                "self-signed TLS certificate for {} in {}",
-                v.listen.ip(),
-                cert.display()
-            ),
-        );
-        Ok(true)
-    }
-
-    /// Where Bulwark keeps the certificate it made (`tls = "self-signed"`).
-    pub fn self_signed_cert(&self) -> PathBuf {
-        self.state_dir().join(render::SELF_SIGNED_CERT)
-    }
-
     /// The configuration (and, under systemd, the unit) for the stage the
     /// record says; returns whether either changed on disk.
     fn write_rendered(&mut self, profile_name: &str, v: &VaultProfile) -> Result<bool, VaultError> {
@@ -382,27 +304,6 @@ impl Vault {
             }
         }
         Ok(changed)
-    }
-
-    /// Write the supervised server's credentials (0600 in a 0700 directory).
-    fn materialise_credentials(&self, v: &VaultProfile) -> Result<(), VaultError> {
-        let dir = self.host.path(RUN_CREDENTIALS);
-        state::private_dir(&dir, 0o700).map_err(VaultError::State)?;
-        let store = self.store(v);
-        for name in render::credentials(v, self.stage(v)?) {
-            let secret = match (name, &v.tls, &v.transit) {
-                (cred::TLS_CERT, Tls::Files { cert, .. }, _) => read_file(cert)?,
-                (cred::TLS_CERT, Tls::SelfSigned, _) => read_file(&self.self_signed_cert().display().to_string())?,
-                (cred::TLS_KEY, Tls::Files { key, .. }, _) => read_file(key)?,
-                (cred::TRANSIT_TOKEN, _, Some(t)) => read_file(&t.token_file)?,
-                _ => store
-                    .get(name)?
-                    .map(|s| s.0)
-                    .ok_or_else(|| VaultError::Conflict(format!("credential {name} is missing")))?,
-            };
-            state::write_atomic(&dir.join(name), secret.as_bytes()).map_err(VaultError::State)?;
-        }
-        Ok(())
     }
 
     /// Start (or restart) the server. Supervised, wait (bounded) for its
