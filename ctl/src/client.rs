@@ -95,6 +95,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: &Path, verbose: bool) -> Result<Client, ClientError> {
+        // reqwest is built without a TLS provider of its own (bulwarkd pins
+        // ring for its Vault client) and needs one installed, even unused.
+        // Err means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = Http::builder()
             .unix_socket(socket.to_path_buf())
             .no_proxy()

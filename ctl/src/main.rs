@@ -16,9 +16,6 @@ mod output;
 mod ssh_guard;
 
 fn main() -> ExitCode {
-    // reqwest is built without a TLS provider of its own (bulwarkd pins
-    // ring for its Vault client); the socket client needs one installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     // Usage errors exit 2 from inside clap, as the contract expects.
     let cli = cli::Cli::parse();
     ExitCode::from(cmd::run(&cli))

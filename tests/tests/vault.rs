@@ -116,6 +116,29 @@ fn manual_custody_init_5_of_3_unseal_with_a_repeated_share_restart_sealed_unseal
     wait_for(d, "unsealed after the reboot", START, unsealed);
     assert_eq!(inits(d), 1, "initialised more than once\n{}", bao_log(d));
 
+    // A seal Bulwark did not cause: an audit event, and CRITICAL until unsealed.
+    let r = curl(
+        &ns,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &format!("X-Vault-Token: {root}"),
+            &format!("http://127.0.0.1:{PORT}/v1/sys/seal"),
+        ],
+    );
+    assert!(r.ok(), "{r}");
+    let (s, _) = wait_for(d, "the unexpected seal seen", START, |s| {
+        s.problems.iter().any(|p| p.contains("unexpected seal"))
+    });
+    assert_eq!(s.level, Level::Critical, "{s:#?}");
+    let events: Vec<String> = d.audit_tail(100).into_iter().map(|e| e.event).collect();
+    assert!(events.iter().any(|e| e == "BWK-VLT-0010"), "{events:?}");
+    give_shares(d, false, &[&keys.keys[1], &keys.keys[2], &keys.keys[0]]);
+    wait_for(d, "unsealed again", START, |s| {
+        unsealed(s) && s.problems.iter().all(|p| !p.contains("unexpected"))
+    });
+
     let mut secrets: Vec<(&str, &str)> = keys.keys.iter().map(|k| ("an unseal share", k.as_str())).collect();
     secrets.push(("the root token", root.as_str()));
     assert_no_leak(d, &ns, &secrets);

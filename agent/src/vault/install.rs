@@ -19,7 +19,7 @@ use bulwark_model::profile::{Location, Source};
 use sha2::{Digest, Sha256};
 
 use super::VaultError;
-use crate::host::{Host, Run};
+use crate::host::{Host, Run, RunError};
 use crate::state;
 
 /// Where versions live (host path).
@@ -269,11 +269,27 @@ pub fn sha256_file(path: &Path) -> Result<String, VaultError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Run `f`, again for a moment while the kernel says the file is busy: a
+/// process forked by another thread may still hold the file's write
+/// descriptor (until it execs), however briefly, after the binary was written.
+pub fn exec_retrying<T>(mut f: impl FnMut() -> Result<T, RunError>) -> Result<T, RunError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(RunError::Spawn { source, .. })
+                if source.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 20 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `bao version` → `2.7.2` (from "OpenBao v2.7.2 (…)" or "Vault v1.18.0 (…)").
 pub fn reported_version(binary: &Path) -> Result<String, VaultError> {
-    let out = Run::new(binary, VERSION_TIMEOUT)
-        .arg("version")
-        .output()
+    let out = exec_retrying(|| Run::new(binary, VERSION_TIMEOUT).arg("version").output())
         .map_err(|source| VaultError::Run { source })?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text

@@ -71,7 +71,7 @@ impl Vault {
     ) -> Result<Value, VaultError> {
         match action {
             "status" => {
-                self.refresh(v);
+                self.refresh(cx, v);
                 let s = self.vault_status(v);
                 to_json(&s)
             }
@@ -208,7 +208,7 @@ impl Vault {
         let root = self.root_for_operator(cx, v, &client, &h.keys, &mut record)?;
         record.keys_shown = true;
         custody::write_record(&self.host, &record)?;
-        self.refresh(v);
+        self.refresh(cx, v);
         Ok(self.respond(cx, v, kind, h.keys, repeated, root, &record))
     }
 

@@ -157,10 +157,23 @@ pub fn spawn(binary: &Path, config: &Path, log: &Path, pidfile: &Path) -> Result
     for key in ["VAULT_TOKEN", "BAO_TOKEN", "VAULT_ADDR", "BAO_ADDR"] {
         cmd.env_remove(key);
     }
-    let child = cmd.spawn().map_err(|source| VaultError::Spawn {
-        binary: binary.to_owned(),
-        source,
-    })?;
+    // ETXTBSY: a process another thread forked may briefly still hold the
+    // just-installed binary's write descriptor (see install::exec_retrying).
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 20 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(50));
+            }
+            other => {
+                break other.map_err(|source| VaultError::Spawn {
+                    binary: binary.to_owned(),
+                    source,
+                })?
+            }
+        }
+    };
     let pid = child.id();
     state::write_atomic(pidfile, pid.to_string().as_bytes()).map_err(VaultError::State)?;
     log::info!(pid, binary:display = binary.display(); "started bao server");

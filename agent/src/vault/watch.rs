@@ -111,8 +111,8 @@ fn now_unix() -> u64 {
 }
 
 impl Vault {
-    /// One round of the loop: ask the Vault, record transitions, restart a
-    /// supervised server that died, complete the record of a self-init.
+    /// One round of the loop: restart a supervised server that died, then
+    /// [`Vault::refresh`].
     pub(super) fn watch_once(&mut self, cx: &mut Cx<'_>, v: &VaultProfile) {
         if !self.under_systemd() && self.config_path().exists() {
             if self.server.is_none() {
@@ -126,6 +126,12 @@ impl Vault {
                 }
             }
         }
+        self.refresh(cx, v);
+    }
+
+    /// Read the seal status now (the loop, or a reader asked): record a
+    /// seal nobody caused or an unseal, complete the record of a self-init.
+    pub(super) fn refresh(&mut self, cx: &mut Cx<'_>, v: &VaultProfile) {
         let status = match self.client(v).and_then(|c| c.seal_status()) {
             Ok(s) => s,
             Err(e) => {
@@ -152,14 +158,6 @@ impl Vault {
             _ => {}
         }
         self.claim(cx, v, &status);
-    }
-
-    /// Read the seal status now (a reader asked), without the loop's events.
-    pub(super) fn refresh(&mut self, v: &VaultProfile) {
-        match self.client(v).and_then(|c| c.seal_status()) {
-            Ok(s) => self.watch.saw(&s),
-            Err(e) => self.watch.api_error = Some(e.to_string()),
-        }
     }
 
     /// Complete the record of a self-initialised Vault; report a Vault that
