@@ -5,11 +5,14 @@
 //!   side by side, an atomic `current` switch;
 //! - [`render`]: the server configuration and the hardened unit;
 //! - [`client`]: the Vault HTTP API;
-//! - [`custody`]: the static key, Bulwark's token IDs, the custody record
-//!   and the hand-over of keys until the operator acknowledges them;
+//! - [`custody`]: the keys and token IDs Bulwark makes (and the TLS key),
+//!   the custody record, and the hand-over of keys until the operator
+//!   acknowledges them;
+//! - [`tls`]: the self-signed certificate and a client pinned to it;
 //! - [`supervise`]: running `bao server` without systemd;
 //! - [`watch`]: the seal-watch loop, health and metrics;
-//! - [`ops`]: the actions (`init`, `ack`, `unseal`, `migrate`, `status`).
+//! - [`ops`]: the actions (`init`, `ack`, `unseal`, `migrate`, `status`),
+//!   and init made crash-safe for every custody.
 //!
 //! **Who runs the server.** When `/run/systemd/system` exists under the
 //! host root, systemd is PID 1 and the rendered `bulwark-vault.service`

@@ -444,11 +444,10 @@ impl Vault {
                 .to_owned(),
             ));
         }
-        if v.custody != Custody::Manual {
-            if let Some(boot) = store.get(cred::BOOTSTRAP_TOKEN)? {
-                // Already revoked (a crash after this call) answers 403: fine.
-                let _ = self.client(v)?.revoke_self(&boot);
-            }
+        // Every custody self-initialised with a bootstrap token; its work is done.
+        if let Some(boot) = store.get(cred::BOOTSTRAP_TOKEN)? {
+            // Already revoked (a crash after this call) answers 403: fine.
+            let _ = self.client(v)?.revoke_self(&boot);
         }
         record.delivered = Some(now_unix());
         custody::write_record(&self.host, &record)?;
