@@ -193,6 +193,14 @@ pub trait Module: Any + Send {
     /// a binary's digest). Changes nothing.
     fn check(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError>;
 
+    /// Checks that guard a profile an operator applies (or dry-runs)
+    /// against the live host, before any module changes anything. Not run
+    /// for rollbacks, reverts, start-up restores or drift repair: those put
+    /// back what was in force and must not be held up by today's host.
+    fn preflight(&mut self, _cx: &mut Cx<'_>, _profile: &Profile) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
     /// Converge the host to `profile`. Audit events go through `cx`.
     fn apply(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError>;
 

@@ -218,9 +218,14 @@ pub struct AddPeerArgs {
     /// Remove the peer after this long (e.g. 30d, 12h); default: the profile's peer_expiry
     #[arg(long, value_name = "DURATION")]
     pub expires: Option<String>,
-    /// Also print the config as a QR code for the terminal
+    /// Also show the config as a QR code, on stderr (never stdout, so a
+    /// redirected config stays a valid file)
     #[arg(long)]
     pub qr: bool,
+    /// Write the config to FILE (created with mode 0600; an existing file is
+    /// refused before the peer is added) instead of stdout
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -3,11 +3,18 @@
 //! Every formatter is a pure function from API types (and the current time
 //! where relative times are shown) to text, so the layout is unit-tested
 //! without a daemon. Machine readers use `--json` instead.
+//!
+//! Every string that comes from the daemon passes through
+//! [`bulwark_model::text::escape`] on its way into a cell or a line (tables
+//! and key-value lists do it for their cells), so no answer, whatever a
+//! caller once put into it, can break a line or reach the terminal as a
+//! control sequence.
 
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bulwark_model::api::{ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, PeerInfo, Status};
+use bulwark_model::text::escape;
 
 /// Target terminal width.
 pub const WIDTH: usize = 80;
@@ -47,8 +54,9 @@ impl Table {
         }
     }
 
+    /// Add a row; its cells are escaped.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.iter().map(|c| escape(c).into_owned()).collect());
     }
 
     pub fn render(&self, wrap_last: bool) -> String {
@@ -117,18 +125,19 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// `key: value` lines with the values aligned; long values wrap under
-/// themselves.
+/// `key: value` lines with the values aligned and escaped; long values wrap
+/// under themselves.
 pub fn key_values(pairs: &[(&str, String)]) -> String {
     let key_width = pairs.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
     let indent = key_width + GAP.len();
     let mut out = String::new();
     for (k, v) in pairs {
         let key = format!("{k}:");
+        let v = escape(v);
         let parts = if WIDTH.saturating_sub(indent) >= MIN_WRAP {
-            wrap(v, WIDTH - indent)
+            wrap(&v, WIDTH - indent)
         } else {
-            vec![v.clone()]
+            vec![v.into_owned()]
         };
         let value = parts.join(&format!("\n{}", " ".repeat(indent)));
         out.push_str(format!("{key:<key_width$}{GAP}{value}").trim_end());
@@ -318,7 +327,7 @@ pub fn audit_verify(v: &AuditVerify) -> String {
     if v.ok {
         format!("audit chain ok: {} events verified\n", v.events)
     } else {
-        let why = v.error.as_deref().unwrap_or("no reason given");
+        let why = escape(v.error.as_deref().unwrap_or("no reason given"));
         format!("audit chain BROKEN after {} events: {why}\n", v.events)
     }
 }
@@ -334,14 +343,14 @@ pub fn outcome(r: &ApplyResponse, action: Action, now: u64) -> String {
     let mut out = String::new();
     if !matches!(action, Action::Confirm) {
         for c in &r.plan.changes {
-            writeln!(out, "{c}").ok();
+            writeln!(out, "{}", escape(&c.to_string())).ok();
         }
     }
     let gen = r.generation.map_or_else(|| "?".to_owned(), |g| g.to_string());
     let profile = if r.profile.is_empty() {
         String::new()
     } else {
-        format!(" (profile {})", r.profile)
+        format!(" (profile {})", escape(&r.profile))
     };
     let summary = match action {
         _ if r.dry_run => {
@@ -545,6 +554,69 @@ mod tests {
             text,
             "2024-05-01T10:00:00Z  BWK-SYS-0001  info    uid=0  success  started\n\
              2024-05-01T10:00:00Z  BWK-CHG-0001  notice  uid=0  success  applied\n"
+        );
+    }
+
+    #[test]
+    fn daemon_strings_never_reach_the_terminal_raw() {
+        let evil = "x\nbulwarkctl: forged\u{1b}]0;title\u{7}\u{9b}2J\u{202e}";
+        let ev = AuditEvent {
+            time: "2024-05-01T10:00:00Z".into(),
+            event: "BWK-CHG-0006".into(),
+            message: evil.into(),
+            ..AuditEvent::default()
+        };
+        let gens = [GenerationInfo {
+            profile: evil.into(),
+            reason: evil.into(),
+            ..GenerationInfo::default()
+        }];
+        let s = Status {
+            profile: Some(evil.into()),
+            last_error: Some(evil.into()),
+            ..Status::default()
+        };
+        let h = Health::from_checks(vec![Check {
+            module: String::new(),
+            name: evil.into(),
+            level: Level::Warning,
+            reason: evil.into(),
+        }]);
+        let r = ApplyResponse {
+            profile: evil.into(),
+            plan: Plan {
+                changes: vec![Change {
+                    module: evil.into(),
+                    op: ChangeOp::Add,
+                    what: evil.into(),
+                }],
+            },
+            ..ApplyResponse::default()
+        };
+        let v = AuditVerify {
+            ok: false,
+            events: 1,
+            error: Some(evil.into()),
+        };
+        for text in [
+            audit(std::slice::from_ref(&ev)),
+            generations(&gens),
+            status(&s, 0),
+            health(&h),
+            outcome(&r, Action::Apply, 0),
+            audit_verify(&v),
+        ] {
+            let unsafe_chars: Vec<char> = text
+                .chars()
+                .filter(|c| *c != '\n' && bulwark_model::text::is_unsafe(*c))
+                .collect();
+            assert!(unsafe_chars.is_empty(), "{unsafe_chars:?} in {text:?}");
+            assert!(!text.contains("\nbulwarkctl: forged"), "{text:?}");
+        }
+        assert_eq!(
+            audit(&[ev]),
+            "2024-05-01T10:00:00Z  BWK-CHG-0006    uid=0    \
+             x\\nbulwarkctl: forged\\x1b]0;title\\x07\\u{9b}2J\\u{202e}\n"
         );
     }
 

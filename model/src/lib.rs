@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cidr;
 pub mod profile;
+pub mod text;
 pub mod vault;
 
 pub use profile::{Profile, ProfileError, ValidationErrors};

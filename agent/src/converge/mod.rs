@@ -151,7 +151,7 @@ impl Engine {
         if removed > 0 {
             log::warn!(removed; "removed {removed} temporary file(s) left by an interrupted write");
         }
-        let mut audit = AuditLog::open(&host.log_dir())?;
+        let mut audit = AuditLog::open(&host)?;
         let key = match IntegrityKey::load_or_create(&state_dir) {
             Ok(k) => k,
             Err(e) => {
@@ -289,6 +289,23 @@ impl Engine {
                 return Err(errors.into());
             }
         };
+        // What guards a new profile against the live host (an interface
+        // that carries the default route trusted as a cluster interface)
+        // runs here, before any module changes anything. Reverts, restores
+        // and drift repair put back what was in force and are not held up.
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.with_module(i, uid, |m, cx| m.preflight(cx, &profile)) {
+                if !req.dry_run {
+                    self.record(
+                        &audit::CHG_INVALID,
+                        uid,
+                        Outcome::Refused,
+                        &format!("{source}: {}", chain(&e)),
+                    );
+                }
+                return Err(e.into());
+            }
+        }
         self.apply_profile(profile, req, uid, "apply")
     }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use bulwark_model::api::{ApplyRequest, ApplyResponse, AuditEvent, AuditVerify};
+use bulwark_model::api::{ApplyRequest, ApplyResponse};
 use tokio::sync::{oneshot, watch};
 
 use super::published::{Published, Reader, REFRESH};
@@ -30,8 +30,6 @@ pub enum Command {
     Rollback(Option<u64>, u32, Reply<ApplyResponse>),
     /// `module`, `action`, its JSON body, the caller's uid.
     Action(String, String, serde_json::Value, u32, Reply<serde_json::Value>),
-    AuditTail(usize, Reply<Vec<AuditEvent>>),
-    AuditVerify(Reply<AuditVerify>),
     /// Publish a fresh view now (a reader found the last one too old).
     Refresh,
     /// Record an event that happened outside the engine (a refused request).
@@ -181,8 +179,8 @@ fn deliver<T: Send + 'static>(reply: Reply<T>, result: Result<T, EngineError>) -
     Some(Box::new(move || drop(reply.send(result))))
 }
 
-/// Run one command. What changes nothing readers see (audit reads, a
-/// recorded refusal) is answered at once and returns `None`; everything else
+/// Run one command. What changes nothing readers see (a recorded
+/// refusal) is answered at once and returns `None`; everything else
 /// returns its reply, sent after publishing.
 fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
     match cmd {
@@ -190,14 +188,6 @@ fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
         Command::Confirm(uid, reply) => deliver(reply, engine.confirm(uid)),
         Command::Rollback(target, uid, reply) => deliver(reply, engine.rollback(target, uid)),
         Command::Action(module, action, body, uid, reply) => deliver(reply, engine.action(&module, &action, body, uid)),
-        Command::AuditTail(n, reply) => {
-            drop(reply.send(engine.audit().tail(n).map_err(EngineError::from)));
-            None
-        }
-        Command::AuditVerify(reply) => {
-            drop(reply.send(Ok(engine.audit().verify())));
-            None
-        }
         Command::Refresh => Some(Box::new(|| {})),
         Command::Record(kind, uid, outcome, message) => {
             if let Err(e) = engine.audit_mut().record(kind, uid, outcome, &message) {

@@ -16,6 +16,7 @@
 //! then everything in it), so a refused ruleset leaves the previous one in
 //! force and there is no partial state to reconcile.
 
+pub mod interfaces;
 mod module;
 pub mod nft;
 pub mod plan;
@@ -23,6 +24,7 @@ pub mod render;
 pub mod ruleset;
 pub mod verify;
 
+pub use interfaces::{refuse_trusted_uplinks, UplinkError};
 pub use module::{desired, failsafe_profile, FirewallModule, FAILSAFE_PROFILE};
 pub use nft::{FirewallError, Nft, NftOp, DEFAULT_NFT, DEFAULT_TIMEOUT};
 pub use plan::plan;

@@ -191,6 +191,12 @@ impl Module for FirewallModule {
         Ok(changes)
     }
 
+    /// Trusting an interface that carries the default route or a public
+    /// address would open every port to it.
+    fn preflight(&mut self, _cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
+        super::refuse_trusted_uplinks(&profile.firewall).map_err(|e| ModuleError::new(NAME, ErrorClass::Conflict, e))
+    }
+
     fn check(&mut self, _cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
         self.nft.check(&desired(profile)).map_err(failed)
     }

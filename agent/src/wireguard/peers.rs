@@ -21,8 +21,9 @@ use crate::state::{self, StateError};
 /// Longest peer name; keeps `peers` output within 80 columns.
 pub const NAME_MAX: usize = 32;
 
-/// Shortest lifetime `--expires` accepts.
-pub const EXPIRY_MIN_SECS: u64 = 10;
+/// Shortest and longest lifetime `--expires` accepts: the bounds of the
+/// profile's `wireguard.peer_expiry`, shared so the two cannot drift apart.
+pub use bulwark_model::profile::{PEER_EXPIRY_MAX, PEER_EXPIRY_MIN};
 
 /// One peer as stored.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,11 +260,14 @@ pub fn expiry(requested: Option<&str>, default: Option<std::time::Duration>, now
                 value: text.to_owned(),
                 reason: format!("{e}; use a duration such as \"90d\", \"12h\" or \"30m\""),
             })?;
-            // Shorter lifetimes are typos ("5s" for "5d") more often than intent.
-            if d.as_secs() < EXPIRY_MIN_SECS {
+            if !(PEER_EXPIRY_MIN..=PEER_EXPIRY_MAX).contains(&d) {
                 return Err(WgError::InvalidExpiry {
                     value: text.to_owned(),
-                    reason: format!("shorter than {EXPIRY_MIN_SECS} seconds"),
+                    reason: format!(
+                        "outside {}s..{}d, the bounds of wireguard.peer_expiry",
+                        PEER_EXPIRY_MIN.as_secs(),
+                        PEER_EXPIRY_MAX.as_secs() / 86400
+                    ),
                 });
             }
             Some(d)
@@ -360,8 +364,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"soon\""));
-        assert!(expiry(Some("5s"), d, 100).is_err());
-        assert_eq!(expiry(Some("10s"), d, 100).unwrap(), Some(110));
+    }
+
+    #[test]
+    fn expiry_obeys_the_bounds_of_peer_expiry() {
+        let d = Some(std::time::Duration::from_secs(3600));
+        for outside in ["10s", "59s", "3651d", "10years"] {
+            let err = expiry(Some(outside), d, 100).unwrap_err().to_string();
+            assert!(
+                err.contains("outside 60s..3650d, the bounds of wireguard.peer_expiry"),
+                "{outside}: {err}"
+            );
+        }
+        assert_eq!(expiry(Some("60s"), d, 100).unwrap(), Some(160));
+        assert_eq!(expiry(Some("3650d"), d, 100).unwrap(), Some(100 + 3650 * 86400));
+        // The same bounds as the profile's field, so a valid default always fits.
+        assert_eq!(PEER_EXPIRY_MIN, std::time::Duration::from_secs(60));
+        assert_eq!(PEER_EXPIRY_MAX, std::time::Duration::from_secs(3650 * 86400));
     }
 
     fn peer(name: &str, addr: &str) -> StoredPeer {

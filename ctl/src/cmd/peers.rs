@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
 use bulwark_model::api::{AddPeerRequest, AddPeerResponse, PeerInfo};
+use bulwark_model::text::escape;
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 
@@ -13,8 +14,18 @@ use crate::error::OK;
 use crate::output;
 
 /// Print the client config on stdout (and nothing else, so it can be
-/// redirected into a file); the summary goes to stderr.
+/// redirected into a file), or write it to `--output` (0600); the QR code and
+/// the summary go to stderr, never stdout.
 pub fn add(ctx: &Ctx<'_>, out: &mut dyn Write, args: &AddPeerArgs) -> anyhow::Result<u8> {
+    // The config is shown only once: make sure it has somewhere to go first.
+    if let Some(path) = &args.output {
+        if path.exists() {
+            bail!(
+                "{} exists; choose another file or remove it (the peer was not added)",
+                path.display()
+            );
+        }
+    }
     let req = AddPeerRequest {
         name: args.name.clone(),
         public_key: args.public_key.clone(),
@@ -27,21 +38,65 @@ pub fn add(ctx: &Ctx<'_>, out: &mut dyn Write, args: &AddPeerArgs) -> anyhow::Re
         emit(out, &answer.pretty())?;
         return Ok(OK);
     }
-    emit(out, &added.client_config)?;
+    let mut written = None;
+    if let Some(path) = &args.output {
+        match write_private(path, &added.client_config) {
+            Ok(()) => written = Some(path),
+            Err(e) => {
+                // Never lose the only copy: print it after all.
+                eprintln!(
+                    "bulwarkctl: cannot write {}: {e}; the config follows on stdout",
+                    path.display()
+                );
+            }
+        }
+    }
+    if written.is_none() {
+        emit(out, &added.client_config)?;
+    }
     if args.qr {
-        let qr = QrCode::new(added.client_config.as_bytes())?;
-        emit(
-            out,
-            &format!("\n{}\n", qr.render::<Dense1x2>().quiet_zone(true).build()),
-        )?;
+        eprint!("{}", qr(&added.client_config)?);
     }
     let p = &added.peer;
     let expires = p.expires.map_or_else(|| "never".to_owned(), output::rfc3339);
+    let place = written.map_or_else(String::new, |w| format!("; config written to {} (0600)", w.display()));
     eprintln!(
-        "added peer {} at {} (expires {expires}); this config is shown only once",
-        p.name, p.address
+        "added peer {} at {} (expires {expires}){place}; this config is shown only once",
+        escape(&p.name),
+        escape(&p.address)
     );
     Ok(OK)
+}
+
+/// Create `path` with mode 0600 (never an existing file: no clobbering, no
+/// following a planted symlink) and write `text` to it.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// The config as a terminal QR code with explicit colours (black modules on
+/// a white background with its quiet zone), so it scans on dark and light
+/// terminals alike.
+pub fn qr(config: &str) -> anyhow::Result<String> {
+    const BLACK_ON_WHITE: &str = "\x1b[30;107m";
+    const RESET: &str = "\x1b[0m";
+    let code = QrCode::new(config.as_bytes())?;
+    let text = code.render::<Dense1x2>().quiet_zone(true).build();
+    let mut out = String::from("\n");
+    for line in text.lines() {
+        out.push_str(BLACK_ON_WHITE);
+        out.push_str(line);
+        out.push_str(RESET);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 pub fn remove(ctx: &Ctx<'_>, out: &mut dyn Write, name: &str, yes: bool) -> anyhow::Result<u8> {
@@ -53,7 +108,14 @@ pub fn remove(ctx: &Ctx<'_>, out: &mut dyn Write, name: &str, yes: bool) -> anyh
     if ctx.json {
         emit(out, &answer.pretty())?;
     } else {
-        emit(out, &format!("removed peer {} ({})\n", removed.name, removed.address))?;
+        emit(
+            out,
+            &format!(
+                "removed peer {} ({})\n",
+                escape(&removed.name),
+                escape(&removed.address)
+            ),
+        )?;
     }
     Ok(OK)
 }

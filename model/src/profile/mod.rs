@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use toml::{Table, Value};
 
+mod cross;
 mod fields;
 mod firewall;
 mod k3s;
@@ -20,12 +21,14 @@ mod monitoring;
 mod vault;
 mod wireguard;
 
-pub use fields::{interface_name, parse_cidr, port};
+pub use fields::{
+    interface_matches, interface_name, interface_pattern, parse_cidr, port, UPLINK_PREFIXES, WILDCARD_MIN_PREFIX,
+};
 pub use firewall::Firewall;
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
 pub use vault::{CredentialStore, Custody, Implementation, Location, Source, Tls, Transit, Vault};
-pub use wireguard::{Backend, WireGuard};
+pub use wireguard::{Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN};
 
 /// Top-level tables a profile may contain.
 const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "vault"];
@@ -191,11 +194,15 @@ impl Checker<'_> {
             .and_then(|t| self.duration(t, "profile", "drift_interval", DRIFT_INTERVAL_MIN, DRIFT_INTERVAL_MAX))
             .unwrap_or(Duration::from_secs(30));
         let keep_generations = meta.and_then(|t| self.keep_generations(t)).unwrap_or(KEEP_GENERATIONS);
-        let mut firewall = self
+        let (mut firewall, trusted) = self
             .section(doc, "firewall", false)
             .map(|t| self.firewall(t))
             .unwrap_or_default();
-        let wireguard = self.section(doc, "wireguard", false).and_then(|t| self.wireguard(t));
+        let (wireguard, vpn) = match self.section(doc, "wireguard", false) {
+            Some(t) => self.wireguard(t),
+            None => (None, Default::default()),
+        };
+        self.cross_checks(&firewall, &trusted, &vpn);
         if let Some(wg) = &wireguard {
             // The VPN must be reachable to be useful: open its port to everyone.
             if !firewall.public_udp.contains(&wg.listen_port) {
@@ -362,8 +369,24 @@ impl Checker<'_> {
         prefix: &str,
         key: &str,
         what: &str,
-        mut item: impl FnMut(&Value) -> Result<T, String>,
+        item: impl FnMut(&Value) -> Result<T, String>,
     ) -> Vec<T> {
+        self.array_at(t, prefix, key, what, item)
+            .into_iter()
+            .map(|(_, x)| x)
+            .collect()
+    }
+
+    /// [`Checker::array`], keeping each good element's TOML path
+    /// (`firewall.cluster_cidrs[1]`) for checks that compare elements.
+    fn array_at<T>(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        what: &str,
+        mut item: impl FnMut(&Value) -> Result<T, String>,
+    ) -> Vec<(String, T)> {
         let path = join(prefix, key);
         let Some(v) = t.get(key) else { return Vec::new() };
         let Some(items) = v.as_array() else {
@@ -373,7 +396,7 @@ impl Checker<'_> {
         let mut out = Vec::with_capacity(items.len());
         for (i, v) in items.iter().enumerate() {
             match item(v) {
-                Ok(x) => out.push(x),
+                Ok(x) => out.push((format!("{path}[{i}]"), x)),
                 Err(reason) => self.err(format!("{path}[{i}]"), reason),
             }
         }
@@ -388,11 +411,28 @@ impl Checker<'_> {
     }
 
     fn cidrs(&mut self, t: &Table, prefix: &str, key: &str) -> Vec<IpNet> {
-        self.array(t, prefix, key, "CIDR strings", |v| {
+        self.cidrs_at(t, prefix, key, |_, _| Ok(()))
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect()
+    }
+
+    /// CIDRs with their TOML paths; `allow` refuses networks a list must not
+    /// hold, given the network and the string as written.
+    fn cidrs_at(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        allow: impl Fn(&IpNet, &str) -> Result<(), String>,
+    ) -> Vec<(String, IpNet)> {
+        self.array_at(t, prefix, key, "CIDR strings", |v| {
             let s = v
                 .as_str()
                 .ok_or_else(|| format!("expected a CIDR string, found {}", v.type_str()))?;
-            parse_cidr(s)
+            let net = parse_cidr(s)?;
+            allow(&net, s)?;
+            Ok(net)
         })
     }
 }
