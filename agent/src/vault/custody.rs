@@ -212,6 +212,17 @@ pub fn write_record(host: &Host, r: &Record) -> Result<(), VaultError> {
 
 /// The secrets of a Vault the module runs: made once, handed to the server.
 impl Vault {
+    /// Destroy the temporary key of a manual Vault once its record says it
+    /// is sealed by Shamir (a crash may have come between the two).
+    pub(super) fn forget_staging_key(&self, v: &VaultProfile) -> Result<(), VaultError> {
+        let store = self.store(v);
+        let shamir = read_record(&self.host)?.is_some_and(|r| !r.staging && r.initialised.is_some());
+        if shamir && store.exists(cred::STAGING_KEY) {
+            store.remove(cred::STAGING_KEY)?;
+        }
+        Ok(())
+    }
+
     /// Keys and token IDs the configuration names, created once, before it
     /// can start a server; a key missing for a Vault that already has data is
     /// refused (a new key would never unseal it).

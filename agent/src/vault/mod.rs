@@ -412,6 +412,7 @@ impl Vault {
             )?;
         }
         let secrets_changed = self.ensure_secrets(cx, v, self.stage(v)?)?;
+        self.forget_staging_key(v)?;
         let previous = self.installer.switch(&name)?;
         let switched = previous.as_deref().is_some_and(|p| p != name);
         if switched {

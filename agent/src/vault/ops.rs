@@ -195,15 +195,19 @@ impl Vault {
         })?;
         if record.staging {
             self.migrate_to_shamir(cx, v, &client, &h, &mut record)?;
-        } else if status.sealed && v.custody == Custody::Manual {
-            // Restarted after the migration, before the operator took the keys.
-            self.submit(&client, &h.keys, v.threshold, false)?;
-            client.wait_active(ACTIVE_WAIT)?;
-            cx.event(
-                &audit::VLT_UNSEALED,
-                Outcome::Success,
-                "unsealed by init with the kept shares",
-            );
+        } else {
+            // A crash between the record saying "shamir" and the deletion.
+            self.forget_staging_key(v)?;
+            if status.sealed && v.custody == Custody::Manual {
+                // Restarted after the migration, before the operator took the keys.
+                self.submit(&client, &h.keys, v.threshold, false)?;
+                client.wait_active(ACTIVE_WAIT)?;
+                cx.event(
+                    &audit::VLT_UNSEALED,
+                    Outcome::Success,
+                    "unsealed by init with the kept shares",
+                );
+            }
         }
         let root = self.root_for_operator(cx, v, &client, &h.keys, &mut record)?;
         record.keys_shown = true;
@@ -293,7 +297,7 @@ impl Vault {
         custody::write_record(&self.host, record)?;
         // Read at the next start only: the running server is Shamir already.
         self.write_rendered(&self.profile_name.clone(), v)?;
-        self.store(v).remove(cred::STAGING_KEY)?;
+        self.forget_staging_key(v)?;
         cx.event(
             &audit::VLT_MIGRATED,
             Outcome::Success,
