@@ -191,6 +191,12 @@ scan finds files the policy would deny; label them first:
         command: AuditCommand,
     },
 
+    /// The host's Vault: status, init, unseal, migrate
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+
     /// Print a shell completion script to stdout
     #[command(long_about = "\
 Print a shell completion script to stdout.
@@ -370,6 +376,42 @@ run: problems are printed and reported to bulwarkd.")]
         /// Where the hook keeps the time of its last run
         #[arg(long, value_name = "FILE", default_value = "/var/lib/bulwark/ima-dpkg.stamp")]
         stamp: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Show the Vault: version, seal, custody, and what needs attention
+    Status,
+    /// Show the Vault's keys and a root token once, then forget them
+    #[command(long_about = "\
+Show the Vault's keys (the Shamir shares under manual custody, recovery keys
+otherwise) and a root token, once; then bulwarkd forgets the keys. Store each
+key with a different person. An interrupted run shows the same keys again.
+With revoke_root = true in the profile the root token is revoked instead.")]
+    Init,
+    /// Give unseal shares (typed without echo, or one per line on stdin)
+    #[command(long_about = "\
+Give unseal shares until the Vault is unsealed. On a terminal each share is
+read without echo; otherwise one share per line from stdin. Progress is shown
+after each; a share given twice in a round is reported and ignored.
+
+Example:
+  bulwarkctl vault unseal")]
+    Unseal,
+    /// Move a manual (Shamir) Vault to the static seal, with its shares
+    #[command(long_about = "\
+Move a manual (Shamir) Vault to custody = \"static\": apply a profile with
+custody = \"static\" first (the Vault restarts sealed, migrating), then give
+the shares here. Afterwards the Vault unseals itself and the shares are its
+recovery keys.
+
+Example:
+  bulwarkctl apply profile.toml && bulwarkctl vault migrate --to static")]
+    Migrate {
+        /// The custody to move to
+        #[arg(long, value_name = "CUSTODY", value_parser = ["static"])]
+        to: String,
     },
 }
 

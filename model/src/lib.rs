@@ -10,5 +10,6 @@ pub mod cidr;
 pub mod ima;
 pub mod profile;
 pub mod text;
+pub mod vault;
 
 pub use profile::{Profile, ProfileError, ValidationErrors};

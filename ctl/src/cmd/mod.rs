@@ -16,6 +16,7 @@ mod ima;
 mod peers;
 mod profile;
 mod query;
+mod vault;
 
 /// Settings every command sees.
 pub struct Ctx<'a> {
@@ -58,6 +59,7 @@ pub fn run(cli: &Cli) -> u8 {
             command: AuditCommand::Verify,
         } => query::audit_verify(&ctx, &mut out),
         Command::Ima { command } => ima::run(&ctx, &mut out, command),
+        Command::Vault { command } => vault::run(&ctx, &mut out, command),
         Command::Completions { shell } => docs::completions(&mut out, *shell),
         Command::Man { dir } => docs::man(&mut out, dir),
     };
