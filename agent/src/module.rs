@@ -100,6 +100,7 @@ pub struct Cx<'a> {
     /// uid of the caller the engine acts for (0: the daemon itself).
     pub uid: u32,
     events: Vec<Event>,
+    warnings: Vec<String>,
 }
 
 impl<'a> Cx<'a> {
@@ -108,7 +109,20 @@ impl<'a> Cx<'a> {
             host,
             uid,
             events: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Tell the operator something about the host that does not stop the
+    /// change (another firewall manager at work, say). From `plan`, it
+    /// reaches the answer of the apply or dry run (`warnings`).
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    /// The warnings given so far, in order (the engine drains them).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Ask for an audit event; the engine records it when the call returns.

@@ -27,6 +27,7 @@ fn profile(iface: &str, address: &str, port: u16, endpoint: &str) -> Profile {
         client_allowed_ips: vec![ipnet::IpNet::V4(address.trunc())],
         keepalive: 25,
         peer_expiry: None,
+        stale_handshake: bulwark_model::profile::STALE_HANDSHAKE_DEFAULT,
     }
 }
 
@@ -45,6 +46,7 @@ fn stored(name: &str, address: &str) -> StoredPeer {
         address: address.parse().unwrap(),
         created: now_unix(),
         expires: None,
+        disabled: false,
     }
 }
 

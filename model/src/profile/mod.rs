@@ -26,7 +26,9 @@ pub use fields::{
 pub use firewall::Firewall;
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
-pub use wireguard::{Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN};
+pub use wireguard::{
+    Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN, STALE_HANDSHAKE_DEFAULT, STALE_HANDSHAKE_MIN,
+};
 
 /// Top-level tables a profile may contain.
 const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring"];
