@@ -170,14 +170,19 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 /// `key: value` lines with the values aligned and escaped; long values wrap
 /// under themselves.
 pub fn key_values(pairs: &[(&str, String)]) -> String {
+    key_values_within(pairs, WIDTH)
+}
+
+/// [`key_values`] for lines that will be indented, `width` wide at most.
+pub fn key_values_within(pairs: &[(&str, String)], width: usize) -> String {
     let key_width = pairs.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
     let indent = key_width + GAP.len();
     let mut out = String::new();
     for (k, v) in pairs {
         let key = format!("{k}:");
         let v = escape(v);
-        let parts = if WIDTH.saturating_sub(indent) >= MIN_WRAP {
-            wrap(&v, WIDTH - indent)
+        let parts = if width.saturating_sub(indent) >= MIN_WRAP {
+            wrap(&v, width - indent)
         } else {
             vec![v.into_owned()]
         };

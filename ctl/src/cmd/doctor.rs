@@ -161,7 +161,7 @@ fn other_managers(root: &Path) -> Check {
         ),
         (true, false) => check(
             "firewall_managers",
-            Level::Unknown,
+            Level::Warning,
             "cannot list nftables chains (run doctor as root); files show no other manager".to_owned(),
         ),
     }
@@ -246,8 +246,9 @@ fn own_groups() -> Vec<String> {
         .collect()
 }
 
-/// Whether the kernel's clock is synchronised (timedatectl, else adjtimex's
-/// view through /proc is not available: say so).
+/// Whether the clock is synchronised, as systemd's timedatectl tells; a
+/// check that cannot tell says so as a WARNING rather than hiding the rest
+/// of the report behind UNKNOWN.
 fn clock() -> Check {
     match output_of("timedatectl", &["show", "-p", "NTPSynchronized", "--value"]) {
         Ok(v) if v.trim() == "yes" => check("clock", Level::Ok, "synchronised (NTP)".to_owned()),
@@ -260,8 +261,10 @@ fn clock() -> Check {
         ),
         Err(_) => check(
             "clock",
-            Level::Unknown,
-            "cannot ask timedatectl (no systemd here?); make sure NTP keeps the clock".to_owned(),
+            Level::Warning,
+            "cannot tell whether the clock is synchronised (timedatectl does not answer: no systemd?); make \
+             sure NTP keeps it, confirm deadlines and peer expiry follow it"
+                .to_owned(),
         ),
     }
 }

@@ -12,7 +12,7 @@ use bulwark_model::api::{ModuleStatus, Status};
 use bulwark_model::profile::{K3sBind, Profile};
 use bulwark_model::text::escape;
 
-use super::{key_values, rfc3339};
+use super::{key_values, key_values_within, rfc3339, WIDTH};
 
 /// Modules whose profile section is described below.
 const DESCRIBED: &[&str] = &["firewall", "wireguard", "k3s"];
@@ -34,6 +34,19 @@ fn both(tcp: Option<String>, udp: Option<String>) -> Option<String> {
     }
 }
 
+/// A profile duration as an operator writes it: `90d`, `12h`, else
+/// humantime's words.
+fn span(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".to_owned(),
+        _ if s % 86400 == 0 => format!("{}d", s / 86400),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
 fn list<T: ToString>(items: &[T]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -47,7 +60,7 @@ fn section(out: &mut String, title: &str, pairs: &[(&str, String)]) {
     out.push('\n');
     out.push_str(&escape(title));
     out.push('\n');
-    for line in key_values(pairs).lines() {
+    for line in key_values_within(pairs, WIDTH - 2).lines() {
         writeln!(out, "  {line}").ok();
     }
 }
@@ -74,11 +87,10 @@ pub fn show(profile: &Profile, status: &Status, created: u64) -> String {
         None => "none pending".to_owned(),
     };
     let drift = format!(
-        "{:?}, checked every {}",
-        profile.drift,
-        humantime::format_duration(profile.drift_interval)
-    )
-    .to_lowercase();
+        "{}, checked every {}",
+        format!("{:?}", profile.drift).to_lowercase(),
+        span(profile.drift_interval)
+    );
     for line in key_values(&[
         ("health", status.health.to_string()),
         ("confirm", confirm),
@@ -230,7 +242,7 @@ fn wireguard(out: &mut String, profile: &Profile, status: &Status) {
     };
     let expiry = w.peer_expiry.map_or_else(
         || "new peers never expire unless given --expires".to_owned(),
-        |d| format!("new peers expire after {}", humantime::format_duration(d)),
+        |d| format!("new peers expire after {}", span(d)),
     );
     let mut pairs = vec![
         (
@@ -245,10 +257,7 @@ fn wireguard(out: &mut String, profile: &Profile, status: &Status) {
         ("peers", format!("{peers}; {expiry}")),
         (
             "stale after",
-            format!(
-                "{} without a handshake (health warns)",
-                humantime::format_duration(w.stale_handshake)
-            ),
+            format!("{} without a handshake (health warns)", span(w.stale_handshake)),
         ),
     ];
     if let Some(m) = live {
