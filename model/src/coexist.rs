@@ -21,6 +21,10 @@ pub struct Observed {
     pub firewalld_enabled: bool,
     /// Every nftables chain as (family, table, chain).
     pub chains: Vec<(String, String, String)>,
+    /// Rules inside ufw's chains, in the tables holding them (see
+    /// [`ufw_tables`]): `ufw disable` leaves its chains, and the jumps into
+    /// them, but empty.
+    pub ufw_rules: usize,
     /// Tables of the legacy (x_tables) iptables: the lines of
     /// `/proc/net/ip_tables_names` and `/proc/net/ip6_tables_names`.
     pub legacy_tables: Vec<String>,
@@ -60,6 +64,23 @@ pub fn flushes_ruleset(script: &str) -> bool {
     })
 }
 
+fn is_ufw(chain: &str) -> bool {
+    chain.starts_with("ufw-") || chain.starts_with("ufw6-")
+}
+
+/// The tables holding ufw's chains, as (family, table), to be listed for
+/// [`Observed::ufw_rules`].
+pub fn ufw_tables(chains: &[(String, String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = chains
+        .iter()
+        .filter(|(_, _, c)| is_ufw(c))
+        .map(|(f, t, _)| (f.clone(), t.clone()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn tables_with(chains: &[(String, String, String)], pick: impl Fn(&str, &str) -> bool) -> Vec<String> {
     let mut out: Vec<String> = chains
         .iter()
@@ -74,7 +95,11 @@ fn tables_with(chains: &[(String, String, String)], pick: impl Fn(&str, &str) ->
 /// What else manages the firewall here, in a fixed order.
 pub fn findings(o: &Observed) -> Vec<Finding> {
     let mut out = Vec::new();
-    let ufw_tables = tables_with(&o.chains, |_, c| c.starts_with("ufw-") || c.starts_with("ufw6-"));
+    let ufw_tables = if o.ufw_rules > 0 {
+        tables_with(&o.chains, |_, c| is_ufw(c))
+    } else {
+        Vec::new()
+    };
     let ufw_enabled = o.ufw_conf.as_deref().is_some_and(|t| conf_says(t, "ENABLED", "yes"));
     if !ufw_tables.is_empty() || ufw_enabled {
         let mut what = Vec::new();
@@ -136,6 +161,17 @@ pub fn findings(o: &Observed) -> Vec<Finding> {
     out
 }
 
+/// How many rules an `nft -j list table` listing holds inside ufw's chains.
+pub fn ufw_rules_of_listing(json: &serde_json::Value) -> usize {
+    json.get("nftables").and_then(|v| v.as_array()).map_or(0, |items| {
+        items
+            .iter()
+            .filter_map(|i| i.get("rule")?.get("chain")?.as_str())
+            .filter(|c| is_ufw(c))
+            .count()
+    })
+}
+
 /// The chains of an `nft -j list chains` listing as (family, table, chain).
 pub fn chains_of_listing(json: &serde_json::Value) -> Vec<(String, String, String)> {
     let Some(items) = json.get("nftables").and_then(|v| v.as_array()) else {
@@ -183,6 +219,7 @@ mod tests {
                 chain("ip6", "filter", "ufw6-before-input"),
                 chain("inet", "firewalld", "filter_INPUT"),
             ],
+            ufw_rules: 42,
             legacy_tables: vec!["filter".to_owned(), "nat".to_owned(), "filter".to_owned()],
         };
         let f = findings(&o);
@@ -194,6 +231,28 @@ mod tests {
         assert!(f[1].what.contains("inet firewalld") && f[1].fix.contains("systemctl disable --now firewalld"));
         assert!(f[2].fix.contains("flush table inet filter"));
         assert!(f[3].what.contains("(filter, nat)"), "{}", f[3]);
+    }
+
+    #[test]
+    fn empty_ufw_chains_left_by_ufw_disable_are_not_rules_in_force() {
+        let chains = vec![
+            chain("ip", "filter", "INPUT"),
+            chain("ip", "filter", "ufw-before-input"),
+        ];
+        assert_eq!(ufw_tables(&chains), [("ip".to_owned(), "filter".to_owned())]);
+        let o = Observed {
+            chains,
+            ufw_rules: 0,
+            ..Observed::default()
+        };
+        assert_eq!(findings(&o), []);
+        let listing = serde_json::json!({"nftables": [
+            {"rule": {"family": "ip", "table": "filter", "chain": "INPUT",
+                "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"jump": {"target": "ufw-before-input"}}]}},
+            {"rule": {"family": "ip", "table": "filter", "chain": "ufw-before-input",
+                "expr": [{"jump": {"target": "ufw-user-input"}}]}},
+        ]});
+        assert_eq!(ufw_rules_of_listing(&listing), 1);
     }
 
     #[test]

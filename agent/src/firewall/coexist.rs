@@ -46,6 +46,12 @@ fn observe(host: &Host, nft: &Nft) -> Observed {
             Vec::new()
         }
     };
+    // Only the tables ufw uses, and only when it has chains: small listings.
+    let ufw_rules = coexist::ufw_tables(&chains)
+        .iter()
+        .filter_map(|(family, table)| nft.list_other_table(family, table).ok())
+        .map(|listing| coexist::ufw_rules_of_listing(&listing))
+        .sum();
     // Per network namespace, like the rules: not under the host root.
     let legacy_tables = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
         .iter()
@@ -68,6 +74,7 @@ fn observe(host: &Host, nft: &Nft) -> Observed {
             .path("/etc/systemd/system/multi-user.target.wants/firewalld.service")
             .exists(),
         chains,
+        ufw_rules,
         legacy_tables,
     }
 }

@@ -129,6 +129,12 @@ fn other_managers(root: &Path) -> Check {
         ),
         Err(_) => (Vec::new(), false),
     };
+    let ufw_rules = coexist::ufw_tables(&chains)
+        .iter()
+        .filter_map(|(f, t)| output_of("nft", &["-j", "list", "table", f, t]).ok())
+        .filter_map(|text| serde_json::from_str(&text).ok())
+        .map(|v: serde_json::Value| coexist::ufw_rules_of_listing(&v))
+        .sum();
     let legacy_tables = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
@@ -145,6 +151,7 @@ fn other_managers(root: &Path) -> Check {
             .join("etc/systemd/system/multi-user.target.wants/firewalld.service")
             .exists(),
         chains,
+        ufw_rules,
         legacy_tables,
     };
     let found = coexist::findings(&observed);
