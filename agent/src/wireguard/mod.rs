@@ -651,21 +651,13 @@ impl WireGuard {
                 ),
             )
         });
-        let now = now_unix();
-        let limit = desired.stale_handshake.as_secs();
         let after = humantime::format_duration(desired.stale_handshake);
-        let stale: Vec<&str> = stored
-            .iter()
-            .filter(|p| {
-                let last = by_key.get(&p.public_key).and_then(|l| l.handshake_unix());
-                match last {
-                    Some(t) => now.saturating_sub(t) > limit,
-                    // A peer just added has not had the chance to connect yet.
-                    None => now.saturating_sub(p.created) > limit,
-                }
-            })
-            .map(|p| p.name.as_str())
-            .collect();
+        let stale = stale_peers(
+            &stored,
+            |p| by_key.get(&p.public_key).and_then(|l| l.handshake_unix()),
+            now_unix(),
+            desired.stale_handshake.as_secs(),
+        );
         checks.push(if stale.is_empty() {
             check(
                 "wireguard_handshakes",
@@ -684,6 +676,25 @@ impl WireGuard {
         });
         checks
     }
+}
+
+/// The peers whose last handshake (or, never having had one, whose
+/// creation) is more than `limit` seconds before `now`.
+fn stale_peers<'a>(
+    stored: &[&'a StoredPeer],
+    last_handshake: impl Fn(&StoredPeer) -> Option<u64>,
+    now: u64,
+    limit: u64,
+) -> Vec<&'a str> {
+    stored
+        .iter()
+        .filter(|p| {
+            // A peer just added has not had the chance to connect yet.
+            let since = last_handshake(p).unwrap_or(p.created);
+            now.saturating_sub(since) > limit
+        })
+        .map(|p| p.name.as_str())
+        .collect()
 }
 
 fn short_list(names: &[&str]) -> String {
