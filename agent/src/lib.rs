@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod firewall;
 pub mod health;
 pub mod host;
+pub mod ima;
 pub mod integrity;
 pub mod k3s;
 pub mod logging;

@@ -99,6 +99,8 @@ pub struct Cx<'a> {
     pub host: &'a Host,
     /// uid of the caller the engine acts for (0: the daemon itself).
     pub uid: u32,
+    /// The caller asked to override a module's guard (`apply --force`).
+    pub force: bool,
     events: Vec<Event>,
     warnings: Vec<String>,
 }
@@ -108,6 +110,7 @@ impl<'a> Cx<'a> {
         Cx {
             host,
             uid,
+            force: false,
             events: Vec::new(),
             warnings: Vec::new(),
         }
@@ -123,6 +126,12 @@ impl<'a> Cx<'a> {
     /// The warnings given so far, in order (the engine drains them).
     pub fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
+    }
+
+    /// Pass the apply request's `force` on to the modules.
+    pub fn with_force(mut self, force: bool) -> Cx<'a> {
+        self.force = force;
+        self
     }
 
     /// Ask for an audit event; the engine records it when the call returns.

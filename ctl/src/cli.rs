@@ -314,6 +314,25 @@ Example:
   bulwarkctl peers")]
     Peers,
 
+    /// IMA: scan and label files for the policy Bulwark wrote
+    #[command(long_about = "\
+IMA: scan and label files for the policy Bulwark wrote (/etc/ima/ima-policy).
+
+scan, label and sign read the policy file and the files themselves; they need
+no daemon, and label and sign need root (writing security.ima needs
+CAP_SYS_ADMIN, which bulwarkd does not hold). Label runs are reported to
+bulwarkd for the audit log when it is reachable.
+
+Moving to enforce: bulwarkd refuses an apply to mode = \"enforce\" while a
+scan finds files the policy would deny; label them first:
+  bulwarkctl ima scan
+  bulwarkctl ima label --all
+  bulwarkctl apply profile.toml")]
+    Ima {
+        #[command(subcommand)]
+        command: ImaCommand,
+    },
+
     /// Read or verify the hash-chained audit log
     Audit {
         #[command(subcommand)]
@@ -442,9 +461,135 @@ pub struct ApplyArgs {
           value_parser = clap::value_parser!(u64).range(1..=MAX_CONFIRM_SECS))]
     pub confirm: Option<u64>,
 
-    /// Apply even if the profile would drop this SSH connection
+    /// Apply even if the profile would drop this SSH connection, or move to
+    /// IMA enforce while files would be denied
     #[arg(long)]
     pub force: bool,
+}
+
+/// Where `ima` commands read the policy.
+const IMA_POLICY: &str = "/etc/ima/ima-policy";
+
+#[derive(Debug, Args)]
+pub struct ImaPolicyArgs {
+    /// The IMA policy that decides which files are appraised
+    #[arg(long, value_name = "FILE", default_value = IMA_POLICY)]
+    pub policy: PathBuf,
+    /// DER certificate that verifies signatures [default: the policy's signing_cert]
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Treat DIR as the host's / (a mounted image); PATHs are inside it
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImaCommand {
+    /// List the files the policy appraises that enforce mode would deny
+    #[command(long_about = "\
+Walk PATHs (default /) and judge every file the policy appraises: ok, signed,
+missing, stale (the label no longer matches the content) or unreadable.
+Lists the files enforce mode would deny, then the counts; filesystems the
+policy never appraises (proc, tmpfs, overlayfs, ...) are not entered.
+Shows progress on a terminal. Exit 0 when nothing would be denied, 1
+otherwise.
+
+Example:
+  bulwarkctl ima scan /usr/local/bin")]
+    Scan {
+        #[command(flatten)]
+        policy: ImaPolicyArgs,
+        /// Trees or files to scan
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Write security.ima hashes for appraised files that lack a current one
+    #[command(long_about = "\
+Write security.ima (a SHA-256 hash, byte-identical to `evmctl ima_hash -a
+sha256`) on every file in PATHs, or on the whole host with --all, that the
+policy appraises and whose label is missing or stale. Current labels and
+signatures are left alone. Needs root.
+
+Examples:
+  bulwarkctl ima label --all
+  bulwarkctl ima label /usr/local/bin/k3s")]
+    Label {
+        #[command(flatten)]
+        policy: ImaPolicyArgs,
+        /// Label the whole host (/)
+        #[arg(long, conflicts_with = "paths")]
+        all: bool,
+        /// Trees or files to label
+        #[arg(value_name = "PATH", required_unless_present = "all")]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Write imasig signatures for appraised files (signatures = true)
+    #[command(long_about = "\
+Sign every file in PATHs (or the whole host with --all) that the policy
+appraises with KEY, an unencrypted RSA private key in PEM; the key id comes
+from --cert (the profile's signing_cert). `evmctl ima_verify` accepts the
+result. Needs root.
+
+Example:
+  bulwarkctl ima sign --key /root/ima.key --cert /etc/bulwark/ima/cert.der --all")]
+    Sign {
+        #[command(flatten)]
+        policy: ImaPolicyArgs,
+        /// RSA private key (PEM, PKCS#1 or PKCS#8)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Sign the whole host (/)
+        #[arg(long, conflicts_with = "paths")]
+        all: bool,
+        /// Trees or files to sign
+        #[arg(value_name = "PATH", required_unless_present = "all")]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Show IMA as bulwarkd sees it: modes, policy, what remains to do
+    #[command(long_about = "\
+Show IMA as bulwarkd sees it: the appraisal mode the profile wants and the
+one the kernel runs, the policy in force, and what remains to do.
+
+Example:
+  bulwarkctl ima status")]
+    Status,
+
+    /// Print the IMA policy a profile renders, checked as bulwarkd checks it
+    #[command(long_about = "\
+Print the IMA policy a profile's [ima] section renders, checked against the
+kernel's policy grammar as bulwarkd checks it. No daemon is needed.
+
+Example:
+  bulwarkctl ima policy /etc/bulwark/profile.toml")]
+    Policy {
+        /// Profile with an [ima] section (TOML)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+
+    /// Label the files of packages dpkg changed (run by dpkg's post-invoke hook)
+    #[command(long_about = "\
+Label, in hash mode, the files of every package whose file list dpkg changed
+since the last run, so enforce mode lets later installs and upgrades run.
+/etc/dpkg/dpkg.cfg.d/bulwark-ima runs it after every dpkg run (apt's too).
+Does nothing unless /etc/ima/ima-policy is Bulwark's. Never fails the dpkg
+run: problems are printed and reported to bulwarkd.
+
+Example (what the hook runs):
+  bulwarkctl ima dpkg-hook")]
+    DpkgHook {
+        #[command(flatten)]
+        policy: ImaPolicyArgs,
+        /// dpkg's database [default: $DPKG_ADMINDIR, else /var/lib/dpkg]
+        #[arg(long, value_name = "DIR")]
+        admindir: Option<PathBuf>,
+        /// Where the hook keeps the time of its last run
+        #[arg(long, value_name = "FILE", default_value = "/var/lib/bulwark/ima-dpkg.stamp")]
+        stamp: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,6 +41,10 @@ pub struct ApplyRequest {
     /// Revert to the previous generation unless confirmed within this many seconds.
     #[serde(default)]
     pub confirm_secs: Option<u64>,
+    /// Apply even when a module's guard refuses (IMA enforce while files
+    /// are unlabelled). Older clients omit it.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /v1/rollback`.

@@ -73,6 +73,8 @@ const ACCESS_2013: &[&str] = &["A.9.4.1", "A.12.4.1"];
 const PROVISION_2013: &[&str] = &["A.9.2.1"];
 const PROVISION_2022: &[&str] = &["A.5.16", "A.5.18"];
 const ACCESS_2022: &[&str] = &["A.8.3", "A.8.15"];
+const INTEGRITY_2013: &[&str] = &["A.12.5.1", "A.12.2.1"];
+const INTEGRITY_2022: &[&str] = &["A.8.19", "A.8.7"];
 
 macro_rules! events {
     ($($name:ident = $id:literal, $sev:ident, $title:literal, $i13:expr, $i22:expr;)*) => {
@@ -99,6 +101,16 @@ events! {
     FW_DRIFT_REPAIRED = "BWK-FW-0001", Warning, "Firewall drift repaired", NETWORK_2013, NETWORK_2022;
     FW_DRIFT_DETECTED = "BWK-FW-0002", Warning, "Firewall drift detected and reported", NETWORK_2013, NETWORK_2022;
     FW_FAILSAFE = "BWK-FW-0003", Error, "Table inet bulwark was absent at start-up: failsafe ruleset installed", NETWORK_2013, NETWORK_2022;
+    IMA_POLICY_WRITTEN = "BWK-IMA-0001", Notice, "IMA policy file /etc/ima/ima-policy written (systemd loads it at the next boot)", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_POLICY_LOADED = "BWK-IMA-0002", Notice, "IMA policy loaded into the running kernel through securityfs", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_CMDLINE_CHANGED = "BWK-IMA-0003", Notice, "IMA kernel command line drop-in for GRUB written or removed (update-grub and a reboot apply it)", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_SCAN = "BWK-IMA-0004", Info, "IMA scan finished with a changed count of files enforce mode would deny", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_LABELLED = "BWK-IMA-0005", Notice, "Files labelled with security.ima (bulwarkctl ima label/sign or the dpkg hook)", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_ENFORCE_REFUSED = "BWK-IMA-0006", Warning, "Moving to IMA enforce refused: files the policy appraises are unlabelled or stale", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_ENFORCE_FORCED = "BWK-IMA-0007", Warning, "Moving to IMA enforce forced (--force) although files would be denied", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_DRIFT_REPAIRED = "BWK-IMA-0008", Warning, "IMA policy file or GRUB drop-in drifted and was rewritten", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_DRIFT_DETECTED = "BWK-IMA-0009", Warning, "IMA policy file or GRUB drop-in drifted; reported, left as found", INTEGRITY_2013, INTEGRITY_2022;
+    IMA_UNMANAGED = "BWK-IMA-0010", Notice, "IMA unmanaged: Bulwark's policy file and drop-in removed (the running kernel keeps its policy until reboot)", INTEGRITY_2013, INTEGRITY_2022;
     K3S_CONFIGURED = "BWK-K3S-0001", Notice, "K3s bind drop-ins written", NETWORK_2013, NETWORK_2022;
     K3S_RESTARTED = "BWK-K3S-0002", Notice, "k3s.service restarted to pick up its new bind configuration", CHANGE_2013, CHANGE_2022;
     K3S_EXPOSED = "BWK-K3S-0003", Error, "K3s API listens outside the VPN address and loopback", NETWORK_2013, NETWORK_2022;

@@ -241,8 +241,19 @@ impl Engine {
     /// Run `f` on module `i` with a context for `uid`, then record the
     /// audit events it asked for.
     fn with_module<T>(&mut self, i: usize, uid: u32, f: impl FnOnce(&mut dyn Module, &mut Cx<'_>) -> T) -> T {
+        self.with_module_forced(i, uid, false, f)
+    }
+
+    /// [`Engine::with_module`], passing on the request's `force`.
+    fn with_module_forced<T>(
+        &mut self,
+        i: usize,
+        uid: u32,
+        force: bool,
+        f: impl FnOnce(&mut dyn Module, &mut Cx<'_>) -> T,
+    ) -> T {
         let host = self.host.clone();
-        let mut cx = Cx::new(&host, uid);
+        let mut cx = Cx::new(&host, uid).with_force(force);
         let out = f(self.slots[i].module.as_mut(), &mut cx);
         for e in cx.take_events() {
             self.record(e.kind, uid, e.outcome, &e.message);
@@ -302,7 +313,7 @@ impl Engine {
         // runs here, before any module changes anything. Reverts, restores
         // and drift repair put back what was in force and are not held up.
         for i in 0..self.slots.len() {
-            if let Err(e) = self.with_module(i, uid, |m, cx| m.preflight(cx, &profile)) {
+            if let Err(e) = self.with_module_forced(i, uid, req.force, |m, cx| m.preflight(cx, &profile)) {
                 if !req.dry_run {
                     self.record(
                         &audit::CHG_INVALID,

@@ -47,6 +47,7 @@ pub fn failsafe_profile(wireguard_port: u16) -> Profile {
         wireguard: None,
         k3s: None,
         monitoring: Default::default(),
+        ima: None,
     }
 }
 

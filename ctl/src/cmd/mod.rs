@@ -15,6 +15,7 @@ use crate::error;
 
 mod docs;
 mod doctor;
+mod ima;
 mod peers;
 mod profile;
 mod query;
@@ -81,6 +82,7 @@ pub fn run(cli: &Cli) -> u8 {
         Command::Audit {
             command: AuditCommand::Verify,
         } => query::audit_verify(&ctx, &mut out),
+        Command::Ima { command } => ima::run(&ctx, &mut out, command),
         Command::Completions { shell } => docs::completions(&mut out, *shell, cli.json),
         Command::Man { dir } => docs::man(&mut out, dir, cli.json),
     };

@@ -16,6 +16,7 @@ use toml::{Table, Value};
 mod cross;
 mod fields;
 mod firewall;
+mod ima;
 mod k3s;
 mod monitoring;
 mod wireguard;
@@ -24,6 +25,7 @@ pub use fields::{
     interface_matches, interface_name, interface_pattern, parse_cidr, port, UPLINK_PREFIXES, WILDCARD_MIN_PREFIX,
 };
 pub use firewall::Firewall;
+pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
 pub use wireguard::{
@@ -31,7 +33,7 @@ pub use wireguard::{
 };
 
 /// Top-level tables a profile may contain.
-const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring"];
+const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "ima"];
 const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval", "keep_generations"];
 /// Generations kept on disk unless the profile says otherwise.
 pub const KEEP_GENERATIONS: usize = 50;
@@ -63,6 +65,8 @@ pub struct Profile {
     pub k3s: Option<K3s>,
     /// `[monitoring]`: optional TCP listener for Prometheus.
     pub monitoring: Monitoring,
+    /// `[ima]`: IMA appraisal; absent means Bulwark leaves IMA alone.
+    pub ima: Option<Ima>,
 }
 
 impl Profile {
@@ -215,6 +219,7 @@ impl Checker<'_> {
             .section(doc, "monitoring", false)
             .map(|t| self.monitoring(t, wireguard.as_ref()))
             .unwrap_or_default();
+        let ima = self.section(doc, "ima", false).and_then(|t| self.ima(t));
         Some(Profile {
             name: name?,
             drift,
@@ -224,6 +229,7 @@ impl Checker<'_> {
             wireguard,
             k3s,
             monitoring,
+            ima,
         })
     }
 
