@@ -29,11 +29,11 @@ fn links(text: &str) -> Vec<String> {
 }
 
 /// What the package installs under /usr/share/doc/bulwark, as paths
-/// relative to it: README.md and docs/*.md.
+/// relative to it: README.md, docs/*.md and the IMA templates' ima/README.md.
 fn shipped(root: &Path, path: &Path) -> bool {
     let rel = path.strip_prefix(root).unwrap_or(path);
     let s = rel.to_string_lossy();
-    s == "README.md" || (s.starts_with("docs/") && s.ends_with(".md") && !s[5..].contains('/'))
+    s == "README.md" || s == "ima/README.md" || (s.starts_with("docs/") && s.ends_with(".md") && !s[5..].contains('/'))
 }
 
 #[test]
@@ -69,4 +69,5 @@ fn the_package_installs_the_docs_where_their_links_expect_them() {
     let manifest = fs::read_to_string(repo().join("agent/Cargo.toml")).unwrap();
     assert!(manifest.contains(r#"["../README.md", "usr/share/doc/bulwark/", "644"]"#));
     assert!(manifest.contains(r#"["../docs/*.md", "usr/share/doc/bulwark/docs/", "644"]"#));
+    assert!(manifest.contains(r#"["../ima/README.md", "usr/share/doc/bulwark/ima/README.md", "644"]"#));
 }
