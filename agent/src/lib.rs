@@ -20,4 +20,5 @@ pub mod logging;
 pub mod module;
 pub mod notify;
 pub mod state;
+pub mod vault;
 pub mod wireguard;

@@ -102,6 +102,7 @@ pub struct Cx<'a> {
     /// The caller asked to override a module's guard (`apply --force`).
     pub force: bool,
     events: Vec<Event>,
+    warnings: Vec<String>,
 }
 
 impl<'a> Cx<'a> {
@@ -111,7 +112,20 @@ impl<'a> Cx<'a> {
             uid,
             force: false,
             events: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Tell the operator something about the host that does not stop the
+    /// change (another firewall manager at work, say). From `plan`, it
+    /// reaches the answer of the apply or dry run (`warnings`).
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    /// The warnings given so far, in order (the engine drains them).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Pass the apply request's `force` on to the modules.

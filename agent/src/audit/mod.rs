@@ -75,6 +75,8 @@ const PROVISION_2022: &[&str] = &["A.5.16", "A.5.18"];
 const ACCESS_2022: &[&str] = &["A.8.3", "A.8.15"];
 const INTEGRITY_2013: &[&str] = &["A.12.5.1", "A.12.2.1"];
 const INTEGRITY_2022: &[&str] = &["A.8.19", "A.8.7"];
+const VAULT_2013: &[&str] = &["A.9.4", "A.10.1"];
+const VAULT_2022: &[&str] = &["A.8.3", "A.8.5", "A.8.24"];
 
 macro_rules! events {
     ($($name:ident = $id:literal, $sev:ident, $title:literal, $i13:expr, $i22:expr;)*) => {
@@ -123,12 +125,29 @@ events! {
     SYS_KEY_REPLACED = "BWK-SYS-0005", Error, "Integrity key unreadable: set aside and replaced; generations sealed with it are refused", LOGGING_2013, LOGGING_2022;
     SYS_AUDIT_KEYED = "BWK-SYS-0006", Notice, "Audit chain keyed with HMAC-SHA256 from this event on (earlier events stay verifiable)", LOGGING_2013, LOGGING_2022;
     SYS_AUDIT_LOST = "BWK-SYS-0007", Error, "Audit events could not be written to the log (disk full, I/O error); their number is recorded", LOGGING_2013, LOGGING_2022;
+    VLT_INSTALLED = "BWK-VLT-0001", Notice, "Vault binary installed after its SHA-256 matched the profile", VAULT_2013, VAULT_2022;
+    VLT_REFUSED = "BWK-VLT-0002", Error, "Vault binary refused: its SHA-256 differs from the profile; nothing installed", VAULT_2013, VAULT_2022;
+    VLT_UPGRADED = "BWK-VLT-0003", Notice, "Vault switched to another version and restarted", VAULT_2013, VAULT_2022;
+    VLT_KEY_CREATED = "BWK-VLT-0004", Notice, "Vault custody key or Bulwark token ID created and stored", VAULT_2013, VAULT_2022;
+    VLT_INITIALISED = "BWK-VLT-0005", Notice, "Vault initialised", VAULT_2013, VAULT_2022;
+    VLT_KEYS_ISSUED = "BWK-VLT-0006", Notice, "Vault keys and root token shown to the operator", VAULT_2013, VAULT_2022;
+    VLT_KEYS_DELIVERED = "BWK-VLT-0007", Notice, "Operator acknowledged the Vault keys; Bulwark forgot them", VAULT_2013, VAULT_2022;
+    VLT_ROOT_REVOKED = "BWK-VLT-0008", Notice, "Vault root token revoked", VAULT_2013, VAULT_2022;
+    VLT_UNSEALED = "BWK-VLT-0009", Notice, "Vault unsealed", VAULT_2013, VAULT_2022;
+    VLT_SEALED = "BWK-VLT-0010", Error, "Vault found sealed unexpectedly", VAULT_2013, VAULT_2022;
+    VLT_MIGRATED = "BWK-VLT-0011", Notice, "Vault seal migrated to another custody", VAULT_2013, VAULT_2022;
+    VLT_UNCLAIMED = "BWK-VLT-0012", Error, "Initialised Vault without Bulwark's custody record; it is never re-initialised", VAULT_2013, VAULT_2022;
+    VLT_DRIFT_REPAIRED = "BWK-VLT-0013", Warning, "Vault binary, configuration or process drifted and was restored", VAULT_2013, VAULT_2022;
+    VLT_DRIFT_DETECTED = "BWK-VLT-0014", Warning, "Vault binary, configuration or process drifted; reported, left as found", VAULT_2013, VAULT_2022;
     WG_PEER_ADDED = "BWK-WG-0001", Notice, "WireGuard admin peer added", PROVISION_2013, PROVISION_2022;
     WG_PEER_REMOVED = "BWK-WG-0002", Notice, "WireGuard admin peer removed", PROVISION_2013, PROVISION_2022;
     WG_PEER_EXPIRED = "BWK-WG-0003", Notice, "WireGuard admin peer expired and removed", PROVISION_2013, PROVISION_2022;
     WG_KEY_CREATED = "BWK-WG-0004", Notice, "WireGuard server key created", PROVISION_2013, PROVISION_2022;
     WG_DRIFT_REPAIRED = "BWK-WG-0005", Warning, "WireGuard interface or peers drifted and were restored", PROVISION_2013, PROVISION_2022;
     WG_DRIFT_DETECTED = "BWK-WG-0006", Warning, "WireGuard interface or peers drifted; reported, left as found", PROVISION_2013, PROVISION_2022;
+    WG_PEER_RENEWED = "BWK-WG-0007", Notice, "WireGuard admin peer given a new expiry", PROVISION_2013, PROVISION_2022;
+    WG_PEER_DISABLED = "BWK-WG-0008", Notice, "WireGuard admin peer disabled: off the interface, kept in the store", PROVISION_2013, PROVISION_2022;
+    WG_PEER_ENABLED = "BWK-WG-0009", Notice, "WireGuard admin peer enabled again", PROVISION_2013, PROVISION_2022;
 }
 
 /// The catalogue as a Markdown table (docs/audit-events.md is this output).

@@ -120,6 +120,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// The monitoring listener address the daemon should serve.
     monitor: watch::Sender<Option<SocketAddr>>,
+    /// Warnings modules gave during the request being handled.
+    warnings: Vec<String>,
 }
 
 /// What the engine is built from, besides the host paths.
@@ -198,6 +200,7 @@ impl Engine {
             notes: Vec::new(),
             metrics,
             monitor,
+            warnings: Vec::new(),
         };
         for (module, message) in failsafe.installed {
             engine.record(
@@ -254,6 +257,11 @@ impl Engine {
         let out = f(self.slots[i].module.as_mut(), &mut cx);
         for e in cx.take_events() {
             self.record(e.kind, uid, e.outcome, &e.message);
+        }
+        let name = self.slots[i].module.name();
+        for w in cx.take_warnings() {
+            log::warn!(module = name; "{w}");
+            self.warnings.push(format!("{name}: {w}"));
         }
         out
     }
@@ -341,6 +349,7 @@ impl Engine {
                 generation: p.generation,
             });
         }
+        self.warnings.clear();
         let plan = self.plan(&profile)?;
         let mut response = ApplyResponse {
             profile: profile.name.clone(),
@@ -350,6 +359,7 @@ impl Engine {
             dry_run: req.dry_run,
             confirm_deadline: None,
             digest: Some(profile_digest(&req.profile)),
+            warnings: std::mem::take(&mut self.warnings),
         };
         if req.dry_run {
             for i in 0..self.slots.len() {
@@ -432,6 +442,7 @@ impl Engine {
     }
 
     fn failed_change(&mut self, uid: u32, message: String) {
+        self.metrics.set_last_change(now_unix(), false);
         self.record(&audit::CHG_FAILED, uid, Outcome::Failure, &message);
         self.last = Some(LastChange { ok: false, message });
     }
@@ -497,6 +508,7 @@ impl Engine {
 
     fn make_current(&mut self, meta: Meta, profile: Profile) {
         self.metrics.set_generation(meta.number);
+        self.metrics.set_last_change(meta.created, true);
         self.monitor
             .send_if_modified(|listen| std::mem::replace(listen, profile.monitoring.listen) != *listen);
         let keep = profile.keep_generations;
@@ -673,6 +685,7 @@ impl Engine {
             .load(target)?
             .ok_or(EngineError::NoSuchGeneration { number: target })?;
         let profile = Profile::parse(&old.meta.source, &old.profile_text)?;
+        self.warnings.clear();
         let plan = self.plan(&profile)?;
         let number = self.store.latest()?.map_or(1, |n| n + 1);
         let generation = self.generation(number, &profile, old.profile_text, Some(old.meta.source), uid, reason);
@@ -684,6 +697,7 @@ impl Engine {
             plan,
             changed: true,
             digest: self.current.as_ref().map(|c| c.meta.digest.clone()),
+            warnings: std::mem::take(&mut self.warnings),
             ..ApplyResponse::default()
         })
     }

@@ -10,12 +10,15 @@
 //! - [`plan`](mod@plan): a readable diff between two rulesets, pure.
 //! - [`nft`]: the thin part that runs `nft` to apply, check, list and delete.
 //! - [`verify`]: reading the table back, and what changed since.
+//! - [`coexist`]: other firewall managers on the host (ufw, firewalld, a
+//!   `flush ruleset` in nftables.service, legacy iptables).
 //! - `module`: the firewall on the module contract (failsafe, drift, health).
 //!
 //! The table is always replaced whole in one transaction (add, delete, add,
 //! then everything in it), so a refused ruleset leaves the previous one in
 //! force and there is no partial state to reconcile.
 
+pub mod coexist;
 pub mod interfaces;
 mod module;
 pub mod nft;

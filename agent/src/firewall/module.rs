@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use super::coexist::Coexistence;
 use super::nft::{FirewallError, Nft};
 use super::render::{FAILSAFE_SSH, FAILSAFE_WIREGUARD};
 use super::ruleset::Ruleset;
@@ -47,6 +48,7 @@ pub fn failsafe_profile(wireguard_port: u16) -> Profile {
         k3s: None,
         monitoring: Default::default(),
         ima: None,
+        vault: None,
     }
 }
 
@@ -74,6 +76,8 @@ pub struct FirewallModule {
     /// Whether the last listing found the table at all.
     present: bool,
     set_elements: Gauge,
+    /// Other firewall managers found on the host.
+    others: Coexistence,
 }
 
 impl FirewallModule {
@@ -85,6 +89,7 @@ impl FirewallModule {
             drift: Vec::new(),
             present: false,
             set_elements: Gauge::default(),
+            others: Coexistence::default(),
         }
     }
 
@@ -164,10 +169,13 @@ impl Module for FirewallModule {
 
     fn plan(
         &mut self,
-        _cx: &mut Cx<'_>,
+        cx: &mut Cx<'_>,
         profile: &Profile,
         current: Option<&Profile>,
     ) -> Result<Vec<Change>, ModuleError> {
+        for f in self.others.refresh(cx.host, &self.nft) {
+            cx.warn(f.to_string());
+        }
         let previous = current.map(desired);
         let mut changes = plan(&desired(profile), previous.as_ref());
         let note = |what: String| Change::new(NAME, ChangeOp::Change, what);
@@ -210,7 +218,8 @@ impl Module for FirewallModule {
         Ok(())
     }
 
-    fn observe(&mut self, _cx: &mut Cx<'_>, _current: &Profile) -> Result<Vec<String>, ModuleError> {
+    fn observe(&mut self, cx: &mut Cx<'_>, _current: &Profile) -> Result<Vec<String>, ModuleError> {
+        self.others.refresh_due(cx.host, &self.nft);
         self.drift = self.drifted().map_err(failed)?;
         Ok(self.drift.clone())
     }
@@ -223,7 +232,8 @@ impl Module for FirewallModule {
         }
     }
 
-    fn health(&mut self, _cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check> {
+    fn health(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check> {
+        self.others.refresh_due(cx.host, &self.nft);
         let (level, reason) = match (current, self.failsafe, &self.snapshot) {
             (None, Some(port), _) => (
                 Level::Critical,
@@ -246,12 +256,27 @@ impl Module for FirewallModule {
             ),
             (Some(_), _, Some(_)) => (Level::Critical, self.drift.join("; ")),
         };
-        vec![Check {
-            name: NAME.to_owned(),
-            module: NAME.to_owned(),
-            level,
-            reason,
-        }]
+        let others = &self.others.findings;
+        vec![
+            Check {
+                name: NAME.to_owned(),
+                module: NAME.to_owned(),
+                level,
+                reason,
+            },
+            Check {
+                name: "firewall_managers".to_owned(),
+                module: NAME.to_owned(),
+                level: if others.is_empty() { Level::Ok } else { Level::Warning },
+                reason: if others.is_empty() {
+                    "no other firewall manager found (ufw, firewalld, nftables.service flushing the ruleset, \
+                     legacy iptables)"
+                        .to_owned()
+                } else {
+                    others.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ")
+                },
+            },
+        ]
     }
 
     fn status(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus {

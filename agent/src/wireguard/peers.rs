@@ -38,6 +38,9 @@ pub struct StoredPeer {
     /// Unix times.
     pub created: u64,
     pub expires: Option<u64>,
+    /// Kept here but taken off the interface (`disable-peer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl fmt::Debug for StoredPeer {
@@ -49,6 +52,7 @@ impl fmt::Debug for StoredPeer {
             .field("address", &self.address)
             .field("created", &self.created)
             .field("expires", &self.expires)
+            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -68,6 +72,7 @@ impl StoredPeer {
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            disabled: self.disabled,
         }
     }
 }
@@ -166,6 +171,22 @@ impl PeerStore {
         Ok(())
     }
 
+    /// Change the named peer and persist; on a write failure the store is
+    /// unchanged. Returns the peer as changed, or `None` when there is none
+    /// of that name.
+    pub fn update(&mut self, name: &str, change: impl FnOnce(&mut StoredPeer)) -> Result<Option<StoredPeer>, WgError> {
+        let Some(i) = self.peers.iter().position(|p| p.name == name) else {
+            return Ok(None);
+        };
+        let before = self.peers[i].clone();
+        change(&mut self.peers[i]);
+        if let Err(e) = self.save() {
+            self.peers[i] = before;
+            return Err(e);
+        }
+        Ok(Some(self.peers[i].clone()))
+    }
+
     /// Remove the named peers and persist once; returns the removed ones.
     pub fn remove(&mut self, names: &[&str]) -> Result<Vec<StoredPeer>, WgError> {
         let before = self.peers.clone();
@@ -255,6 +276,7 @@ pub fn allocate(server: Ipv4Net, taken: &HashSet<Ipv4Addr>, requested: Option<Ip
 /// the profile's default, else none.
 pub fn expiry(requested: Option<&str>, default: Option<std::time::Duration>, now: u64) -> Result<Option<u64>, WgError> {
     let lifetime = match requested.map(str::trim) {
+        Some("never") => None,
         Some(text) => {
             let d = humantime::parse_duration(text).map_err(|e| WgError::InvalidExpiry {
                 value: text.to_owned(),
@@ -391,6 +413,7 @@ mod tests {
             address: ip(addr),
             created: 1,
             expires: None,
+            disabled: false,
         }
     }
 

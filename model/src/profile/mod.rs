@@ -19,6 +19,7 @@ mod firewall;
 mod ima;
 mod k3s;
 mod monitoring;
+mod vault;
 mod wireguard;
 
 pub use fields::{
@@ -28,10 +29,13 @@ pub use firewall::Firewall;
 pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
-pub use wireguard::{Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN};
+pub use vault::{CredentialStore, Custody, Implementation, Location, Source, Tls, Transit, Vault};
+pub use wireguard::{
+    Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN, STALE_HANDSHAKE_DEFAULT, STALE_HANDSHAKE_MIN,
+};
 
 /// Top-level tables a profile may contain.
-const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "ima"];
+const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "ima", "vault"];
 const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval", "keep_generations"];
 /// Generations kept on disk unless the profile says otherwise.
 pub const KEEP_GENERATIONS: usize = 50;
@@ -65,6 +69,8 @@ pub struct Profile {
     pub monitoring: Monitoring,
     /// `[ima]`: IMA appraisal; absent means Bulwark leaves IMA alone.
     pub ima: Option<Ima>,
+    /// `[vault]`: a pinned, hardened Vault on the host; absent means unmanaged.
+    pub vault: Option<Vault>,
 }
 
 impl Profile {
@@ -218,6 +224,9 @@ impl Checker<'_> {
             .map(|t| self.monitoring(t, wireguard.as_ref()))
             .unwrap_or_default();
         let ima = self.section(doc, "ima", false).and_then(|t| self.ima(t));
+        let vault = self
+            .section(doc, "vault", false)
+            .and_then(|t| self.vault(t, wireguard.as_ref()));
         Some(Profile {
             name: name?,
             drift,
@@ -228,6 +237,7 @@ impl Checker<'_> {
             k3s,
             monitoring,
             ima,
+            vault,
         })
     }
 
