@@ -12,6 +12,7 @@ use clap_complete::engine::ArgValueCandidates;
 use clap_complete::Shell;
 
 use crate::complete;
+use crate::error::EXIT_CODES;
 
 const ABOUT: &str = "Control bulwarkd, the Bulwark host hardening agent";
 
@@ -29,6 +30,10 @@ A typical change:
   bulwarkctl apply --confirm 120 /etc/bulwark/profile.toml
   bulwarkctl confirm
 
+A fleet tool renders the profile itself and sends it on stdin:
+  bulwarkctl --json apply - --source web.toml --confirm 120 --wait < web.toml
+  bulwarkctl --json confirm --generation 7
+
 What is in force, in words: bulwarkctl show. When something looks wrong:
 bulwarkctl doctor.";
 
@@ -37,17 +42,12 @@ bulwarkctl doctor.";
 const MAX_CONFIRM_SECS: u64 = 24 * 3600;
 /// Enough for any terminal session; the daemon bounds its answer anyway.
 const MAX_TAIL: u64 = 100_000;
+/// `apply --wait` without a value.
+const DEFAULT_WAIT_SECS: &str = "60";
+/// Longer than any module takes to settle; a wait is never open-ended.
+const MAX_WAIT_SECS: u64 = 3600;
 
 const GLOBAL: &str = "Global options";
-
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  refused or failed (invalid profile, apply failed, permission denied,
-     broken audit chain)
-  2  usage error
-  3  daemon unreachable
-  health, doctor: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN";
 
 /// What `health` and `doctor` exit with, for their own help.
 const PLUGIN_CODES: &str = "\
@@ -98,16 +98,13 @@ pub enum Command {
     #[command(long_about = "\
 Check a profile offline, exactly as bulwarkd would.
 
-Reports every problem at once, one per line (file: path: reason), and exits 1
-if there is any. No daemon is needed.
+Reports every problem at once, one per line (file: path: reason), and exits 4
+if there is any. No daemon is needed. FILE `-` reads the profile from stdin.
 
-Example:
-  bulwarkctl validate /etc/bulwark/profile.toml")]
-    Validate {
-        /// Profile to check (TOML)
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
+Examples:
+  bulwarkctl validate /etc/bulwark/profile.toml
+  render-profile web | bulwarkctl validate - --source web.toml")]
+    Validate(ValidateArgs),
 
     /// Validate a profile, show the plan and make it the new generation
     #[command(long_about = "\
@@ -121,9 +118,22 @@ With --confirm SECS the change reverts to the previous generation after SECS
 seconds unless `bulwarkctl confirm` is run in time: use it whenever a change
 could cut you off.
 
+With --wait[=SECS], bulwarkctl returns only once the host's health is no longer
+CRITICAL (a WARNING, such as the open confirm window itself, is fine), at most
+SECS seconds (60 without a value), and exits 10 if it stays CRITICAL. With
+--json, the answer gains `health` (the last health read); on exit 10 the
+error body holds the apply's answer as `apply`, and `health`. The
+apply itself is synchronous (the firewall is read back before bulwarkd
+answers); what --wait adds is the time modules take to settle: a userspace
+WireGuard coming up, K3s restarting behind its drop-ins.
+
+FILE `-` reads the profile from stdin; --source names it in errors and in the
+generation (the file name by default, `stdin` for `-`).
+
 Examples:
   bulwarkctl apply --dry-run profile.toml
-  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm")]
+  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm
+  bulwarkctl --json apply - --source web.toml --confirm 120 --wait < web.toml")]
     Apply(ApplyArgs),
 
     /// Keep the change made by `apply --confirm` before it reverts
@@ -134,9 +144,14 @@ Without it, the previous generation comes back on its own when the window
 closes, even across a restart of bulwarkd. `bulwarkctl status` shows the
 deadline.
 
+With --generation N, only generation N is confirmed: if another generation
+awaits confirmation (someone else applied since), nothing is confirmed and
+bulwarkctl exits 6. Scripts should always pass the generation their apply
+answered with.
+
 Example:
-  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm")]
-    Confirm,
+  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm --generation 7")]
+    Confirm(ConfirmArgs),
 
     /// Restore an earlier generation (by default the previous one)
     #[command(long_about = "\
@@ -452,10 +467,26 @@ pub struct AddPeerArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
-    /// Profile to apply (TOML)
+pub struct ValidateArgs {
+    /// Profile to check (TOML); `-` reads stdin
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+
+    /// Name the profile by in errors (default: FILE, or `stdin`)
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Profile to apply (TOML); `-` reads stdin
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Name the profile by in errors and in the generation (default: FILE,
+    /// or `stdin`)
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
 
     /// Validate and show the plan; change nothing
     #[arg(long)]
@@ -471,6 +502,20 @@ pub struct ApplyArgs {
     /// IMA enforce while files would be denied
     #[arg(long)]
     pub force: bool,
+
+    /// Then wait until health is not CRITICAL, at most SECS seconds
+    /// (`--wait=SECS`; default 60); exit 10 if it stays CRITICAL
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = DEFAULT_WAIT_SECS,
+          require_equals = true, conflicts_with = "dry_run",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_SECS))]
+    pub wait: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfirmArgs {
+    /// Confirm only if generation N is the one awaiting confirmation
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
 }
 
 /// Where `ima` commands read the policy.
@@ -601,13 +646,23 @@ Example (what the hook runs):
 #[derive(Debug, Subcommand)]
 pub enum VaultCommand {
     /// Show the Vault: version, seal, custody, and what needs attention
+    #[command(long_about = "\
+Show the Vault bulwarkd manages: implementation and version, whether it is
+initialised and sealed, the custody of its unseal keys, and what needs the
+operator's attention (shares to give, keys not yet shown).
+
+Example:
+  bulwarkctl vault status")]
     Status,
     /// Show the Vault's keys and a root token once, then forget them
     #[command(long_about = "\
 Show the Vault's keys (the Shamir shares under manual custody, recovery keys
 otherwise) and a root token, once; then bulwarkd forgets the keys. Store each
 key with a different person. An interrupted run shows the same keys again.
-With revoke_root = true in the profile the root token is revoked instead.")]
+With revoke_root = true in the profile the root token is revoked instead.
+
+Example:
+  bulwarkctl vault init")]
     Init,
     /// Give unseal shares (typed without echo, or one per line on stdin)
     #[command(long_about = "\
@@ -712,6 +767,39 @@ mod tests {
     }
 
     #[test]
+    fn fleet_flags_parse() {
+        let cli = parse(&["apply", "-", "--source", "web.toml", "--wait", "--confirm", "60"]).unwrap();
+        let Some(Command::Apply(a)) = cli.command else {
+            panic!("not apply")
+        };
+        assert_eq!(a.file, PathBuf::from("-"));
+        assert_eq!(a.source.as_deref(), Some("web.toml"));
+        assert_eq!(a.wait, Some(60), "--wait alone waits the default");
+        let Some(Command::Apply(a)) = parse(&["apply", "--wait=5", "p.toml"]).unwrap().command else {
+            panic!("not apply")
+        };
+        assert_eq!((a.wait, a.file), (Some(5), PathBuf::from("p.toml")));
+        // A bare --wait never swallows the file name that follows it.
+        let Some(Command::Apply(a)) = parse(&["apply", "--wait", "p.toml"]).unwrap().command else {
+            panic!("not apply")
+        };
+        assert_eq!((a.wait, a.file), (Some(60), PathBuf::from("p.toml")));
+        for bad in [&["apply", "p", "--wait=0"][..], &["apply", "p", "--wait=3601"]] {
+            assert_eq!(parse(bad).unwrap_err().kind(), ErrorKind::ValueValidation, "{bad:?}");
+        }
+        let err = parse(&["apply", "p", "--wait", "--dry-run"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let Some(Command::Confirm(c)) = parse(&["confirm", "--generation", "7"]).unwrap().command else {
+            panic!("not confirm")
+        };
+        assert_eq!(c.generation, Some(7));
+        let Some(Command::Validate(v)) = parse(&["validate", "-", "--source", "x.toml"]).unwrap().command else {
+            panic!("not validate")
+        };
+        assert_eq!((v.file, v.source.as_deref()), (PathBuf::from("-"), Some("x.toml")));
+    }
+
+    #[test]
     fn usage_errors_exit_2() {
         for args in [
             &["frobnicate"][..],
@@ -719,6 +807,7 @@ mod tests {
             &["rollback", "x"],
             &["audit"],
             &["completions", "cmd.exe"],
+            &["confirm", "--generation", "x"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

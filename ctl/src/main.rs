@@ -33,15 +33,28 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // Help and --version requests succeed; usage errors exit 2 from
-            // clap, 3 for health and doctor.
+            // clap (3 for health and doctor); with --json they also print
+            // their JSON body first, like every failure.
             let plugin = e.use_stderr() && std::env::args().skip(1).any(|a| PLUGIN_COMMANDS.contains(&a.as_str()));
             if plugin {
                 let _ = e.print();
                 println!("overall: UNKNOWN");
                 return ExitCode::from(error::UNREACHABLE);
             }
+            if e.exit_code() == i32::from(error::USAGE) && json_requested() {
+                print!("{}", error::usage_json(&e));
+            }
             e.exit();
         }
     };
     ExitCode::from(cmd::run(&cli))
+}
+
+/// `--json` among the arguments (before a `--`), for errors clap finds
+/// before it has parsed them.
+fn json_requested() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }

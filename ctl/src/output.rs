@@ -632,11 +632,7 @@ mod tests {
         let r = ApplyResponse {
             profile: evil.into(),
             plan: Plan {
-                changes: vec![Change {
-                    module: evil.into(),
-                    op: ChangeOp::Add,
-                    what: evil.into(),
-                }],
+                changes: vec![Change::new(evil, ChangeOp::Add, evil)],
             },
             ..ApplyResponse::default()
         };
@@ -681,16 +677,8 @@ mod tests {
         let r = ApplyResponse {
             plan: Plan {
                 changes: vec![
-                    Change {
-                        module: "firewall".into(),
-                        op: ChangeOp::Add,
-                        what: "tcp dport 443 accept".into(),
-                    },
-                    Change {
-                        module: "firewall".into(),
-                        op: ChangeOp::Remove,
-                        what: "tcp dport 80 accept".into(),
-                    },
+                    Change::new("firewall", ChangeOp::Add, "tcp dport 443 accept"),
+                    Change::new("firewall", ChangeOp::Remove, "tcp dport 80 accept"),
                 ],
             },
             dry_run: true,
@@ -730,11 +718,7 @@ mod tests {
     #[test]
     fn outcome_lines() {
         let plan = Plan {
-            changes: vec![Change {
-                module: "firewall".into(),
-                op: ChangeOp::Add,
-                what: "tcp dport 443 accept".into(),
-            }],
+            changes: vec![Change::new("firewall", ChangeOp::Add, "tcp dport 443 accept")],
         };
         let applied = ApplyResponse {
             profile: "web".into(),
@@ -743,7 +727,7 @@ mod tests {
             changed: true,
             dry_run: false,
             confirm_deadline: Some(160),
-            warnings: Vec::new(),
+            ..ApplyResponse::default()
         };
         assert_eq!(
             plain(&outcome(&applied, Action::Apply, 100)),

@@ -47,6 +47,16 @@ pub struct ApplyRequest {
     pub force: bool,
 }
 
+/// `POST /v1/confirm`. An empty body confirms whatever is pending.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    /// Confirm only if this is the generation awaiting confirmation; any
+    /// other pending generation (another operator's change) is refused.
+    #[serde(default)]
+    pub generation: Option<u64>,
+}
+
 /// `POST /v1/rollback`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,13 +80,25 @@ impl Plan {
 }
 
 /// One line of a plan: a module adds, removes or changes one thing.
+///
+/// `what` names the thing; `before` and `after` are its values where the
+/// module has them (a policy, a port, a profile setting; an added rule or
+/// set element as `after` only, a removed one as `before` only). Older
+/// daemons put everything in `what` and send neither.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Module that owns the change: `firewall`, `wireguard`, ...
     pub module: String,
     pub op: ChangeOp,
-    /// What changes, in the module's own words (an nft rule, a set element, ...).
+    /// What changes, in the module's own words (an nft chain, a set, a
+    /// profile setting such as `monitoring.listen`, ...).
     pub what: String,
+    /// The value in force; absent for an addition or where the module has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    /// The value the change puts in force; absent for a removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +109,53 @@ pub enum ChangeOp {
     Change,
 }
 
+impl Change {
+    /// A change described in words only.
+    pub fn new(module: &str, op: ChangeOp, what: impl Into<String>) -> Change {
+        Change {
+            module: module.to_owned(),
+            op,
+            what: what.into(),
+            before: None,
+            after: None,
+        }
+    }
+
+    /// A change of `what` from one value to another.
+    pub fn values(
+        module: &str,
+        what: impl Into<String>,
+        before: impl Into<serde_json::Value>,
+        after: impl Into<serde_json::Value>,
+    ) -> Change {
+        Change {
+            before: Some(before.into()),
+            after: Some(after.into()),
+            ..Change::new(module, ChangeOp::Change, what)
+        }
+    }
+
+    /// `what`, then its values: `chain input policy: drop -> accept`,
+    /// `set admin_v4: 192.0.2.0/24`.
+    pub fn describe(&self) -> String {
+        match (&self.before, &self.after) {
+            (None, None) => self.what.clone(),
+            (Some(v), None) | (None, Some(v)) => format!("{}: {}", self.what, show(v)),
+            (Some(b), Some(a)) => format!("{}: {} -> {}", self.what, show(b), show(a)),
+        }
+    }
+}
+
+/// A value as people read it: strings bare, `null` as "(none)", the rest
+/// as compact JSON.
+fn show(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "(none)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sign = match self.op {
@@ -94,7 +163,7 @@ impl std::fmt::Display for Change {
             ChangeOp::Remove => '-',
             ChangeOp::Change => '~',
         };
-        write!(f, "{sign} {}: {}", self.module, self.what)
+        write!(f, "{sign} {}: {}", self.module, self.describe())
     }
 }
 
@@ -111,6 +180,10 @@ pub struct ApplyResponse {
     pub dry_run: bool,
     /// Unix time at which the apply reverts unless confirmed.
     pub confirm_deadline: Option<u64>,
+    /// SHA-256 (hex) of the profile text this answer is about: the one sent
+    /// (apply, dry run), or the generation's (rollback, confirm). Equal to
+    /// `status.digest` when exactly this text is in force.
+    pub digest: Option<String>,
     /// What the operator should know about the host this change met, such as
     /// another firewall manager at work; the change was made all the same.
     pub warnings: Vec<String>,
@@ -201,8 +274,27 @@ pub struct Status {
     pub last_error: Option<String>,
     /// SHA-256 of the profile text in force.
     pub digest: Option<String>,
+    /// `/etc/bulwark/profile.toml` compared with what is in force; absent
+    /// when there is no such file.
+    pub boot_profile: Option<BootProfile>,
     /// One entry per module, in the order the engine converges them.
     pub modules: Vec<ModuleStatus>,
+}
+
+/// The boot profile on disk against the generation in force: an edited
+/// file takes effect only through `bulwarkctl apply`, so a difference is
+/// worth knowing before the next host rebuild.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BootProfile {
+    /// Where the file is (under the daemon's `--root`).
+    pub path: String,
+    /// SHA-256 of its text.
+    pub digest: String,
+    /// Its settings differ from those in force, or it is not a valid profile.
+    pub differs: bool,
+    /// One line: how it compares.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -52,11 +52,11 @@ fn read_group_may_read_but_apply_is_forbidden_and_audited() {
     assert_eq!(r.code, Some(0), "a member of the read group may read health:\n{r}");
 
     let r = d.ctl_as(READER, READER, &[READ_GID], &["apply", b.to_str().unwrap()]);
-    assert_eq!(r.code, Some(1), "apply by a reader must be refused with exit 1:\n{r}");
+    assert_eq!(r.code, Some(5), "apply by a reader must be refused with exit 5:\n{r}");
     assert!(forbidden(&r.stderr), "the refusal should say forbidden/403:\n{r}");
     for change in [&["confirm"][..], &["rollback"]] {
         let r = d.ctl_as(READER, READER, &[READ_GID], change);
-        assert_eq!(r.code, Some(1), "{change:?} by a reader must be refused:\n{r}");
+        assert_eq!(r.code, Some(5), "{change:?} by a reader must be refused:\n{r}");
         assert!(forbidden(&r.stderr), "the refusal should say forbidden/403:\n{r}");
     }
     assert_eq!(
@@ -97,15 +97,15 @@ fn uid_in_neither_group_is_refused_and_changes_nothing() {
     let d = &lab.daemon;
     let (rules, gens) = (d.ruleset_present(), d.generations().len());
 
-    // Refused either at connect time (socket mode: exit 3) or by the API (403: exit 1).
+    // Refused either at connect time (socket mode: exit 3) or by the API (403: exit 5).
     for args in [&["status"][..], &["apply", b.to_str().unwrap()], &["rollback"]] {
         let r = d.ctl_as(STRANGER, STRANGER, &[OTHER_GID], args);
         assert!(
-            matches!(r.code, Some(1) | Some(3)),
+            matches!(r.code, Some(5) | Some(3)),
             "{args:?} by a uid in neither group must be refused:\n{r}"
         );
-        if r.code == Some(1) {
-            assert!(forbidden(&r.stderr), "exit 1 should be a 403:\n{r}");
+        if r.code == Some(5) {
+            assert!(forbidden(&r.stderr), "exit 5 should be a 403:\n{r}");
         }
     }
     assert_eq!(

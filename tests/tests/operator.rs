@@ -193,7 +193,7 @@ fn generations_show_and_diff_and_colour_only_on_a_terminal() {
     let missing = d.ctl(&["generations", "show", "2", "--artifact", "k3s/50-bulwark.yaml"]);
     assert_eq!(missing.code, Some(1), "{missing}");
     assert!(missing.stderr.contains("it has: firewall/ruleset.json"), "{missing}");
-    assert_eq!(d.ctl(&["generations", "show", "9"]).code, Some(1));
+    assert_eq!(d.ctl(&["generations", "show", "9"]).code, Some(7));
 
     let diff = d.ctl_ok(&["generations", "diff", "1", "2"]);
     let t = &diff.stdout;
@@ -357,9 +357,9 @@ fn renew_disable_and_enable_a_peer_keep_its_config_and_the_metrics_follow() {
     d.ctl_ok(&["renew-peer", "alice", "--expires", "never"]);
     assert_eq!(peer(d, "alice").expires, None);
     let bad = d.ctl(&["renew-peer", "alice", "--expires", "5s"]);
-    assert_eq!(bad.code, Some(1), "{bad}");
+    assert_eq!(bad.code, Some(4), "{bad}");
     assert!(bad.stderr.contains("outside"), "{bad}");
-    assert_eq!(d.ctl(&["renew-peer", "nobody"]).code, Some(1));
+    assert_eq!(d.ctl(&["renew-peer", "nobody"]).code, Some(7));
     assert!(through(), "renewing cut the tunnel");
 
     // Disable: off the interface, the config stops working, the peer stays.

@@ -6,8 +6,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::Json;
 use bulwark_model::api::{
-    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationDetail,
-    GenerationInfo, Health, PeerInfo, RollbackRequest, Status, VersionInfo, API_VERSION, MAX_BODY_BYTES,
+    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, ConfirmRequest,
+    GenerationDetail, GenerationInfo, Health, PeerInfo, RollbackRequest, Status, VersionInfo, API_VERSION,
+    MAX_BODY_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -201,8 +202,17 @@ pub async fn remove_peer(
     )?))
 }
 
-pub async fn confirm(State(ctx): State<Ctx>, caller: Caller) -> Result<Json<ApplyResponse>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::Confirm(caller.0.uid, r)).await??))
+/// An empty body confirms whatever is pending; `{"generation": N}` only N.
+pub async fn confirm(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    Body(req): Body<ConfirmRequest>,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    Ok(Json(
+        ctx.engine
+            .call(|r| Command::Confirm(caller.0.uid, req.generation, r))
+            .await??,
+    ))
 }
 
 pub async fn rollback(

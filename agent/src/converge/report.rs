@@ -68,6 +68,7 @@ impl Engine {
             wireguard,
             health: modules.iter().map(|m| m.level).max().unwrap_or_default(),
             last_error: self.last.as_ref().filter(|l| !l.ok).map(|l| l.message.clone()),
+            boot_profile: self.boot_profile(),
             modules,
         }
     }

@@ -26,7 +26,8 @@ type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 #[derive(Debug)]
 pub enum Command {
     Apply(ApplyRequest, u32, Reply<ApplyResponse>),
-    Confirm(u32, Reply<ApplyResponse>),
+    /// The caller's uid and the generation they expect to be pending.
+    Confirm(u32, Option<u64>, Reply<ApplyResponse>),
     Rollback(Option<u64>, u32, Reply<ApplyResponse>),
     /// `module`, `action`, its JSON body, the caller's uid.
     Action(String, String, serde_json::Value, u32, Reply<serde_json::Value>),
@@ -185,7 +186,7 @@ fn deliver<T: Send + 'static>(reply: Reply<T>, result: Result<T, EngineError>) -
 fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
     match cmd {
         Command::Apply(req, uid, reply) => deliver(reply, engine.apply(req, uid)),
-        Command::Confirm(uid, reply) => deliver(reply, engine.confirm(uid)),
+        Command::Confirm(uid, expected, reply) => deliver(reply, engine.confirm(uid, expected)),
         Command::Rollback(target, uid, reply) => deliver(reply, engine.rollback(target, uid)),
         Command::Action(module, action, body, uid, reply) => deliver(reply, engine.action(&module, &action, body, uid)),
         Command::Refresh => Some(Box::new(|| {})),

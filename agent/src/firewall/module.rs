@@ -178,11 +178,7 @@ impl Module for FirewallModule {
         }
         let previous = current.map(desired);
         let mut changes = plan(&desired(profile), previous.as_ref());
-        let note = |what: String| Change {
-            module: NAME.to_owned(),
-            op: ChangeOp::Change,
-            what,
-        };
+        let note = |what: String| Change::new(NAME, ChangeOp::Change, what);
         if let Some(port) = self.failsafe.filter(|_| profile.name != FAILSAFE_PROFILE) {
             changes.push(note(format!(
                 "the failsafe ruleset (SSH {FAILSAFE_SSH}/tcp, WireGuard {port}/udp) is in force; it will be replaced"

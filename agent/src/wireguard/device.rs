@@ -259,11 +259,7 @@ pub fn plan(
     names: &HashMap<String, String>,
 ) -> Vec<Change> {
     let iface = desired.iface;
-    let ch = |op, what: String| Change {
-        module: "wireguard".to_owned(),
-        op,
-        what,
-    };
+    let ch = |op, what: String| Change::new("wireguard", op, what);
     let mut out = Vec::new();
     if live.is_none() || link.is_none() {
         out.push(ch(ChangeOp::Add, format!("interface {iface}")));
@@ -289,8 +285,12 @@ pub fn plan(
     };
     let d = diff(desired, live.unwrap_or(&none));
     if let Some((from, to)) = d.listen_port {
-        let was = from.map(|p| format!(" (was {p})")).unwrap_or_default();
-        out.push(ch(ChangeOp::Change, format!("{iface} listen port {to}{was}")));
+        out.push(Change::values(
+            "wireguard",
+            format!("{iface} listen port"),
+            from.map_or(serde_json::Value::Null, Into::into),
+            to,
+        ));
     }
     if d.private_key {
         out.push(ch(
@@ -557,7 +557,7 @@ mod tests {
         assert_eq!(lines[0], "+ wireguard: interface wg0");
         assert_eq!(lines[1], "+ wireguard: wg0 address 10.8.0.1/24");
         assert_eq!(lines[2], "~ wireguard: wg0 link up");
-        assert_eq!(lines[3], "~ wireguard: wg0 listen port 51820");
+        assert_eq!(lines[3], "~ wireguard: wg0 listen port: (none) -> 51820");
         assert!(lines[4].starts_with("~ wireguard: wg0 private key (public key "));
         assert!(lines[5].starts_with("+ wireguard: wg0 peer alice 10.8.0.2/32 "));
         assert_eq!(lines.len(), 6);

@@ -255,11 +255,12 @@ impl WireGuard {
                 (_, Wanted::Auto) | (Kind::Kernel, Wanted::Kernel) | (Kind::Userspace, Wanted::Userspace)
             );
             if !fits {
-                out.push(Change {
-                    module: "wireguard".to_owned(),
-                    op: bulwark_model::api::ChangeOp::Change,
-                    what: format!("{} backend {} → {}", p.interface, kind.as_str(), wanted_str(p.backend)),
-                });
+                out.push(Change::values(
+                    "wireguard",
+                    format!("{} backend", p.interface),
+                    kind.as_str(),
+                    wanted_str(p.backend),
+                ));
             }
         }
         Ok(out)
@@ -320,9 +321,9 @@ impl WireGuard {
                 bulwark_model::api::ChangeOp::Change => "differs",
             };
             if more == 0 {
-                format!("{sign}: {}", c.what)
+                format!("{sign}: {}", c.describe())
             } else {
-                format!("{sign}: {} (and {more} more difference(s))", c.what)
+                format!("{sign}: {} (and {more} more difference(s))", c.describe())
             }
         }))
     }

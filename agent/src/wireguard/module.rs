@@ -147,11 +147,11 @@ impl Module for WireGuardModule {
         let mut changes = wg.plan(want);
         if let Some(old) = old.filter(|o| want.is_none_or(|w| w.interface != *o)) {
             if wg.interface_exists(&old) {
-                changes.push(Change {
-                    module: NAME.to_owned(),
-                    op: ChangeOp::Remove,
-                    what: format!("interface {old} (unmanaged now; the server key and peers stay stored)"),
-                });
+                changes.push(Change::new(
+                    NAME,
+                    ChangeOp::Remove,
+                    format!("interface {old} (unmanaged now; the server key and peers stay stored)"),
+                ));
             }
         }
         Ok(changes)

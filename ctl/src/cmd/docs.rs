@@ -11,7 +11,8 @@ use clap::CommandFactory as _;
 use clap_complete::Shell;
 
 use super::{emit, emit_json};
-use crate::cli::{Cli, EXIT_CODES};
+use crate::cli::Cli;
+use crate::error::EXIT_CODES;
 use crate::error::OK;
 
 /// `--version`: the client's own version (it never asks the daemon; `status`

@@ -58,9 +58,9 @@ pub fn run(cli: &Cli) -> u8 {
         // health and doctor map their own errors: every failure is UNKNOWN.
         Command::Health(args) => return query::health(&ctx, &mut out, args),
         Command::Doctor { root } => return doctor::run(&ctx, &mut out, root.as_deref()),
-        Command::Validate { file } => profile::validate(&ctx, &mut out, file),
+        Command::Validate(args) => profile::validate(&ctx, &mut out, args),
         Command::Apply(args) => profile::apply(&ctx, &mut out, args),
-        Command::Confirm => profile::confirm(&ctx, &mut out),
+        Command::Confirm(args) => profile::confirm(&ctx, &mut out, args),
         Command::Rollback { generation } => profile::rollback(&ctx, &mut out, *generation),
         Command::AddPeer(args) => peers::add(&ctx, &mut out, args),
         Command::RemovePeer { name, yes } => peers::remove(&ctx, &mut out, name, *yes),
