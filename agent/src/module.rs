@@ -39,6 +39,7 @@ use bulwark_model::api::{Change, Check, Level, ModuleStatus};
 use bulwark_model::Profile;
 
 use crate::audit::{EventKind, Outcome};
+pub use crate::converge::task::Waker;
 use crate::host::Host;
 
 /// What a generation keeps for one module: file name → content.
@@ -100,6 +101,7 @@ pub struct Cx<'a> {
     /// uid of the caller the engine acts for (0: the daemon itself).
     pub uid: u32,
     events: Vec<Event>,
+    drift_check: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -108,6 +110,7 @@ impl<'a> Cx<'a> {
             host,
             uid,
             events: Vec::new(),
+            drift_check: false,
         }
     }
 
@@ -118,6 +121,17 @@ impl<'a> Cx<'a> {
             outcome,
             message: message.into(),
         });
+    }
+
+    /// Ask the engine to check this module for drift as soon as the call
+    /// returns (from [`Module::tick`], when a watcher saw the host change).
+    pub fn request_drift_check(&mut self) {
+        self.drift_check = true;
+    }
+
+    /// Whether [`Cx::request_drift_check`] was called.
+    pub fn drift_check_requested(&self) -> bool {
+        self.drift_check
     }
 
     /// The events asked for so far, in order (the engine drains them).
@@ -209,8 +223,16 @@ pub trait Module: Any + Send {
     /// One entry of `status.modules`.
     fn status(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus;
 
+    /// Called once when the engine thread starts: `waker` wakes it from
+    /// any thread (a watcher of the module's own), after which the engine
+    /// runs every module's [`Module::tick`] at once.
+    fn watch(&mut self, _waker: Waker) {}
+
     /// Periodic work of the module's own (expiry, schedules, watching a
-    /// service). Returns when it wants to run next; `None`: no timer.
+    /// service). Returns when it wants to run next; `None`: no timer. A
+    /// module whose watcher saw the host change calls
+    /// [`Cx::request_drift_check`]: the engine then runs its drift check
+    /// (observe, repair or report) right away.
     fn tick(&mut self, _cx: &mut Cx<'_>, _current: Option<&Profile>) -> Option<Instant> {
         None
     }

@@ -36,6 +36,47 @@ pub enum Command {
     Refresh,
     /// Record an event that happened outside the engine (a refused request).
     Record(&'static EventKind, u32, Outcome, String),
+    /// Run the timers and the modules' ticks now (see [`Waker`]).
+    Wake,
+}
+
+/// Wakes the engine thread from another thread, typically a module's own
+/// watcher: the engine then runs its timers and every module's tick at
+/// once. Wake-ups that arrive while one is pending are merged.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    tx: mpsc::Sender<Command>,
+    pending: Arc<AtomicBool>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // An engine that stopped has nothing left to wake.
+            let _ = self.tx.send(Command::Wake);
+        }
+    }
+
+    /// A waker and the channel it sends to (tests of a module on its own).
+    #[cfg(test)]
+    pub fn for_test() -> (Waker, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel();
+        (
+            Waker {
+                tx,
+                pending: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// A waker whose engine is gone (tests of a module on its own).
+    pub fn detached() -> Waker {
+        Waker {
+            tx: mpsc::channel().0,
+            pending: Arc::default(),
+        }
+    }
 }
 
 /// Cheap, cloneable access to the engine thread.
@@ -104,7 +145,14 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
     let (publish, reader) = watch::channel(Arc::new(engine.published()));
     let refreshing = Arc::new(AtomicBool::new(false));
     let flag = refreshing.clone();
+    let waker = Waker {
+        tx: tx.clone(),
+        pending: Arc::default(),
+    };
+    let woken = waker.pending.clone();
     std::thread::Builder::new().name("converge".to_owned()).spawn(move || {
+        engine.hand_waker(&waker);
+        drop(waker);
         let mut next_ping = Instant::now();
         let mut next_publish = Instant::now() + REFRESH;
         let publish_now = |engine: &mut Engine| {
@@ -129,6 +177,8 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                 wait = wait.min(next_ping.saturating_duration_since(Instant::now()));
             }
             match rx.recv_timeout(wait) {
+                // The loop's next turn runs the timers and ticks.
+                Ok(Command::Wake) => woken.store(false, Ordering::Release),
                 Ok(cmd) => {
                     // Whatever a command changed is published before its caller
                     // hears back, so its next read already sees it.
@@ -149,6 +199,13 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
 }
 
 impl Engine {
+    /// Give every module the engine thread's waker.
+    fn hand_waker(&mut self, waker: &Waker) {
+        for slot in &mut self.slots {
+            slot.module.watch(waker.clone());
+        }
+    }
+
     /// The view readers get until the next change or refresh.
     pub fn published(&mut self) -> Published {
         let status = self.status();
@@ -199,6 +256,7 @@ fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
             None
         }
         Command::Refresh => Some(Box::new(|| {})),
+        Command::Wake => None,
         Command::Record(kind, uid, outcome, message) => {
             if let Err(e) = engine.audit_mut().record(kind, uid, outcome, &message) {
                 log::error!(error:display = e; "could not write audit event {}", kind.id);

@@ -16,12 +16,17 @@
 //! then everything in it), so a refused ruleset leaves the previous one in
 //! force and there is no partial state to reconcile.
 
+pub mod events;
 mod module;
+pub mod netlink;
 pub mod nft;
 pub mod plan;
 pub mod render;
 pub mod ruleset;
 pub mod verify;
+
+#[cfg(test)]
+mod testns;
 
 pub use module::{desired, failsafe_profile, FirewallModule, FAILSAFE_PROFILE};
 pub use nft::{FirewallError, Nft, NftOp, DEFAULT_NFT, DEFAULT_TIMEOUT};

@@ -7,20 +7,27 @@
 //! right after the apply is what drift is measured against.
 
 use std::any::Any;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
 
 use bulwark_model::api::{Change, ChangeOp, Check, Level, ModuleStatus};
 use bulwark_model::Profile;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use super::events::{Since, Watch};
+use super::netlink::{after, has_end, NfTables, SetChange};
 use super::nft::{FirewallError, Nft};
 use super::render::{FAILSAFE_SSH, FAILSAFE_WIREGUARD};
 use super::ruleset::Ruleset;
 use super::verify::{differences, Summary};
 use super::{plan, render};
 use crate::audit;
-use crate::module::{Artifacts, Cx, DriftEvents, ErrorClass, Module, ModuleError};
+use crate::module::{Artifacts, Cx, DriftEvents, ErrorClass, Module, ModuleError, Waker};
 
 pub const NAME: &str = "firewall";
 const RULESET_FILE: &str = "ruleset.json";
@@ -61,11 +68,35 @@ fn failed(e: FirewallError) -> ModuleError {
     ModuleError::new(NAME, ErrorClass::Failed, e)
 }
 
+/// Element changes above this many go through the full replace: nft
+/// sends a big set faster than element messages would.
+const INCREMENTAL_MAX: usize = 4096;
+/// How long a drift check waits for the event watcher to catch up with the
+/// kernel before it lists the table instead.
+const CATCH_UP: Duration = Duration::from_millis(100);
+
+/// What the last verified install put into the kernel.
+#[derive(Debug)]
+struct Installed {
+    ruleset: Ruleset,
+    /// Each chain's rules as nft listed them right after the install (what
+    /// drift compares rule contents against).
+    rules: BTreeMap<String, Vec<Value>>,
+}
+
 #[derive(Debug)]
 pub struct FirewallModule {
     nft: Nft,
-    /// The table as listed right after this daemon's last verified apply.
-    snapshot: Option<Value>,
+    installed: Option<Installed>,
+    /// The generation the table was last known at, and what differed from
+    /// [`Installed`] then (empty: in sync). An unchanged generation, or one
+    /// the watcher says did not touch the table, needs no new listing.
+    checked: Option<(u32, Vec<String>)>,
+    /// nf_tables over netlink (generation ids, element changes); `None`
+    /// until first used, or when the kernel refused to open it.
+    kernel: Option<NfTables>,
+    kernel_failed: bool,
+    watch: Option<Watch>,
     /// The failsafe ruleset is what this daemon installed last.
     failsafe: Option<u16>,
     /// What the last drift check found (status and health report it).
@@ -73,17 +104,23 @@ pub struct FirewallModule {
     /// Whether the last listing found the table at all.
     present: bool,
     set_elements: Gauge,
+    incremental: Counter,
 }
 
 impl FirewallModule {
     pub fn new(nft: Nft) -> FirewallModule {
         FirewallModule {
             nft,
-            snapshot: None,
+            installed: None,
+            checked: None,
+            kernel: None,
+            kernel_failed: false,
+            watch: None,
             failsafe: None,
             drift: Vec::new(),
             present: false,
             set_elements: Gauge::default(),
+            incremental: Counter::default(),
         }
     }
 
@@ -91,49 +128,228 @@ impl FirewallModule {
         &self.nft
     }
 
+    /// The nf_tables generation id now; `None` without netlink (then every
+    /// check lists the table, as nft alone would).
+    fn generation(&mut self) -> Option<u32> {
+        if self.kernel.is_none() && !self.kernel_failed {
+            match NfTables::open() {
+                Ok(k) => self.kernel = Some(k),
+                Err(e) => {
+                    log::warn!(error:display = e; "nf_tables netlink unavailable: every drift check lists the table");
+                    self.kernel_failed = true;
+                }
+            }
+        }
+        let kernel = self.kernel.as_mut()?;
+        match kernel.generation() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                log::warn!(error:display = e; "cannot read the nf_tables generation; listing the table instead");
+                self.kernel = None;
+                None
+            }
+        }
+    }
+
+    /// The generation now, when the table is known to be exactly what was
+    /// installed without listing it: nobody committed since the last check,
+    /// or the watcher saw no commit touch table inet bulwark.
+    fn known_in_sync(&mut self) -> Option<u32> {
+        let now = self.generation()?;
+        let (at, found) = self.checked.as_ref()?;
+        if !found.is_empty() || self.installed.is_none() {
+            return None;
+        }
+        let unchanged = *at == now
+            || self
+                .watch
+                .as_ref()
+                .is_some_and(|w| w.since(*at, now, CATCH_UP) == Since::Unchanged);
+        unchanged.then(|| {
+            self.checked = Some((now, Vec::new()));
+            now
+        })
+    }
+
     /// Replace the table with `rs` and prove the kernel holds it.
-    fn install(&mut self, rs: &Ruleset) -> Result<(), FirewallError> {
-        self.snapshot = None;
-        self.nft.apply(rs)?;
+    fn install(&mut self, rs: Ruleset) -> Result<(), FirewallError> {
+        self.installed = None;
+        self.checked = None;
+        self.nft.apply(&rs)?;
+        // Read before the listing: a commit by anyone after this is either
+        // in the listing (and fails the comparison) or seen later as drift.
+        let generation = self.generation();
         let listed = self.nft.list_json()?.ok_or_else(|| FirewallError::Mismatch {
             what: "the table is missing right after the apply".to_owned(),
         })?;
         let have = Summary::of_listing(&listed).map_err(|what| FirewallError::Mismatch { what })?;
-        let diffs = differences(&Summary::of_ruleset(rs), &have);
+        drop(listed);
+        let diffs = differences(&Summary::of_ruleset(&rs), &have);
         if !diffs.is_empty() {
             return Err(FirewallError::Mismatch { what: diffs.join("; ") });
         }
-        self.snapshot = Some(listed);
-        self.drift.clear();
-        self.present = true;
-        self.set_elements
-            .set(i64::try_from(rs.set_elements()).unwrap_or(i64::MAX));
+        let rules = have.chains.into_iter().map(|(name, c)| (name, c.rules)).collect();
+        self.verified(Installed { ruleset: rs, rules }, generation);
         Ok(())
     }
 
-    /// What differs between the live table and the last verified apply.
+    fn verified(&mut self, installed: Installed, generation: Option<u32>) {
+        self.set_elements
+            .set(i64::try_from(installed.ruleset.set_elements()).unwrap_or(i64::MAX));
+        self.installed = Some(installed);
+        self.checked = generation.map(|g| (g, Vec::new()));
+        self.drift.clear();
+        self.present = true;
+    }
+
+    /// Send only the set elements that differ from what is installed, in
+    /// one netlink transaction. `Ok(false)`: this change needs the full
+    /// replace (chains or rules differ, the table may have drifted, too many
+    /// elements, or an element whose interval touches another).
+    fn install_changes(&mut self, rs: &Ruleset) -> Result<bool, FirewallError> {
+        let Some(installed) = &self.installed else {
+            return Ok(false);
+        };
+        if installed.ruleset.chains != rs.chains {
+            return Ok(false);
+        }
+        let Some(changes) = element_changes(&installed.ruleset, rs) else {
+            return Ok(false);
+        };
+        let Some(now) = self.known_in_sync() else {
+            return Ok(false);
+        };
+        let Some(kernel) = self.kernel.as_mut() else {
+            return Ok(false);
+        };
+        match kernel.change_elements(now, &changes) {
+            Ok(generation) => {
+                let (added, removed) = changes
+                    .iter()
+                    .fold((0, 0), |(a, r), c| (a + c.add.len(), r + c.remove.len()));
+                log::info!(added, removed, generation; "table inet bulwark: {added} element(s) added, {removed} removed in one netlink transaction");
+                let rules = self.installed.take().map(|i| i.rules).unwrap_or_default();
+                self.verified(
+                    Installed {
+                        ruleset: rs.clone(),
+                        rules,
+                    },
+                    Some(generation),
+                );
+                self.incremental.inc();
+                Ok(true)
+            }
+            Err(e) => {
+                log::warn!(error:display = e; "element change not taken; replacing table inet bulwark whole");
+                self.checked = None;
+                Ok(false)
+            }
+        }
+    }
+
+    /// What differs between the live table and the last verified install.
     fn drifted(&mut self) -> Result<Vec<String>, FirewallError> {
+        if self.installed.is_none() {
+            let live = self.nft.list_json()?;
+            self.present = live.is_some();
+            return Ok(vec![if self.present {
+                "table inet bulwark was never verified by this daemon"
+            } else {
+                "table inet bulwark was deleted"
+            }
+            .to_owned()]);
+        }
+        let now = self.generation();
+        if let (Some(now), Some((at, found))) = (now, &self.checked) {
+            let unchanged = *at == now
+                || self
+                    .watch
+                    .as_ref()
+                    .is_some_and(|w| w.since(*at, now, CATCH_UP) == Since::Unchanged);
+            if unchanged {
+                let found = found.clone();
+                self.checked = Some((now, found.clone()));
+                return Ok(found);
+            }
+        }
+        let found = self.compare_live()?;
+        self.checked = now.map(|g| (g, found.clone()));
+        Ok(found)
+    }
+
+    /// List the table and compare it with what was installed.
+    fn compare_live(&mut self) -> Result<Vec<String>, FirewallError> {
         let live = self.nft.list_json()?;
         self.present = live.is_some();
-        Ok(match (&self.snapshot, live) {
-            (_, None) => vec!["table inet bulwark was deleted".to_owned()],
-            (Some(s), Some(l)) if *s == l => Vec::new(),
-            (Some(s), Some(l)) => {
-                let (want, have) = (Summary::of_listing(s), Summary::of_listing(&l));
-                let mut d = match (want, have) {
-                    (Ok(w), Ok(h)) => differences(&w, &h),
-                    _ => Vec::new(),
-                };
-                if d.is_empty() {
-                    d.push("table inet bulwark was modified".to_owned());
-                }
-                d.into_iter()
-                    .map(|what| format!("table inet bulwark: {what}"))
-                    .collect()
-            }
-            (None, Some(_)) => vec!["table inet bulwark was never verified by this daemon".to_owned()],
-        })
+        let (Some(live), Some(installed)) = (live, &self.installed) else {
+            return Ok(vec!["table inet bulwark was deleted".to_owned()]);
+        };
+        let have = Summary::of_listing(&live).map_err(|what| FirewallError::Mismatch { what })?;
+        let mut want = Summary::of_ruleset(&installed.ruleset);
+        for (name, chain) in &mut want.chains {
+            chain.rules = installed.rules.get(name).cloned().unwrap_or_default();
+        }
+        Ok(differences(&want, &have)
+            .into_iter()
+            .map(|what| format!("table inet bulwark: {what}"))
+            .collect())
     }
+}
+
+/// Per set, the elements to add and remove to turn `old` into `new`, when
+/// that can be sent as element messages: the same sets, each sorted, at
+/// most [`INCREMENTAL_MAX`] changes, and no changed network adjacent to
+/// another one (nft may store two adjacent intervals with one shared
+/// boundary, which removing one of them by its own pair would break) or
+/// ending at the top of the address space (it has no end element).
+fn element_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
+    if old.sets.len() != new.sets.len() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut total = 0;
+    for (o, n) in old.sets.iter().zip(&new.sets) {
+        if (&o.name, o.family) != (&n.name, n.family) || !sorted(&o.elements) || !sorted(&n.elements) {
+            return None;
+        }
+        let add = missing_from(&n.elements, &o.elements);
+        let remove = missing_from(&o.elements, &n.elements);
+        total += add.len() + remove.len();
+        if total > INCREMENTAL_MAX {
+            return None;
+        }
+        let clear = |net: &IpNet| has_end(net) && !adjacent(&o.elements, net) && !adjacent(&n.elements, net);
+        if !add.iter().chain(&remove).all(clear) {
+            return None;
+        }
+        if !add.is_empty() || !remove.is_empty() {
+            out.push(SetChange {
+                set: n.name.clone(),
+                add,
+                remove,
+            });
+        }
+    }
+    Some(out)
+}
+
+fn sorted(nets: &[IpNet]) -> bool {
+    nets.windows(2).all(|w| w[0].broadcast() < w[1].network())
+}
+
+/// Elements of `a` (sorted) that are not in `b` (sorted).
+fn missing_from(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
+    a.iter().filter(|x| b.binary_search(x).is_err()).copied().collect()
+}
+
+/// Whether another network of `set` (sorted, non-overlapping) ends right
+/// before `net` or starts right after it.
+fn adjacent(set: &[IpNet], net: &IpNet) -> bool {
+    let i = set.partition_point(|e| e.network() < net.network());
+    let end = after(net);
+    set[i.saturating_sub(1)..(i + 2).min(set.len())]
+        .iter()
+        .any(|e| e != net && (after(e) == net.network() || e.network() == end))
 }
 
 impl Module for FirewallModule {
@@ -150,7 +366,7 @@ impl Module for FirewallModule {
         let port = last
             .and_then(|p| p.wireguard.as_ref())
             .map_or(FAILSAFE_WIREGUARD, |w| w.listen_port);
-        self.install(&desired(&failsafe_profile(port))).map_err(failed)?;
+        self.install(desired(&failsafe_profile(port))).map_err(failed)?;
         self.failsafe = Some(port);
         log::warn!(ssh = FAILSAFE_SSH, wireguard = port; "table inet bulwark was absent: failsafe ruleset installed (SSH {FAILSAFE_SSH}/tcp and WireGuard {port}/udp only)");
         Ok(true)
@@ -195,7 +411,10 @@ impl Module for FirewallModule {
     }
 
     fn apply(&mut self, _cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
-        self.install(&desired(profile)).map_err(failed)?;
+        let rs = desired(profile);
+        if !self.install_changes(&rs).map_err(failed)? {
+            self.install(rs).map_err(failed)?;
+        }
         self.failsafe = (profile.name == FAILSAFE_PROFILE).then(|| {
             profile
                 .firewall
@@ -221,7 +440,7 @@ impl Module for FirewallModule {
     }
 
     fn health(&mut self, _cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check> {
-        let (level, reason) = match (current, self.failsafe, &self.snapshot) {
+        let (level, reason) = match (current, self.failsafe, &self.installed) {
             (None, Some(port), _) => (
                 Level::Critical,
                 format!(
@@ -274,7 +493,7 @@ impl Module for FirewallModule {
             summary,
             details: serde_json::json!({
                 "present": self.present,
-                "in_sync": self.snapshot.is_some() && self.drift.is_empty(),
+                "in_sync": self.installed.is_some() && self.drift.is_empty(),
                 "failsafe": self.failsafe.is_some(),
                 "set_elements": elements,
                 "drift": self.drift,
@@ -282,11 +501,36 @@ impl Module for FirewallModule {
         }
     }
 
+    fn watch(&mut self, waker: Waker) {
+        match Watch::start(waker) {
+            Ok(w) => self.watch = Some(w),
+            Err(e) => {
+                log::warn!(error:display = e; "cannot watch nf_tables events: drift is found by the periodic check only")
+            }
+        }
+    }
+
+    fn tick(&mut self, cx: &mut Cx<'_>, _current: Option<&Profile>) -> Option<Instant> {
+        let due = match (&self.watch, &self.checked) {
+            (Some(w), Some((at, _))) => w.touched_after(*at),
+            _ => false,
+        };
+        if due && self.installed.is_some() {
+            cx.request_drift_check();
+        }
+        None
+    }
+
     fn register_metrics(&mut self, registry: &mut Registry) {
         registry.register(
             "firewall_set_elements",
             "Elements in the allow-list sets of table inet bulwark",
             self.set_elements.clone(),
+        );
+        registry.register(
+            "firewall_incremental_applies",
+            "Applies sent as set element changes over netlink instead of a table replace",
+            self.incremental.clone(),
         );
     }
 
