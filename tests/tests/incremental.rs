@@ -266,7 +266,12 @@ fn flush_ruleset_and_delete_table_by_another_process_are_repaired_by_events() {
         let r = d.nft(args);
         assert!(r.ok(), "{r}");
         match d.wait_ruleset(Some(&ours), Duration::from_secs(5)) {
-            Ok(_) => eprintln!("{what}: repaired after {:?}", t0.elapsed()),
+            // The status queues behind the repair's read-back.
+            Ok(_) => eprintln!(
+                "{what}: repaired after {:?} ({})",
+                t0.elapsed(),
+                d.status().firewall.in_sync
+            ),
             Err(last) => panic!(
                 "{what} not repaired within 5 s (drift_interval 1h); live:\n{last:?}\n{}",
                 d.logs()

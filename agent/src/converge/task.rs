@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use bulwark_model::api::{ApplyRequest, ApplyResponse, AuditEvent, AuditVerify};
+use bulwark_model::api::{ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo};
 use tokio::sync::{oneshot, watch};
 
 use super::published::{Published, Reader, REFRESH};
@@ -142,7 +142,7 @@ impl EngineHandle {
 /// Also returns the reader of what the engine publishes.
 pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<(EngineHandle, Reader)> {
     let (tx, rx) = mpsc::channel::<Command>();
-    let (publish, reader) = watch::channel(Arc::new(engine.published()));
+    let (publish, reader) = watch::channel(Arc::new(engine.published(None)));
     let refreshing = Arc::new(AtomicBool::new(false));
     let flag = refreshing.clone();
     let waker = Waker {
@@ -155,9 +155,20 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
         drop(waker);
         let mut next_ping = Instant::now();
         let mut next_publish = Instant::now() + REFRESH;
-        let publish_now = |engine: &mut Engine| {
+        // Generations change only through a command or a timer that records
+        // an audit event (revert, prune): a refresh without either reuses the
+        // list instead of reading every generation's metadata again.
+        let mut generations: Option<(u64, Vec<GenerationInfo>)> = None;
+        let mut publish_now = |engine: &mut Engine, command: bool| {
             flag.store(false, Ordering::Release);
-            publish.send_replace(Arc::new(engine.published()));
+            let seq = engine.audit().seq();
+            let cached = generations
+                .take()
+                .filter(|(at, _)| *at == seq && !command)
+                .map(|(_, g)| g);
+            let view = engine.published(cached);
+            generations = Some((seq, view.generations.clone()));
+            publish.send_replace(Arc::new(view));
             Instant::now() + REFRESH
         };
         loop {
@@ -166,7 +177,7 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
             // A timer that changed something (a revert, a repair) is
             // visible at once, like a command.
             if Instant::now() >= next_publish || engine.audit().seq() != events {
-                next_publish = publish_now(&mut engine);
+                next_publish = publish_now(&mut engine, false);
             }
             wait = wait.min(next_publish.saturating_duration_since(Instant::now()));
             if let Some(interval) = watchdog {
@@ -182,8 +193,9 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                 Ok(cmd) => {
                     // Whatever a command changed is published before its caller
                     // hears back, so its next read already sees it.
+                    let command = !matches!(cmd, Command::Refresh);
                     if let Some(reply) = handle(&mut engine, cmd) {
-                        next_publish = publish_now(&mut engine);
+                        next_publish = publish_now(&mut engine, command);
                         reply();
                     }
                 }
@@ -206,8 +218,9 @@ impl Engine {
         }
     }
 
-    /// The view readers get until the next change or refresh.
-    pub fn published(&mut self) -> Published {
+    /// The view readers get until the next change or refresh; `generations`
+    /// is the list when it is known not to have changed since it was read.
+    pub fn published(&mut self, generations: Option<Vec<GenerationInfo>>) -> Published {
         let status = self.status();
         // The VPN module lists its peers in its status details.
         let peers = status
@@ -219,9 +232,11 @@ impl Engine {
         Published {
             status,
             health: self.health(),
-            generations: self.generations().unwrap_or_else(|e| {
-                log::error!(error:display = e; "cannot list generations");
-                Vec::new()
+            generations: generations.unwrap_or_else(|| {
+                self.generations().unwrap_or_else(|e| {
+                    log::error!(error:display = e; "cannot list generations");
+                    Vec::new()
+                })
             }),
             peers,
             actions: Arc::new(self.actions()),

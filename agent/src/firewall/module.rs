@@ -1,10 +1,18 @@
 //! The firewall on the module contract.
 //!
 //! Always managed: a profile without `[firewall]` gets the defaults, which
-//! open nothing. Every apply replaces table `inet bulwark` in one transaction
-//! and is then read back: an nft that reports success while the kernel holds
-//! something else is a failed apply, never "in force". The listing taken
-//! right after the apply is what drift is measured against.
+//! open nothing. An apply that changes chains or rules replaces table `inet
+//! bulwark` in one nft transaction and is then read back: an nft that
+//! reports success while the kernel holds something else is a failed apply,
+//! never "in force". An apply that only adds or removes set elements sends
+//! just those over netlink in one transaction, which the kernel must ACK
+//! message by message and commit as the very next generation.
+//!
+//! The table is listed only when it may have changed: after a verified
+//! change the module keeps the nftables generation id; an unchanged id, or
+//! commits the event watcher saw leave the table alone, need no listing.
+//! The watcher wakes the engine for a drift check as soon as anyone touches
+//! the table; the periodic check is the backstop.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -71,6 +79,8 @@ fn failed(e: FirewallError) -> ModuleError {
 /// Element changes above this many go through the full replace: nft
 /// sends a big set faster than element messages would.
 const INCREMENTAL_MAX: usize = 4096;
+/// Longest pause between drift checks after installs that failed.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a drift check waits for the event watcher to catch up with the
 /// kernel before it lists the table instead.
 const CATCH_UP: Duration = Duration::from_millis(100);
@@ -105,6 +115,11 @@ pub struct FirewallModule {
     present: bool,
     set_elements: Gauge,
     incremental: Counter,
+    /// Installs that failed in a row, and when to look again: a table
+    /// someone changed while it was being verified is checked (and so
+    /// repaired) again soon, less and less often while it keeps failing.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
 
 impl FirewallModule {
@@ -121,6 +136,8 @@ impl FirewallModule {
             present: false,
             set_elements: Gauge::default(),
             incremental: Counter::default(),
+            failures: 0,
+            retry_at: None,
         }
     }
 
@@ -173,6 +190,20 @@ impl FirewallModule {
 
     /// Replace the table with `rs` and prove the kernel holds it.
     fn install(&mut self, rs: Ruleset) -> Result<(), FirewallError> {
+        let result = self.install_whole(rs);
+        match &result {
+            Ok(()) => (self.failures, self.retry_at) = (0, None),
+            Err(e) => {
+                self.failures += 1;
+                let wait = Duration::from_secs(1 << self.failures.min(5)).min(RETRY_MAX);
+                self.retry_at = Some(Instant::now() + wait);
+                self.checked = self.generation().map(|g| (g, vec![format!("not verified: {e}")]));
+            }
+        }
+        result
+    }
+
+    fn install_whole(&mut self, rs: Ruleset) -> Result<(), FirewallError> {
         self.installed = None;
         self.checked = None;
         self.nft.apply(&rs)?;
@@ -511,14 +542,19 @@ impl Module for FirewallModule {
     }
 
     fn tick(&mut self, cx: &mut Cx<'_>, _current: Option<&Profile>) -> Option<Instant> {
-        let due = match (&self.watch, &self.checked) {
+        let touched = match (&self.watch, &self.checked) {
             (Some(w), Some((at, _))) => w.touched_after(*at),
             _ => false,
         };
-        if due && self.installed.is_some() {
+        let retry = self.retry_at.is_some_and(|t| Instant::now() >= t);
+        if retry {
+            let wait = Duration::from_secs(1 << self.failures.min(5)).min(RETRY_MAX);
+            self.retry_at = Some(Instant::now() + wait);
+        }
+        if touched || retry {
             cx.request_drift_check();
         }
-        None
+        self.retry_at
     }
 
     fn register_metrics(&mut self, registry: &mut Registry) {

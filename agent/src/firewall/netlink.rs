@@ -106,6 +106,9 @@ pub struct SetChange {
 pub struct NfTables {
     socket: Socket,
     seq: u32,
+    /// The inet table element changes go to: Bulwark's own, except in
+    /// benchmarks, which change a twin so as not to be repaired.
+    table: String,
 }
 
 impl NfTables {
@@ -115,7 +118,17 @@ impl NfTables {
         socket.bind_auto().map_err(NetlinkError::Open)?;
         socket.connect(&SocketAddr::new(0, 0)).map_err(NetlinkError::Open)?;
         set_timeout(&socket, ANSWER_TIMEOUT).map_err(NetlinkError::Open)?;
-        Ok(NfTables { socket, seq: 1 })
+        Ok(NfTables {
+            socket,
+            seq: 1,
+            table: super::ruleset::TABLE.to_owned(),
+        })
+    }
+
+    /// Send element changes to inet table `table` instead of Bulwark's.
+    pub fn for_table(mut self, table: &str) -> NfTables {
+        self.table = table.to_owned();
+        self
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -188,7 +201,7 @@ impl NfTables {
                     let seq = self.next_seq();
                     expected.push(seq);
                     let attrs = [
-                        string_nla(NFTA_SET_ELEM_LIST_TABLE, super::ruleset::TABLE),
+                        string_nla(NFTA_SET_ELEM_LIST_TABLE, &self.table),
                         string_nla(NFTA_SET_ELEM_LIST_SET, &change.set),
                         nested(NFTA_SET_ELEM_LIST_ELEMENTS, &interval_elements(chunk)),
                     ];
