@@ -35,6 +35,33 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A second namespace, not entered: `run` executes there.
+    pub fn beside(tag: &str) -> Netns {
+        let name = format!("bwk-bench-{tag}-{}", std::process::id());
+        let ok = Command::new("ip").args(["netns", "add", &name]).status();
+        if !ok.is_ok_and(|s| s.success()) {
+            fail(&format!("ip netns add {name} failed (root needed)"));
+        }
+        Netns { name }
+    }
+
+    /// Run `f` on a thread inside this namespace (processes it starts run
+    /// there too).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let ns = File::open(&path).unwrap_or_else(|e| fail(&format!("open netns: {e}")));
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| fail(&format!("setns: {e}")));
+                f()
+            });
+            h.join().unwrap_or_else(|_| fail("a benchmark thread panicked"))
+        })
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();

@@ -22,8 +22,8 @@ use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::Socket;
 
 use super::netlink::{
-    attribute, gen_id, later, messages, NetlinkError, NfTables, NFNLGRP_NFTABLES, NFNL_SUBSYS_NFTABLES, NFPROTO_INET,
-    NFTA_OBJECT_TABLE, NFT_MSG_MAX, NFT_MSG_NEWGEN,
+    attribute, gen_id, later, messages, receive, NetlinkError, NfTables, NFNLGRP_NFTABLES, NFNL_SUBSYS_NFTABLES,
+    NFPROTO_INET, NFTA_OBJECT_TABLE, NFT_MSG_MAX, NFT_MSG_NEWGEN,
 };
 use super::ruleset::TABLE;
 use crate::module::Waker;
@@ -70,6 +70,7 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct Watch {
     shared: Arc<Shared>,
+    socket: Arc<Socket>,
 }
 
 impl Watch {
@@ -91,12 +92,38 @@ impl Watch {
             }),
             announced: Condvar::new(),
         });
-        let theirs = shared.clone();
+        let socket = Arc::new(socket);
+        let (theirs, sock) = (shared.clone(), socket.clone());
         std::thread::Builder::new()
             .name("nft-events".to_owned())
-            .spawn(move || run(&socket, &theirs, &waker))
+            .spawn(move || run(&sock, &theirs, &waker))
             .map_err(NetlinkError::Open)?;
-        Ok(Watch { shared })
+        Ok(Watch { shared, socket })
+    }
+
+    /// Stop listening while this daemon replaces the table whole: with a
+    /// listener, the kernel builds an announcement for every one of the
+    /// commit's elements, which makes a 50,000-element commit take
+    /// markedly longer. The read-back after the apply covers the gap.
+    pub fn pause(&self) {
+        if let Err(e) = self.socket.drop_membership(NFNLGRP_NFTABLES) {
+            log::warn!(error:display = e; "cannot pause the nf_tables event watcher");
+        }
+    }
+
+    /// Listen again after [`Watch::pause`]; whatever committed in between
+    /// counts as a touch, up to generation `now`.
+    pub fn resume(&self, now: u32) {
+        if let Err(e) = self.socket.add_membership(NFNLGRP_NFTABLES) {
+            log::error!(error:display = e; "cannot resume the nf_tables event watcher; drift is found by the periodic check only");
+            self.shared.lock().alive = false;
+            return;
+        }
+        let mut s = self.shared.lock();
+        advance(&mut s.seen, now);
+        advance(&mut s.touched, now);
+        drop(s);
+        self.shared.announced.notify_all();
     }
 
     /// Whether table inet bulwark may have changed after generation
@@ -137,6 +164,14 @@ impl Watch {
     }
 }
 
+/// Move `slot` forward to `generation`, never back (announcements queued
+/// before a pause arrive after the resume).
+fn advance(slot: &mut Option<u32>, generation: u32) {
+    if slot.is_none_or(|g| later(generation, g)) {
+        *slot = Some(generation);
+    }
+}
+
 fn grow_buffer(socket: &Socket) {
     use nix::sys::socket::{setsockopt, sockopt};
     // RcvBufForce passes the system limit (bulwarkd runs as root).
@@ -153,9 +188,10 @@ fn run(socket: &Socket, shared: &Shared, waker: &Waker) {
     };
     // The current commit touched the table / announcements were lost.
     let (mut touching, mut lost) = (false, false);
+    let mut data = Vec::new();
     loop {
-        let data = match socket.recv_from_full() {
-            Ok((data, _)) => data,
+        match receive(socket, &mut data) {
+            Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 lost = true;
                 continue;
@@ -186,9 +222,9 @@ fn run(socket: &Socket, shared: &Shared, waker: &Waker) {
                 let wake = touching || lost;
                 {
                     let mut s = shared.lock();
-                    s.seen = Some(generation);
+                    advance(&mut s.seen, generation);
                     if wake {
-                        s.touched = Some(generation);
+                        advance(&mut s.touched, generation);
                     }
                 }
                 shared.announced.notify_all();

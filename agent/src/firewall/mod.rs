@@ -27,6 +27,7 @@ mod module;
 pub mod netlink;
 pub mod nft;
 pub mod plan;
+pub mod readback;
 pub mod render;
 pub mod ruleset;
 pub mod verify;

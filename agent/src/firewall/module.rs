@@ -15,7 +15,6 @@
 //! the table; the periodic check is the backstop.
 
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -25,13 +24,13 @@ use bulwark_model::Profile;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 
 use super::events::{Since, Watch};
 use super::netlink::{after, has_end, NfTables, SetChange};
 use super::nft::{FirewallError, Nft};
+use super::readback::{self, Table};
 use super::render::{FAILSAFE_SSH, FAILSAFE_WIREGUARD};
-use super::ruleset::Ruleset;
+use super::ruleset::{Ruleset, TABLE};
 use super::verify::{differences, Summary};
 use super::{plan, render};
 use crate::audit;
@@ -89,9 +88,10 @@ const CATCH_UP: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 struct Installed {
     ruleset: Ruleset,
-    /// Each chain's rules as nft listed them right after the install (what
-    /// drift compares rule contents against).
-    rules: BTreeMap<String, Vec<Value>>,
+    /// The table as read back right after the install, without the named
+    /// sets' elements (the ruleset has those): chains, rules as the kernel
+    /// encodes them, set flags, anonymous sets. Drift is measured against it.
+    shape: Table,
 }
 
 #[derive(Debug)]
@@ -102,10 +102,9 @@ pub struct FirewallModule {
     /// [`Installed`] then (empty: in sync). An unchanged generation, or one
     /// the watcher says did not touch the table, needs no new listing.
     checked: Option<(u32, Vec<String>)>,
-    /// nf_tables over netlink (generation ids, element changes); `None`
-    /// until first used, or when the kernel refused to open it.
+    /// nf_tables over netlink (generation ids, read-back, element
+    /// changes); opened on first use.
     kernel: Option<NfTables>,
-    kernel_failed: bool,
     watch: Option<Watch>,
     /// The failsafe ruleset is what this daemon installed last.
     failsafe: Option<u16>,
@@ -129,7 +128,6 @@ impl FirewallModule {
             installed: None,
             checked: None,
             kernel: None,
-            kernel_failed: false,
             watch: None,
             failsafe: None,
             drift: Vec::new(),
@@ -145,34 +143,40 @@ impl FirewallModule {
         &self.nft
     }
 
-    /// The nf_tables generation id now; `None` without netlink (then every
-    /// check lists the table, as nft alone would).
-    fn generation(&mut self) -> Option<u32> {
-        if self.kernel.is_none() && !self.kernel_failed {
-            match NfTables::open() {
-                Ok(k) => self.kernel = Some(k),
-                Err(e) => {
-                    log::warn!(error:display = e; "nf_tables netlink unavailable: every drift check lists the table");
-                    self.kernel_failed = true;
-                }
-            }
-        }
-        let kernel = self.kernel.as_mut()?;
-        match kernel.generation() {
-            Ok(g) => Some(g),
-            Err(e) => {
-                log::warn!(error:display = e; "cannot read the nf_tables generation; listing the table instead");
-                self.kernel = None;
-                None
-            }
+    /// The netlink socket, opened on first use (in the thread's namespace).
+    fn kernel(&mut self) -> Result<&mut NfTables, FirewallError> {
+        match &mut self.kernel {
+            Some(k) => Ok(k),
+            empty => Ok(empty.insert(NfTables::open()?)),
         }
     }
 
+    /// The nf_tables generation id now.
+    fn generation(&mut self) -> Result<u32, FirewallError> {
+        let result = self.kernel()?.generation();
+        if result.is_err() {
+            // Open a new socket next time rather than read a stale answer.
+            self.kernel = None;
+        }
+        Ok(result?)
+    }
+
+    /// The table as the kernel holds it, and the generation it was read at.
+    fn read(&mut self) -> Result<(u32, Option<Table>), FirewallError> {
+        let result = readback::read(self.kernel()?);
+        if result.is_err() {
+            self.kernel = None;
+        }
+        let (generation, table) = result?;
+        self.present = table.is_some();
+        Ok((generation, table))
+    }
+
     /// The generation now, when the table is known to be exactly what was
-    /// installed without listing it: nobody committed since the last check,
+    /// installed without reading it: nobody committed since the last check,
     /// or the watcher saw no commit touch table inet bulwark.
     fn known_in_sync(&mut self) -> Option<u32> {
-        let now = self.generation()?;
+        let now = self.generation().ok()?;
         let (at, found) = self.checked.as_ref()?;
         if !found.is_empty() || self.installed.is_none() {
             return None;
@@ -197,7 +201,7 @@ impl FirewallModule {
                 self.failures += 1;
                 let wait = Duration::from_secs(1 << self.failures.min(5)).min(RETRY_MAX);
                 self.retry_at = Some(Instant::now() + wait);
-                self.checked = self.generation().map(|g| (g, vec![format!("not verified: {e}")]));
+                self.checked = self.generation().ok().map(|g| (g, vec![format!("not verified: {e}")]));
             }
         }
         result
@@ -206,29 +210,36 @@ impl FirewallModule {
     fn install_whole(&mut self, rs: Ruleset) -> Result<(), FirewallError> {
         self.installed = None;
         self.checked = None;
-        self.nft.apply(&rs)?;
-        // Read before the listing: a commit by anyone after this is either
-        // in the listing (and fails the comparison) or seen later as drift.
-        let generation = self.generation();
-        let listed = self.nft.list_json()?.ok_or_else(|| FirewallError::Mismatch {
+        if let Some(w) = &self.watch {
+            w.pause();
+        }
+        let applied = self.nft.apply(&rs);
+        let read = applied.and_then(|()| self.read());
+        if let Some(w) = self.watch.clone() {
+            // The generation read back, or (after a failure) now.
+            let now = read.as_ref().map(|(g, _)| *g).ok().or_else(|| self.generation().ok());
+            w.resume(now.unwrap_or(0));
+        }
+        let (generation, table) = read?;
+        let table = table.ok_or_else(|| FirewallError::Mismatch {
             what: "the table is missing right after the apply".to_owned(),
         })?;
-        let have = Summary::of_listing(&listed).map_err(|what| FirewallError::Mismatch { what })?;
-        drop(listed);
-        let diffs = differences(&Summary::of_ruleset(&rs), &have);
+        let diffs = differences(&Summary::of_ruleset(&rs), &table.summary());
         if !diffs.is_empty() {
             return Err(FirewallError::Mismatch { what: diffs.join("; ") });
         }
-        let rules = have.chains.into_iter().map(|(name, c)| (name, c.rules)).collect();
-        self.verified(Installed { ruleset: rs, rules }, generation);
+        let shape = table.shape();
+        drop(table);
+        self.verified(Installed { ruleset: rs, shape }, generation);
+        trim_heap();
         Ok(())
     }
 
-    fn verified(&mut self, installed: Installed, generation: Option<u32>) {
+    fn verified(&mut self, installed: Installed, generation: u32) {
         self.set_elements
             .set(i64::try_from(installed.ruleset.set_elements()).unwrap_or(i64::MAX));
         self.installed = Some(installed);
-        self.checked = generation.map(|g| (g, Vec::new()));
+        self.checked = Some((generation, Vec::new()));
         self.drift.clear();
         self.present = true;
     }
@@ -250,22 +261,19 @@ impl FirewallModule {
         let Some(now) = self.known_in_sync() else {
             return Ok(false);
         };
-        let Some(kernel) = self.kernel.as_mut() else {
-            return Ok(false);
-        };
-        match kernel.change_elements(now, &changes) {
+        match self.kernel()?.change_elements(now, &changes) {
             Ok(generation) => {
                 let (added, removed) = changes
                     .iter()
                     .fold((0, 0), |(a, r), c| (a + c.add.len(), r + c.remove.len()));
                 log::info!(added, removed, generation; "table inet bulwark: {added} element(s) added, {removed} removed in one netlink transaction");
-                let rules = self.installed.take().map(|i| i.rules).unwrap_or_default();
+                let shape = self.installed.take().map(|i| i.shape).unwrap_or_default();
                 self.verified(
                     Installed {
                         ruleset: rs.clone(),
-                        rules,
+                        shape,
                     },
-                    Some(generation),
+                    generation,
                 );
                 self.incremental.inc();
                 Ok(true)
@@ -281,8 +289,7 @@ impl FirewallModule {
     /// What differs between the live table and the last verified install.
     fn drifted(&mut self) -> Result<Vec<String>, FirewallError> {
         if self.installed.is_none() {
-            let live = self.nft.list_json()?;
-            self.present = live.is_some();
+            self.present = self.kernel()?.table_exists(TABLE)?;
             return Ok(vec![if self.present {
                 "table inet bulwark was never verified by this daemon"
             } else {
@@ -290,8 +297,8 @@ impl FirewallModule {
             }
             .to_owned()]);
         }
-        let now = self.generation();
-        if let (Some(now), Some((at, found))) = (now, &self.checked) {
+        let now = self.generation()?;
+        if let Some((at, found)) = &self.checked {
             let unchanged = *at == now
                 || self
                     .watch
@@ -303,27 +310,42 @@ impl FirewallModule {
                 return Ok(found);
             }
         }
-        let found = self.compare_live()?;
-        self.checked = now.map(|g| (g, found.clone()));
+        let (generation, live) = self.read()?;
+        let found = self.compare(live);
+        trim_heap();
+        self.checked = Some((generation, found.clone()));
         Ok(found)
     }
 
-    /// List the table and compare it with what was installed.
-    fn compare_live(&mut self) -> Result<Vec<String>, FirewallError> {
-        let live = self.nft.list_json()?;
-        self.present = live.is_some();
+    /// What differs between `live` and the last verified install.
+    fn compare(&self, live: Option<Table>) -> Vec<String> {
         let (Some(live), Some(installed)) = (live, &self.installed) else {
-            return Ok(vec!["table inet bulwark was deleted".to_owned()]);
+            return vec!["table inet bulwark was deleted".to_owned()];
         };
-        let have = Summary::of_listing(&live).map_err(|what| FirewallError::Mismatch { what })?;
         let mut want = Summary::of_ruleset(&installed.ruleset);
+        let before = installed.shape.summary();
         for (name, chain) in &mut want.chains {
-            chain.rules = installed.rules.get(name).cloned().unwrap_or_default();
+            chain.rules = before.chains.get(name).map(|c| c.rules.clone()).unwrap_or_default();
         }
-        Ok(differences(&want, &have)
+        let mut found = differences(&want, &live.summary());
+        if found.is_empty() && live.shape() != installed.shape {
+            found.push("modified (set flags, chain types or anonymous sets)".to_owned());
+        }
+        found
             .into_iter()
             .map(|what| format!("table inet bulwark: {what}"))
-            .collect())
+            .collect()
+    }
+}
+
+/// Give the allocator's free memory back to the system: reading back a big
+/// table allocates tens of megabytes for moments, which glibc would
+/// otherwise keep as the daemon's resident size.
+fn trim_heap() {
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim only releases free heap pages; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -389,7 +411,12 @@ impl Module for FirewallModule {
     }
 
     fn failsafe(&mut self, _cx: &mut Cx<'_>, last: Option<&Profile>) -> Result<bool, ModuleError> {
-        if self.nft.list_json().map_err(failed)?.is_some() {
+        if self
+            .kernel()
+            .map_err(failed)?
+            .table_exists(TABLE)
+            .map_err(|e| failed(e.into()))?
+        {
             // The table survived (a daemon restart, not a reboot): it is the
             // last state an operator applied, better than any failsafe.
             return Ok(false);

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    DefaultNla, Emitable, ErrorBuffer, NetlinkBuffer, NlaBuffer, NlasIterator, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK,
-    NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    DefaultNla, Emitable, ErrorBuffer, NetlinkBuffer, NlaBuffer, NlasIterator, NLA_F_NESTED, NLMSG_DONE, NLMSG_ERROR,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr};
@@ -41,7 +41,12 @@ pub(crate) const NFGENMSG_LEN: usize = 4;
 pub(crate) const NFPROTO_UNSPEC: u8 = 0;
 pub(crate) const NFPROTO_INET: u8 = 1;
 // linux/netfilter/nf_tables.h, enum nf_tables_msg_types
+const NFT_MSG_GETTABLE: u16 = 1;
+pub(crate) const NFT_MSG_GETCHAIN: u16 = 4;
+pub(crate) const NFT_MSG_GETRULE: u16 = 7;
+pub(crate) const NFT_MSG_GETSET: u16 = 10;
 pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(crate) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(crate) const NFT_MSG_DELSETELEM: u16 = 14;
 pub(crate) const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
@@ -49,18 +54,19 @@ pub(crate) const NFT_MSG_MAX: u16 = 25;
 // enum nft_gen_attributes
 pub(crate) const NFTA_GEN_ID: u16 = 1;
 // enum nft_set_elem_list_attributes
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 // enum nft_list_attributes
-const NFTA_LIST_ELEM: u16 = 1;
+pub(crate) const NFTA_LIST_ELEM: u16 = 1;
 // enum nft_set_elem_attributes
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_FLAGS: u16 = 3;
+pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_FLAGS: u16 = 3;
 // enum nft_data_attributes
-const NFTA_DATA_VALUE: u16 = 1;
+pub(crate) const NFTA_DATA_VALUE: u16 = 1;
+pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
 // enum nft_set_elem_flags
-const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
+pub(crate) const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 /// Attribute 1 of every table, chain, rule, set, element, object and
 /// flowtable message names its table (`NFTA_TABLE_NAME`, `NFTA_CHAIN_TABLE`, …).
 pub(crate) const NFTA_OBJECT_TABLE: u16 = 1;
@@ -91,6 +97,8 @@ pub enum NetlinkError {
     },
     #[error("nf_tables acknowledged the element change but did not commit it (generation {before} → {after})")]
     NotCommitted { before: u32, after: u32 },
+    #[error("the ruleset changed while table inet bulwark was being read")]
+    Interrupted,
 }
 
 /// Elements to add to and remove from one interval set of table inet bulwark.
@@ -101,13 +109,26 @@ pub struct SetChange {
     pub remove: Vec<IpNet>,
 }
 
+/// Bytes read from the socket at once. The kernel sizes each dump message
+/// batch by the largest read it has seen (up to 32 KiB): reading with a
+/// small buffer makes a dump of 100,000 set elements take thousands of
+/// batches, each of which walks the set from its start again.
+const RECEIVE_BYTES: usize = 64 * 1024;
+
+/// One datagram from `socket`.
+pub(crate) fn receive(socket: &Socket, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    buf.reserve(RECEIVE_BYTES);
+    socket.recv(buf, 0).map(drop)
+}
+
 /// A netlink socket for nf_tables requests.
 #[derive(Debug)]
 pub struct NfTables {
     socket: Socket,
+    buf: Vec<u8>,
     seq: u32,
-    /// The inet table element changes go to: Bulwark's own, except in
-    /// benchmarks, which change a twin so as not to be repaired.
+    /// The inet table read and changed: Bulwark's own.
     table: String,
 }
 
@@ -120,15 +141,10 @@ impl NfTables {
         set_timeout(&socket, ANSWER_TIMEOUT).map_err(NetlinkError::Open)?;
         Ok(NfTables {
             socket,
+            buf: Vec::with_capacity(RECEIVE_BYTES),
             seq: 1,
             table: super::ruleset::TABLE.to_owned(),
         })
-    }
-
-    /// Send element changes to inet table `table` instead of Bulwark's.
-    pub fn for_table(mut self, table: &str) -> NfTables {
-        self.table = table.to_owned();
-        self
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -153,8 +169,8 @@ impl NfTables {
         self.socket.send(&buf, 0).map_err(NetlinkError::Send)?;
         let mut generation = None;
         loop {
-            let (data, _) = self.socket.recv_from_full().map_err(NetlinkError::Receive)?;
-            for msg in messages(&data)? {
+            receive(&self.socket, &mut self.buf).map_err(NetlinkError::Receive)?;
+            for msg in messages(&self.buf)? {
                 if msg.seq != seq {
                     continue;
                 }
@@ -173,6 +189,84 @@ impl NfTables {
                 }
             }
         }
+    }
+
+    /// A dump request for nf_tables message `msg` (`GETSET`, `GETRULE`, …)
+    /// in `family`: every object message until `NLMSG_DONE`, payloads after
+    /// `nfgenmsg`. A dump the kernel flags as interrupted (the ruleset
+    /// changed under it) is [`NetlinkError::Interrupted`].
+    pub(crate) fn dump(&mut self, msg: u16, family: u8, attrs: &[DefaultNla]) -> Result<Vec<Received>, NetlinkError> {
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        message(&mut buf, nft(msg), NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0, attrs);
+        self.socket.send(&buf, 0).map_err(NetlinkError::Send)?;
+        let mut out = Vec::new();
+        let mut interrupted = false;
+        loop {
+            receive(&self.socket, &mut self.buf).map_err(NetlinkError::Receive)?;
+            for m in messages(&self.buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+                if m.kind == NLMSG_DONE {
+                    return if interrupted {
+                        Err(NetlinkError::Interrupted)
+                    } else {
+                        Ok(out)
+                    };
+                }
+                match m.error {
+                    Some(Err(e)) => {
+                        return Err(NetlinkError::Refused {
+                            what: format!("dump of nf_tables message {msg}"),
+                            source: e,
+                        })
+                    }
+                    Some(Ok(())) => return Ok(out),
+                    None => out.push(m),
+                }
+            }
+        }
+    }
+
+    /// Whether inet table `name` exists.
+    pub fn table_exists(&mut self, name: &str) -> Result<bool, NetlinkError> {
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        let attrs = [string_nla(NFTA_OBJECT_TABLE, name)];
+        message(
+            &mut buf,
+            nft(NFT_MSG_GETTABLE),
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            NFPROTO_INET,
+            0,
+            &attrs,
+        );
+        self.socket.send(&buf, 0).map_err(NetlinkError::Send)?;
+        let mut found = false;
+        loop {
+            receive(&self.socket, &mut self.buf).map_err(NetlinkError::Receive)?;
+            for m in messages(&self.buf)? {
+                match (m.seq == seq, m.error) {
+                    (false, _) => {}
+                    (true, None) => found = true,
+                    (true, Some(Ok(()))) => return Ok(found),
+                    (true, Some(Err(e))) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+                    (true, Some(Err(e))) => {
+                        return Err(NetlinkError::Refused {
+                            what: format!("get table inet {name}"),
+                            source: e,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn table_name(&self) -> &str {
+        &self.table
     }
 
     /// Apply `changes` to table inet bulwark in one transaction planned
@@ -235,8 +329,8 @@ impl NfTables {
         let mut refused = None;
         let mut answered = 0;
         while answered < expected.len() {
-            let (data, _) = self.socket.recv_from_full().map_err(NetlinkError::Receive)?;
-            for msg in messages(&data)? {
+            receive(&self.socket, &mut self.buf).map_err(NetlinkError::Receive)?;
+            for msg in messages(&self.buf)? {
                 match msg.error {
                     // ERESTART on the batch itself: the generation moved.
                     Some(Err(_)) if msg.seq == begin => {
@@ -401,6 +495,7 @@ fn message(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id:
 #[derive(Debug)]
 pub(crate) struct Received {
     pub kind: u16,
+    pub flags: u16,
     pub seq: u32,
     pub family: u8,
     pub error: Option<Result<(), io::Error>>,
@@ -413,7 +508,7 @@ pub(crate) fn messages(mut data: &[u8]) -> Result<Vec<Received>, NetlinkError> {
     while data.len() >= 16 {
         let buf = NetlinkBuffer::new_checked(data).map_err(|e| NetlinkError::Malformed(e.to_string()))?;
         let len = buf.length() as usize;
-        let (kind, seq) = (buf.message_type(), buf.sequence_number());
+        let (kind, seq, flags) = (buf.message_type(), buf.sequence_number(), buf.flags());
         let payload = buf.payload();
         let received = if kind == NLMSG_ERROR {
             let err = ErrorBuffer::new_checked(payload).map_err(|e| NetlinkError::Malformed(e.to_string()))?;
@@ -427,6 +522,7 @@ pub(crate) fn messages(mut data: &[u8]) -> Result<Vec<Received>, NetlinkError> {
             };
             Received {
                 kind,
+                flags,
                 seq,
                 family: NFPROTO_UNSPEC,
                 error: Some(error),
@@ -436,6 +532,7 @@ pub(crate) fn messages(mut data: &[u8]) -> Result<Vec<Received>, NetlinkError> {
             let family = payload.first().copied().unwrap_or(NFPROTO_UNSPEC);
             Received {
                 kind,
+                flags,
                 seq,
                 family,
                 error: None,
@@ -453,6 +550,10 @@ pub(crate) fn messages(mut data: &[u8]) -> Result<Vec<Received>, NetlinkError> {
 }
 
 /// The value of attribute `kind` among `attrs`.
+pub(crate) fn string_attr(kind: u16, s: &str) -> DefaultNla {
+    string_nla(kind, s)
+}
+
 pub(crate) fn attribute(attrs: &[u8], kind: u16) -> Option<Vec<u8>> {
     NlasIterator::new(attrs)
         .filter_map(Result::ok)

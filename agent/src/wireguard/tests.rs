@@ -86,8 +86,14 @@ fn bad_add_peer_requests_are_refused_and_change_nothing() {
     let taken = stored("alice", "10.8.0.2");
     let alice_key = taken.public_key.clone();
     wg.store.insert(taken).unwrap();
-    let store_path = host.state_dir().join("wireguard/peers.json");
-    let before = fs::read(&store_path).unwrap();
+    let dir = host.state_dir().join("wireguard");
+    // The store is its snapshot and the journal of changes since.
+    let store_bytes = || {
+        let mut b = fs::read(dir.join("peers.json")).unwrap_or_default();
+        b.extend(fs::read(dir.join("peers.journal")).unwrap_or_default());
+        b
+    };
+    let before = store_bytes();
     let p = profile("wgunit0", "10.8.0.1/24", 51820, "vps.example.org:51820");
     let server_key = wg.public_key();
 
@@ -149,7 +155,7 @@ fn bad_add_peer_requests_are_refused_and_change_nothing() {
         let shown = format!("{r:?}");
         let err = wg.add_peer(&p, r).unwrap_err().to_string();
         assert!(err.contains(want), "{shown}: {err:?} lacks {want:?}");
-        assert_eq!(fs::read(&store_path).unwrap(), before, "{shown} changed the store");
+        assert_eq!(store_bytes(), before, "{shown} changed the store");
         assert_eq!(wg.store.all().len(), 1);
     }
     // A /30 holds the server and one peer: the next one finds it exhausted.
@@ -157,11 +163,11 @@ fn bad_add_peer_requests_are_refused_and_change_nothing() {
     let err = wg.add_peer(&small, req("bob")).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Conflict);
     assert!(err.to_string().contains("no free address in 10.8.0.0/30"), "{err}");
-    assert_eq!(fs::read(&store_path).unwrap(), before);
+    assert_eq!(store_bytes(), before);
 
     let err = wg.remove_peer(&p, "nobody").unwrap_err();
     assert_eq!(err.class(), ErrorClass::NotFound);
-    assert_eq!(fs::read(&store_path).unwrap(), before);
+    assert_eq!(store_bytes(), before);
 }
 
 // ---------------------------------------------------------------------------

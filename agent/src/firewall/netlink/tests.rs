@@ -219,3 +219,60 @@ fn the_watcher_sees_who_touched_table_inet_bulwark() {
         assert_eq!(watch.since(touched, flushed, Duration::from_secs(2)), Since::Touched);
     });
 }
+
+#[test]
+fn the_read_back_is_what_was_sent_and_sees_every_change() {
+    use crate::firewall::readback;
+    use crate::firewall::verify::{differences, Summary};
+    root();
+    Netns::create().run(|| {
+        let mut k = NfTables::open().unwrap();
+        assert!(readback::read(&mut k).unwrap().1.is_none(), "no table yet");
+        // Adjacent networks that do not merge, a host, the top of the
+        // address space, and IPv6.
+        let rs = table_with(
+            &["10.0.1.0/24", "10.0.2.0/24", "192.0.2.7/32", "255.255.255.0/24"],
+            &["2001:db8::/48", "2001:db8:1::/48"],
+        );
+        Nft::default().apply(&rs).unwrap();
+        let (g, table) = readback::read(&mut k).unwrap();
+        assert_eq!(g, k.generation().unwrap());
+        let table = table.unwrap();
+        let diffs = differences(&Summary::of_ruleset(&rs), &table.summary());
+        assert!(diffs.is_empty(), "{diffs:?}\n{table:#?}");
+        assert_eq!(
+            readback::read(&mut k).unwrap().1.as_ref(),
+            Some(&table),
+            "two reads differ"
+        );
+
+        // A rule with the same verdict but another match is a change.
+        nft(&["flush", "chain", "inet", "bulwark", "input"]);
+        let changed = readback::read(&mut k).unwrap().1.unwrap();
+        assert!(!differences(&Summary::of_ruleset(&rs), &changed.summary()).is_empty());
+        Nft::default().apply(&rs).unwrap();
+        let again = readback::read(&mut k).unwrap().1.unwrap();
+        assert_eq!(
+            again.shape(),
+            table.shape(),
+            "a replace by the same ruleset reads the same"
+        );
+        nft(&[
+            "add", "rule", "inet", "bulwark", "input", "tcp", "dport", "23", "accept",
+        ]);
+        let extra = readback::read(&mut k).unwrap().1.unwrap();
+        assert_ne!(extra.shape(), table.shape());
+        let mut swapped = rs.clone();
+        swapped.chains[0].rules.swap(5, 6);
+        Nft::default().apply(&swapped).unwrap();
+        let other = readback::read(&mut k).unwrap().1.unwrap();
+        let mut want = Summary::of_ruleset(&rs);
+        for (name, c) in &mut want.chains {
+            c.rules = table.summary().chains[name].rules.clone();
+        }
+        assert!(
+            !differences(&want, &other.summary()).is_empty(),
+            "reordered rules read the same"
+        );
+    });
+}
