@@ -194,9 +194,16 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                     // Whatever a command changed is published before its caller
                     // hears back, so its next read already sees it.
                     let command = !matches!(cmd, Command::Refresh);
+                    let big = matches!(cmd, Command::Apply(..) | Command::Rollback(..));
                     if let Some(reply) = handle(&mut engine, cmd) {
                         next_publish = publish_now(&mut engine, command);
                         reply();
+                    }
+                    if big {
+                        // A profile of 200,000 networks is tens of megabytes
+                        // while it is parsed, planned and rendered; give
+                        // them back once the request is done.
+                        crate::firewall::trim_heap();
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -227,7 +234,8 @@ impl Engine {
             .modules
             .iter()
             .find_map(|m| m.details.get("peer_list"))
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            // Read in place: a list of 5,000 peers is costly to copy.
+            .and_then(|v| serde::Deserialize::deserialize(v).ok())
             .unwrap_or_default();
         Published {
             status,

@@ -35,7 +35,7 @@ pub mod verify;
 #[cfg(test)]
 mod testns;
 
-pub use module::{desired, failsafe_profile, FirewallModule, FAILSAFE_PROFILE};
+pub use module::{desired, failsafe_profile, trim_heap, FirewallModule, FAILSAFE_PROFILE};
 pub use nft::{FirewallError, Nft, NftOp, DEFAULT_NFT, DEFAULT_TIMEOUT};
 pub use plan::plan;
 pub use render::render;

@@ -341,7 +341,7 @@ impl FirewallModule {
 /// Give the allocator's free memory back to the system: reading back a big
 /// table allocates tens of megabytes for moments, which glibc would
 /// otherwise keep as the daemon's resident size.
-fn trim_heap() {
+pub fn trim_heap() {
     #[allow(unsafe_code)]
     // SAFETY: malloc_trim only releases free heap pages; it takes no pointers.
     unsafe {

@@ -253,12 +253,43 @@ pub fn send(desired: &Desired<'_>, d: &Diff, kind: Kind) -> Result<(), WgError> 
 
 /// Add one peer, or remove peers by key, without reading the device first.
 pub fn add_peer(iface: &str, peer: &DesiredPeer, kind: Kind) -> Result<(), WgError> {
-    apply_update(iface, DeviceUpdate::new().add_peer(peer_builder(peer)), kind)
+    let reading = take_report(iface, kind);
+    apply_update(iface, DeviceUpdate::new().add_peer(peer_builder(peer)), kind)?;
+    // The device took exactly this peer: the reading for reports stays
+    // true with it added, and is not read again for 5,000 peers.
+    put_report(reading, |live| {
+        live.peers.push(LivePeer {
+            public_key: peer.public_key.clone(),
+            preshared_key: Some(peer.preshared_key.clone()),
+            allowed_ips: BTreeSet::from([(IpAddr::V4(peer.address), 32)]),
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        })
+    });
+    Ok(())
 }
 
 pub fn remove_peers(iface: &str, keys: &[Key], kind: Kind) -> Result<(), WgError> {
+    let reading = take_report(iface, kind);
     let update = keys.iter().fold(DeviceUpdate::new(), |u, k| u.remove_peer_by_key(k));
-    apply_update(iface, update, kind)
+    apply_update(iface, update, kind)?;
+    put_report(reading, |live| live.peers.retain(|p| !keys.contains(&p.public_key)));
+    Ok(())
+}
+
+/// The reading for reports of `iface`, taken out (a failed change leaves
+/// none, so the next report reads the device).
+fn take_report(iface: &str, kind: Kind) -> Option<Reading> {
+    let mut cached = REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    cached.take().filter(|(i, k, ..)| i == iface && *k == kind)
+}
+
+fn put_report(reading: Option<Reading>, change: impl FnOnce(&mut Live)) {
+    if let Some((iface, kind, at, Some(mut live), link)) = reading {
+        change(&mut live);
+        *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((iface, kind, at, Some(live), link));
+    }
 }
 
 fn apply_update(iface: &str, update: DeviceUpdate, kind: Kind) -> Result<(), WgError> {
