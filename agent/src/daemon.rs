@@ -160,22 +160,11 @@ pub fn run(args: Args) -> Result<(), StartError> {
         })?;
         log::info!(socket:display = socket.display(); "ready: {status_line}");
         crate::notify::ready(&status_line);
-        let reporter = api::Reporter {
-            host: host.clone(),
-            engine: handle.clone(),
-            metrics: metrics.clone(),
-            published: published.clone(),
-        };
-        tokio::spawn(serve_monitoring(monitor_rx, reporter));
-        let app = api::router(Ctx {
-            engine: handle,
-            published,
-            policy,
-            metrics,
-            host,
-        });
+        let view = api::view::View::start(host.clone(), handle.clone(), published, metrics.clone()).await;
+        tokio::spawn(serve_monitoring(monitor_rx, view.clone()));
+        let app = api::router(Ctx::new(handle, policy, host, view));
         tokio::select! {
-            () = api::serve(listener, app) => {}
+            () = api::serve(listener, app, policy) => {}
             () = shutdown() => log::info!("stopping"),
         }
         Ok(())
@@ -197,7 +186,7 @@ async fn shutdown() {
 /// moving the listener whenever an apply changes it. A bind that fails (the
 /// VPN address not there yet) is retried every few seconds; only the first
 /// failure of a streak is logged as an error.
-async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, reporter: api::Reporter) {
+async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, view: api::view::View) {
     const RETRY: std::time::Duration = std::time::Duration::from_secs(5);
     let mut failures = 0u32;
     loop {
@@ -207,7 +196,7 @@ async fn serve_monitoring(mut listen: watch::Receiver<Option<SocketAddr>>, repor
             let stop = async move {
                 let _ = changed.changed().await;
             };
-            match api::metrics::serve_tcp(addr, reporter.clone(), stop).await {
+            match api::metrics::serve_tcp(addr, view.clone(), stop).await {
                 // Stopped because the address changed: serve the new one.
                 Ok(()) => {
                     failures = 0;

@@ -31,11 +31,15 @@ impl std::fmt::Debug for IntegrityKey {
 }
 
 impl IntegrityKey {
-    /// Load the key, creating it on first start. A key file of the wrong
-    /// size is an error: silently replacing it would bless whatever the
-    /// old one sealed.
-    pub fn load_or_create(state_dir: &Path) -> Result<IntegrityKey, StateError> {
-        let path = state_dir.join(KEY_FILE);
+    /// Where the key of the state directory `state_dir` lives.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(KEY_FILE)
+    }
+
+    /// The key, if there is one; never creates it (for read-only checks
+    /// such as `audit verify`).
+    pub fn load(state_dir: &Path) -> Result<Option<IntegrityKey>, StateError> {
+        let path = IntegrityKey::path(state_dir);
         match fs::read(&path) {
             Ok(bytes) => {
                 let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| StateError::Corrupt {
@@ -46,9 +50,21 @@ impl IntegrityKey {
                         bytes.len()
                     ),
                 })?;
-                Ok(IntegrityKey { key, path })
+                Ok(Some(IntegrityKey { key, path }))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(state::io("read", &path)(e)),
+        }
+    }
+
+    /// Load the key, creating it on first start. A key file of the wrong
+    /// size is an error: silently replacing it would bless whatever the
+    /// old one sealed.
+    pub fn load_or_create(state_dir: &Path) -> Result<IntegrityKey, StateError> {
+        let path = IntegrityKey::path(state_dir);
+        match IntegrityKey::load(state_dir)? {
+            Some(key) => Ok(key),
+            None => {
                 let mut key = [0u8; KEY_LEN];
                 getrandom::getrandom(&mut key).map_err(|e| StateError::Corrupt {
                     path: path.clone(),
@@ -58,7 +74,6 @@ impl IntegrityKey {
                 log::info!(path:display = path.display(); "created the integrity key");
                 Ok(IntegrityKey { key, path })
             }
-            Err(e) => Err(state::io("read", &path)(e)),
         }
     }
 

@@ -100,8 +100,11 @@ pub struct Cx<'a> {
     pub host: &'a Host,
     /// uid of the caller the engine acts for (0: the daemon itself).
     pub uid: u32,
+    /// The caller asked to override a module's guard (`apply --force`).
+    pub force: bool,
     events: Vec<Event>,
     drift_check: bool,
+    warnings: Vec<String>,
 }
 
 impl<'a> Cx<'a> {
@@ -109,9 +112,29 @@ impl<'a> Cx<'a> {
         Cx {
             host,
             uid,
+            force: false,
             events: Vec::new(),
             drift_check: false,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Tell the operator something about the host that does not stop the
+    /// change (another firewall manager at work, say). From `plan`, it
+    /// reaches the answer of the apply or dry run (`warnings`).
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    /// The warnings given so far, in order (the engine drains them).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Pass the apply request's `force` on to the modules.
+    pub fn with_force(mut self, force: bool) -> Cx<'a> {
+        self.force = force;
+        self
     }
 
     /// Ask for an audit event; the engine records it when the call returns.
@@ -206,6 +229,14 @@ pub trait Module: Any + Send {
     /// checked without changing anything (nft -c, a backend that can start,
     /// a binary's digest). Changes nothing.
     fn check(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError>;
+
+    /// Checks that guard a profile an operator applies (or dry-runs)
+    /// against the live host, before any module changes anything. Not run
+    /// for rollbacks, reverts, start-up restores or drift repair: those put
+    /// back what was in force and must not be held up by today's host.
+    fn preflight(&mut self, _cx: &mut Cx<'_>, _profile: &Profile) -> Result<(), ModuleError> {
+        Ok(())
+    }
 
     /// Converge the host to `profile`. Audit events go through `cx`.
     fn apply(&mut self, cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError>;

@@ -504,6 +504,7 @@ fn module_alone(o: &Opts) {
         client_allowed_ips: vec![ipnet::IpNet::V4(address.trunc())],
         keepalive: 25,
         peer_expiry: None,
+        stale_handshake: bulwark_model::profile::STALE_HANDSHAKE_DEFAULT,
     };
     wg.apply(&p).unwrap_or_else(|e| fail(&e.to_string()));
     let req = |name: String| AddPeerRequest {

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use bulwark_model::api::DEFAULT_SOCKET;
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 use clap_complete::Shell;
+
+use crate::complete;
 
 const ABOUT: &str = "Control bulwarkd, the Bulwark host hardening agent";
 
@@ -24,7 +27,10 @@ A typical change:
   bulwarkctl validate /etc/bulwark/profile.toml
   bulwarkctl apply --dry-run /etc/bulwark/profile.toml
   bulwarkctl apply --confirm 120 /etc/bulwark/profile.toml
-  bulwarkctl confirm";
+  bulwarkctl confirm
+
+What is in force, in words: bulwarkctl show. When something looks wrong:
+bulwarkctl doctor.";
 
 /// A confirm window is for "did I just lock myself out?"; longer than a day
 /// it only leaves a revert pending that nobody remembers.
@@ -34,14 +40,23 @@ const MAX_TAIL: u64 = 100_000;
 
 const GLOBAL: &str = "Global options";
 
-const EXIT_CODES: &str = "\
+pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  refused or failed (invalid profile, apply failed, permission denied,
      broken audit chain)
   2  usage error
   3  daemon unreachable
-  health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN";
+  health, doctor: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN";
+
+/// What `health` and `doctor` exit with, for their own help.
+const PLUGIN_CODES: &str = "\
+Exit codes (the monitoring plug-in convention):
+  0  OK
+  1  WARNING
+  2  CRITICAL
+  3  UNKNOWN: the daemon is unreachable, its answer cannot be read, or the
+     command line is wrong (an unknown check name included)";
 
 /// Top-level arguments.
 #[derive(Debug, Parser)]
@@ -51,10 +66,16 @@ Exit codes:
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = EXIT_CODES,
-    propagate_version = true,
+    // --version is ours, so that --json can ask for it as JSON.
+    disable_version_flag = true,
+    subcommand_required = false,
     max_term_width = 80
 )]
 pub struct Cli {
+    /// Print bulwarkctl's version (with --json: as JSON) and exit
+    #[arg(short = 'V', long, help_heading = GLOBAL)]
+    pub version: bool,
+
     /// bulwarkd's API socket
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "PATH", env = "BULWARK_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -68,7 +89,7 @@ pub struct Cli {
     pub verbose: bool,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +127,15 @@ Examples:
     Apply(ApplyArgs),
 
     /// Keep the change made by `apply --confirm` before it reverts
+    #[command(long_about = "\
+Keep the change made by `apply --confirm SECS` before its window closes.
+
+Without it, the previous generation comes back on its own when the window
+closes, even across a restart of bulwarkd. `bulwarkctl status` shows the
+deadline.
+
+Example:
+  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm")]
     Confirm,
 
     /// Restore an earlier generation (by default the previous one)
@@ -119,24 +149,82 @@ Example:
   bulwarkctl rollback 3")]
     Rollback {
         /// Generation to restore
-        #[arg(value_name = "GEN")]
+        #[arg(value_name = "GEN", add = ArgValueCandidates::new(complete::generations))]
         generation: Option<u64>,
     },
 
-    /// List the generations bulwarkd keeps (`*` marks the one in force)
-    Generations,
+    /// List, show or compare the generations bulwarkd keeps
+    #[command(long_about = "\
+List the generations bulwarkd keeps (`*` marks the one in force), show one
+whole (its profile and what each module rendered from it), or compare two.
 
-    /// Show what bulwarkd enforces and whether the host matches it
+Every apply, rollback and revert is a new generation; `bulwarkctl rollback
+GEN` makes an old one the one in force again.
+
+Examples:
+  bulwarkctl generations
+  bulwarkctl generations show 4
+  bulwarkctl generations show 4 --artifact firewall/ruleset.json
+  bulwarkctl generations diff 3 4")]
+    Generations {
+        #[command(subcommand)]
+        command: Option<GenerationsCommand>,
+    },
+
+    /// Show bulwarkd's state: generation, pending confirmation, drift, modules
+    #[command(long_about = "\
+Show bulwarkd's state in a few lines: the generation and profile in force, a
+pending confirmation and its deadline, the drift mode, the health level, the
+last error, and one line per module.
+
+`bulwarkctl show` says what the rules do, port by port.
+
+Example:
+  bulwarkctl status")]
     Status,
 
-    /// Run health checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    /// Say what is enforced, in words: ports and their sources, VPN, K3s
     #[command(long_about = "\
+Say what the host enforces, in words: for each class of port (public, admin,
+VPN-only, cluster) which ports are open and from where, what is always
+allowed, drop logging, the VPN (interface, address, endpoint, peers), the K3s
+bind, the monitoring listener, and a line for every other module. Read from
+the generation in force and the live status, so drift shows too.
+
+Example:
+  bulwarkctl show")]
+    Show,
+
+    /// Run health checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    #[command(after_help = PLUGIN_CODES, long_about = "\
 Run the health checks and print each one with the overall level.
 
 The exit code follows the monitoring plug-in convention, so this can be used
-directly as a Nagios/Icinga check: 0 OK, 1 WARNING, 2 CRITICAL, and 3 UNKNOWN
-when the daemon is unreachable or its answer cannot be read.")]
-    Health,
+directly as a Nagios/Icinga check or as a rollout gate. --check keeps only the
+checks named, --ignore drops them; both repeat, and a NAME is a check name or
+a module (all its checks). A name the daemon does not report is an error.
+
+Examples:
+  bulwarkctl health
+  bulwarkctl health --check firewall --check wireguard
+  bulwarkctl health --ignore wireguard_handshakes")]
+    Health(HealthArgs),
+
+    /// Check what commonly goes wrong on this host and say how to fix it
+    #[command(after_help = PLUGIN_CODES, long_about = "\
+Check what commonly goes wrong, one line each with what to do: WireGuard in
+the kernel or wireguard-go, the nft version, other firewall managers (ufw,
+firewalld, nftables.service flushing the ruleset, legacy iptables), the API
+socket's owner, mode and your groups, whether the daemon answers, the clock,
+and IMA and Vault when the profile manages them. Works without the daemon.
+
+Example:
+  bulwarkctl doctor")]
+    Doctor {
+        /// Look for files under DIR instead of the daemon's root (or /)
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
 
     /// Onboard an admin on the VPN and print their client config (once)
     #[command(long_about = "\
@@ -154,17 +242,96 @@ Examples:
     AddPeer(AddPeerArgs),
 
     /// Remove a VPN peer; its config stops working at once
+    #[command(long_about = "\
+Remove a VPN peer: it leaves the store and the interface, and its config
+stops working at once. Asks for confirmation on a terminal; without one, only
+--yes removes. To cut a peer off for a while and keep it, use disable-peer.
+
+Example:
+  bulwarkctl remove-peer alice --yes")]
     RemovePeer {
         /// Name of the peer (see `bulwarkctl peers`)
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCandidates::new(complete::peers))]
         name: String,
         /// Do not ask for confirmation
         #[arg(long, short = 'y')]
         yes: bool,
     },
 
+    /// Give a VPN peer a new expiry, counted from now
+    #[command(long_about = "\
+Give a VPN peer a new lifetime, counted from now: --expires DURATION, or
+`never`, or by default the profile's wireguard.peer_expiry. The peer keeps its
+keys, address and sessions; only the date it is removed on changes. An expired
+peer is already gone: add it again.
+
+Examples:
+  bulwarkctl renew-peer alice
+  bulwarkctl renew-peer alice --expires 30d")]
+    RenewPeer {
+        /// Name of the peer (see `bulwarkctl peers`)
+        #[arg(value_name = "NAME", add = ArgValueCandidates::new(complete::peers))]
+        name: String,
+        /// New lifetime (e.g. 90d, 12h, or never); default: the profile's peer_expiry
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+
+    /// Take a VPN peer off the interface, keeping it for enable-peer
+    #[command(long_about = "\
+Take a VPN peer off the WireGuard interface without forgetting it: its config
+stops working at once, and `bulwarkctl enable-peer` makes the same config work
+again (same keys, same address). Expiry still applies while disabled.
+
+Example:
+  bulwarkctl disable-peer alice")]
+    DisablePeer {
+        /// Name of the peer (see `bulwarkctl peers`)
+        #[arg(value_name = "NAME", add = ArgValueCandidates::new(complete::peers))]
+        name: String,
+    },
+
+    /// Put a disabled VPN peer back on the interface
+    #[command(long_about = "\
+Put a peer taken off with disable-peer back on the WireGuard interface; its
+old config works again.
+
+Example:
+  bulwarkctl enable-peer alice")]
+    EnablePeer {
+        /// Name of the peer (see `bulwarkctl peers`)
+        #[arg(value_name = "NAME", add = ArgValueCandidates::new(complete::peers))]
+        name: String,
+    },
+
     /// List VPN peers with address, expiry, last handshake and transfer
+    #[command(long_about = "\
+List VPN peers: name, VPN address, time since the last handshake, bytes
+received and sent (in KiB, MiB, ...), expiry, and whether the peer is
+disabled. Public keys are in --json.
+
+Example:
+  bulwarkctl peers")]
     Peers,
+
+    /// IMA: scan and label files for the policy Bulwark wrote
+    #[command(long_about = "\
+IMA: scan and label files for the policy Bulwark wrote (/etc/ima/ima-policy).
+
+scan, label and sign read the policy file and the files themselves; they need
+no daemon, and label and sign need root (writing security.ima needs
+CAP_SYS_ADMIN, which bulwarkd does not hold). Label runs are reported to
+bulwarkd for the audit log when it is reachable.
+
+Moving to enforce: bulwarkd refuses an apply to mode = \"enforce\" while a
+scan finds files the policy would deny; label them first:
+  bulwarkctl ima scan
+  bulwarkctl ima label --all
+  bulwarkctl apply profile.toml")]
+    Ima {
+        #[command(subcommand)]
+        command: ImaCommand,
+    },
 
     /// Read or verify the hash-chained audit log
     Audit {
@@ -172,9 +339,19 @@ Examples:
         command: AuditCommand,
     },
 
+    /// The host's Vault: status, init, unseal, migrate
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+
     /// Print a shell completion script to stdout
     #[command(long_about = "\
-Print a shell completion script to stdout.
+Print a shell completion script to stdout. The script asks bulwarkctl itself
+what to offer, so it completes subcommands and flags, and also peer names
+and generation numbers from the daemon (through BULWARK_SOCKET or the default
+socket; nothing is offered when it is unreachable). The package installs it
+for bash, zsh and fish. No --json: the output is a script.
 
 Example:
   bulwarkctl completions bash > /etc/bash_completion.d/bulwarkctl")]
@@ -186,8 +363,9 @@ Example:
 
     /// Write man pages (bulwarkctl.1 and one per subcommand) into DIR
     #[command(long_about = "\
-Write man pages into DIR: bulwarkctl.1 and one page per subcommand, such as
-bulwarkctl-apply.1.
+Write man pages into DIR: bulwarkctl.1 and one page per subcommand (such as
+bulwarkctl-apply.1). Prints the files written, one per line (with --json: a
+JSON list). The package also ships bulwarkd(8) and bulwark-profile(5).
 
 Example:
   bulwarkctl man /usr/local/share/man/man1")]
@@ -195,6 +373,57 @@ Example:
         /// Directory to write into (created if missing)
         #[arg(value_name = "DIR", default_value = ".")]
         dir: PathBuf,
+    },
+}
+
+/// `bulwarkctl health` selection.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Report only this check or module (repeatable)
+    #[arg(long = "check", value_name = "NAME")]
+    pub check: Vec<String>,
+    /// Leave out this check or module (repeatable)
+    #[arg(long = "ignore", value_name = "NAME")]
+    pub ignore: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerationsCommand {
+    /// List the generations (the default; `*` marks the one in force)
+    List,
+    /// Show one generation: who made it, when, why, its profile, its artifacts
+    #[command(long_about = "\
+Show one generation: its number, time, reason, the uid that made it, the
+profile file it came from, whether its seal verifies, the profile text, and
+the artifacts each module rendered from it (names and sizes; --artifact
+prints one).
+
+Examples:
+  bulwarkctl generations show 4
+  bulwarkctl generations show 4 --artifact firewall/ruleset.json")]
+    Show {
+        /// Generation number (see `bulwarkctl generations`)
+        #[arg(value_name = "GEN", add = ArgValueCandidates::new(complete::generations))]
+        generation: u64,
+        /// Print only this artifact, named MODULE/FILE
+        #[arg(long, value_name = "MODULE/FILE")]
+        artifact: Option<String>,
+    },
+    /// Show what changed from generation A to B: profile and artifacts
+    #[command(long_about = "\
+Show what changed from generation A to generation B as unified diffs: the
+profile text first, then every artifact that differs. Coloured on a terminal
+(NO_COLOR turns it off).
+
+Example:
+  bulwarkctl generations diff 3 4")]
+    Diff {
+        /// The older generation
+        #[arg(value_name = "A", add = ArgValueCandidates::new(complete::generations))]
+        a: u64,
+        /// The newer generation
+        #[arg(value_name = "B", add = ArgValueCandidates::new(complete::generations))]
+        b: u64,
     },
 }
 
@@ -209,7 +438,7 @@ pub struct AddPeerArgs {
     /// A specific VPN address instead of the next free one
     #[arg(long, value_name = "IP")]
     pub address: Option<std::net::Ipv4Addr>,
-    /// Remove the peer after this long (e.g. 30d, 12h); default: the profile's peer_expiry
+    /// Remove the peer after this long (e.g. 30d, 12h, or never); default: the profile's peer_expiry
     #[arg(long, value_name = "DURATION")]
     pub expires: Option<String>,
     /// Also show the config as a QR code, on stderr (never stdout, so a
@@ -238,9 +467,171 @@ pub struct ApplyArgs {
           value_parser = clap::value_parser!(u64).range(1..=MAX_CONFIRM_SECS))]
     pub confirm: Option<u64>,
 
-    /// Apply even if the profile would drop this SSH connection
+    /// Apply even if the profile would drop this SSH connection, or move to
+    /// IMA enforce while files would be denied
     #[arg(long)]
     pub force: bool,
+}
+
+/// Where `ima` commands read the policy.
+const IMA_POLICY: &str = "/etc/ima/ima-policy";
+
+#[derive(Debug, Args)]
+pub struct ImaPolicyArgs {
+    /// The IMA policy that decides which files are appraised
+    #[arg(long, value_name = "FILE", default_value = IMA_POLICY)]
+    pub policy: PathBuf,
+    /// DER certificate that verifies signatures [default: the policy's signing_cert]
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Treat DIR as the host's / (a mounted image); PATHs are inside it
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImaCommand {
+    /// List the files the policy appraises that enforce mode would deny
+    #[command(long_about = "\
+Walk PATHs (default /) and judge every file the policy appraises: ok, signed,
+missing, stale (the label no longer matches the content) or unreadable.
+Lists the files enforce mode would deny, then the counts; filesystems the
+policy never appraises (proc, tmpfs, overlayfs, ...) are not entered.
+Shows progress on a terminal. Exit 0 when nothing would be denied, 1
+otherwise.
+
+Example:
+  bulwarkctl ima scan /usr/local/bin")]
+    Scan {
+        #[command(flatten)]
+        policy: ImaPolicyArgs,
+        /// Trees or files to scan
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Write security.ima hashes for appraised files that lack a current one
+    #[command(long_about = "\
+Write security.ima (a SHA-256 hash, byte-identical to `evmctl ima_hash -a
+sha256`) on every file in PATHs, or on the whole host with --all, that the
+policy appraises and whose label is missing or stale. Current labels and
+signatures are left alone. Needs root.
+
+Examples:
+  bulwarkctl ima label --all
+  bulwarkctl ima label /usr/local/bin/k3s")]
+    Label {
+        #[command(flatten)]
+        policy: ImaPolicyArgs,
+        /// Label the whole host (/)
+        #[arg(long, conflicts_with = "paths")]
+        all: bool,
+        /// Trees or files to label
+        #[arg(value_name = "PATH", required_unless_present = "all")]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Write imasig signatures for appraised files (signatures = true)
+    #[command(long_about = "\
+Sign every file in PATHs (or the whole host with --all) that the policy
+appraises with KEY, an unencrypted RSA private key in PEM; the key id comes
+from --cert (the profile's signing_cert). `evmctl ima_verify` accepts the
+result. Needs root.
+
+Example:
+  bulwarkctl ima sign --key /root/ima.key --cert /etc/bulwark/ima/cert.der --all")]
+    Sign {
+        #[command(flatten)]
+        policy: ImaPolicyArgs,
+        /// RSA private key (PEM, PKCS#1 or PKCS#8)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Sign the whole host (/)
+        #[arg(long, conflicts_with = "paths")]
+        all: bool,
+        /// Trees or files to sign
+        #[arg(value_name = "PATH", required_unless_present = "all")]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Show IMA as bulwarkd sees it: modes, policy, what remains to do
+    #[command(long_about = "\
+Show IMA as bulwarkd sees it: the appraisal mode the profile wants and the
+one the kernel runs, the policy in force, and what remains to do.
+
+Example:
+  bulwarkctl ima status")]
+    Status,
+
+    /// Print the IMA policy a profile renders, checked as bulwarkd checks it
+    #[command(long_about = "\
+Print the IMA policy a profile's [ima] section renders, checked against the
+kernel's policy grammar as bulwarkd checks it. No daemon is needed.
+
+Example:
+  bulwarkctl ima policy /etc/bulwark/profile.toml")]
+    Policy {
+        /// Profile with an [ima] section (TOML)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+
+    /// Label the files of packages dpkg changed (run by dpkg's post-invoke hook)
+    #[command(long_about = "\
+Label, in hash mode, the files of every package whose file list dpkg changed
+since the last run, so enforce mode lets later installs and upgrades run.
+/etc/dpkg/dpkg.cfg.d/bulwark-ima runs it after every dpkg run (apt's too).
+Does nothing unless /etc/ima/ima-policy is Bulwark's. Never fails the dpkg
+run: problems are printed and reported to bulwarkd.
+
+Example (what the hook runs):
+  bulwarkctl ima dpkg-hook")]
+    DpkgHook {
+        #[command(flatten)]
+        policy: ImaPolicyArgs,
+        /// dpkg's database [default: $DPKG_ADMINDIR, else /var/lib/dpkg]
+        #[arg(long, value_name = "DIR")]
+        admindir: Option<PathBuf>,
+        /// Where the hook keeps the time of its last run
+        #[arg(long, value_name = "FILE", default_value = "/var/lib/bulwark/ima-dpkg.stamp")]
+        stamp: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Show the Vault: version, seal, custody, and what needs attention
+    Status,
+    /// Show the Vault's keys and a root token once, then forget them
+    #[command(long_about = "\
+Show the Vault's keys (the Shamir shares under manual custody, recovery keys
+otherwise) and a root token, once; then bulwarkd forgets the keys. Store each
+key with a different person. An interrupted run shows the same keys again.
+With revoke_root = true in the profile the root token is revoked instead.")]
+    Init,
+    /// Give unseal shares (typed without echo, or one per line on stdin)
+    #[command(long_about = "\
+Give unseal shares until the Vault is unsealed. On a terminal each share is
+read without echo; otherwise one share per line from stdin. Progress is shown
+after each; a share given twice in a round is reported and ignored.
+
+Example:
+  bulwarkctl vault unseal")]
+    Unseal,
+    /// Move a manual (Shamir) Vault to the static seal, with its shares
+    #[command(long_about = "\
+Move a manual (Shamir) Vault to custody = \"static\": apply a profile with
+custody = \"static\" first (the Vault restarts sealed, migrating), then give
+the shares here. Afterwards the Vault unseals itself and the shares are its
+recovery keys.
+
+Example:
+  bulwarkctl apply profile.toml && bulwarkctl vault migrate --to static")]
+    Migrate {
+        /// The custody to move to
+        #[arg(long, value_name = "CUSTODY", value_parser = ["static"])]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +651,13 @@ Example:
     },
 
     /// Check the audit log's hash chain (exit 1 when broken)
+    #[command(long_about = "\
+Check the audit log's hash chain from the first line to audit.head: every
+line's sequence, its link to the line before and its HMAC under this host's
+integrity key. Exits 1 and names the first break when the chain is broken.
+
+Example:
+  bulwarkctl audit verify")]
     Verify,
 }
 
@@ -295,7 +693,7 @@ mod tests {
         .unwrap();
         assert!(cli.json);
         assert_eq!(cli.socket, PathBuf::from("/tmp/s"));
-        let Command::Apply(a) = cli.command else {
+        let Some(Command::Apply(a)) = cli.command else {
             panic!("not apply")
         };
         assert_eq!(a.file, PathBuf::from("p.toml"));
@@ -333,9 +731,9 @@ mod tests {
         assert!(!cli.json && !cli.verbose);
         assert!(matches!(
             cli.command,
-            Command::Audit {
+            Some(Command::Audit {
                 command: AuditCommand::Tail { n: 20 }
-            }
+            })
         ));
         // The socket default comes from BULWARK_SOCKET when set, so only
         // check it when the test environment leaves it alone.
@@ -343,9 +741,11 @@ mod tests {
             assert_eq!(cli.socket, PathBuf::from(DEFAULT_SOCKET));
         }
         let cli = parse(&["rollback"]).unwrap();
-        assert!(matches!(cli.command, Command::Rollback { generation: None }));
+        assert!(matches!(cli.command, Some(Command::Rollback { generation: None })));
         let cli = parse(&["man"]).unwrap();
-        assert!(matches!(cli.command, Command::Man { dir } if dir == Path::new(".")));
+        assert!(matches!(cli.command, Some(Command::Man { dir }) if dir == Path::new(".")));
+        let cli = parse(&["generations"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Generations { command: None })));
     }
 
     #[test]
@@ -354,11 +754,68 @@ mod tests {
         assert!(cli.verbose);
         assert!(matches!(
             cli.command,
-            Command::Audit {
+            Some(Command::Audit {
                 command: AuditCommand::Tail { n: 5 }
-            }
+            })
         ));
         let cli = parse(&["rollback", "7"]).unwrap();
-        assert!(matches!(cli.command, Command::Rollback { generation: Some(7) }));
+        assert!(matches!(cli.command, Some(Command::Rollback { generation: Some(7) })));
+    }
+
+    #[test]
+    fn health_selection_repeats() {
+        let cli = parse(&[
+            "health", "--check", "firewall", "--check", "k3s", "--ignore", "k3s_bind",
+        ])
+        .unwrap();
+        let Some(Command::Health(h)) = cli.command else {
+            panic!("not health")
+        };
+        assert_eq!(h.check, ["firewall", "k3s"]);
+        assert_eq!(h.ignore, ["k3s_bind"]);
+    }
+
+    #[test]
+    fn version_is_a_flag_of_ours_so_json_can_ask_for_it() {
+        let cli = parse(&["--version", "--json"]).unwrap();
+        assert!(cli.version && cli.json && cli.command.is_none());
+        assert!(parse(&["-V"]).unwrap().version);
+    }
+
+    #[test]
+    fn generations_show_and_diff_take_numbers() {
+        let cli = parse(&["generations", "diff", "3", "4"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Generations {
+                command: Some(GenerationsCommand::Diff { a: 3, b: 4 })
+            })
+        ));
+        assert_eq!(
+            parse(&["generations", "show", "x"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn every_subcommand_teaches_with_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.has_subcommands() {
+                    walk(sub, &name, missing);
+                    continue;
+                }
+                let long = sub.get_long_about().map(ToString::to_string).unwrap_or_default();
+                if !long.contains("Example") || !long.contains("  bulwarkctl ") {
+                    missing.push(name);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "bulwarkctl", &mut missing);
+        // `generations list` is the plain `generations` its parent shows.
+        missing.retain(|m| m != "bulwarkctl generations list");
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
     }
 }

@@ -95,12 +95,19 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: &Path, verbose: bool) -> Result<Client, ClientError> {
+        // reqwest is built without a TLS provider of its own (bulwarkd pins
+        // ring for its Vault client) and needs one installed, even unused.
+        // Err means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = Http::builder()
             .unix_socket(socket.to_path_buf())
             .no_proxy()
             .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("bulwarkctl/", env!("CARGO_PKG_VERSION")))
+            // A Unix socket: no TLS, so no system certificates to load (a
+            // host without ca-certificates must still run bulwarkctl).
+            .tls_certs_only(std::iter::empty())
             .build()
             .map_err(ClientError::Setup)?;
         Ok(Client {

@@ -6,6 +6,7 @@
 use std::io::{self, Write};
 
 use bulwark_model::api::ErrorBody;
+use bulwark_model::text::escape;
 use bulwark_model::ProfileError;
 
 use crate::client::ClientError;
@@ -107,13 +108,15 @@ pub fn report(err: &anyhow::Error, json: bool) {
             let _ = io::stdout().write_all(body.as_bytes());
         }
     }
+    // Messages quote the daemon and the caller's input: one line each, no
+    // terminal controls.
     let mut text = String::new();
     for e in profile_errors {
-        text.push_str(&format!("{e}\n"));
+        text.push_str(&format!("{}\n", escape(&e.to_string())));
     }
-    text.push_str(&format!("bulwarkctl: error: {err}\n"));
+    text.push_str(&format!("bulwarkctl: error: {}\n", escape(&err.to_string())));
     for cause in err.chain().skip(1) {
-        text.push_str(&format!("  caused by: {cause}\n"));
+        text.push_str(&format!("  caused by: {}\n", escape(&cause.to_string())));
     }
     let _ = io::stderr().write_all(text.as_bytes());
 }

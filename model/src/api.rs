@@ -45,6 +45,10 @@ pub struct ApplyRequest {
     /// Revert to the previous generation unless confirmed within this many seconds.
     #[serde(default)]
     pub confirm_secs: Option<u64>,
+    /// Apply even when a module's guard refuses (IMA enforce while files
+    /// are unlabelled). Older clients omit it.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /v1/rollback`.
@@ -111,6 +115,9 @@ pub struct ApplyResponse {
     pub dry_run: bool,
     /// Unix time at which the apply reverts unless confirmed.
     pub confirm_deadline: Option<u64>,
+    /// What the operator should know about the host this change met, such as
+    /// another firewall manager at work; the change was made all the same.
+    pub warnings: Vec<String>,
 }
 
 /// Health levels, in the monitoring plug-in convention (exit code = value).
@@ -258,6 +265,24 @@ pub struct GenerationInfo {
     pub digest: String,
 }
 
+/// `GET /v1/generations/{n}`: one generation whole, as kept on disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationDetail {
+    pub info: GenerationInfo,
+    /// The file the profile came from, as the operator named it.
+    pub source: String,
+    /// The bulwarkd version that wrote it.
+    pub version: String,
+    /// Whether its seal verifies with this host's integrity key. One that
+    /// does not was edited or damaged on disk and is never installed.
+    pub sealed: bool,
+    /// The profile text as applied.
+    pub profile: String,
+    /// Module → file name → content: what each module rendered from the profile.
+    pub artifacts: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
 /// One line of the audit log (`GET /v1/audit`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -327,6 +352,26 @@ pub struct RemovePeerRequest {
     pub name: String,
 }
 
+/// `renew-peer`: give a peer a new lifetime, counted from now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewPeerRequest {
+    /// Name of the peer.
+    pub name: String,
+    /// New lifetime such as "90d", or "never"; the profile's `peer_expiry`
+    /// when absent.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+/// `disable-peer` and `enable-peer`: the peer named.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRef {
+    /// Name of the peer.
+    pub name: String,
+}
+
 /// Response of `POST /v1/peers`: the only time the client config is shown.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -358,6 +403,10 @@ pub struct PeerInfo {
     pub created: u64,
     pub expires: Option<u64>,
     pub last_handshake: Option<u64>,
+    /// Bytes received from and sent to the peer since its session began.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Kept in the store but off the interface: its config does not work
+    /// until `enable-peer`.
+    pub disabled: bool,
 }

@@ -7,6 +7,10 @@
 
 pub mod api;
 pub mod cidr;
+pub mod coexist;
+pub mod ima;
 pub mod profile;
+pub mod text;
+pub mod vault;
 
 pub use profile::{Profile, ProfileError, ValidationErrors};

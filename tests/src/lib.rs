@@ -34,6 +34,8 @@ pub use bulwark_model;
 pub use serde_json;
 
 /// Addresses of the topology. `vps` has one leg towards each neighbour.
+pub mod wg;
+
 pub mod addr {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -308,6 +310,21 @@ impl Net {
             ip(peer_ns, &["addr", "add", peer_v4, "dev", "bw-vps"]);
             ip(peer_ns, &["addr", "add", peer_v6, "dev", "bw-vps", "nodad"]);
             ip(peer_ns, &["link", "set", "bw-vps", "up"]);
+        }
+        // The kernel reports a new veth's carrier with a delay (linkwatch,
+        // up to a second, longer on a loaded machine); until then its
+        // packets go nowhere. Wait, so no test mistakes that for a firewall.
+        for (ns, dev) in [
+            (&vps, "bw-admin"),
+            (&vps, "bw-inet"),
+            (&admin, "bw-vps"),
+            (&inet, "bw-vps"),
+        ] {
+            let up = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+                let r = run(Command::new("ip").args(["-n", ns, "-o", "link", "show", "dev", dev]));
+                (r.stdout.contains("LOWER_UP") && r.stdout.contains("state UP")).then_some(())
+            });
+            assert!(up.is_some(), "{dev} in {ns} has no carrier after 10 s");
         }
         net
     }

@@ -66,15 +66,24 @@ fn read_group_may_read_but_apply_is_forbidden_and_audited() {
     );
     assert_eq!(d.generations().len(), gens, "a refused apply recorded a generation");
 
-    let events = d.audit_tail(50);
+    // Refusals are answered before they are recorded: give the event a moment.
+    let events = bulwark_tests::poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        let events = d.audit_tail(50);
+        events
+            .iter()
+            .any(|e| e.event.starts_with("BWK-API-") && e.uid == READER)
+            .then_some(events)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no BWK-API-* event for uid {READER} in the audit log: {:#?}",
+            d.audit_tail(50)
+        )
+    });
     let refused: Vec<_> = events
         .iter()
         .filter(|e| e.event.starts_with("BWK-API-") && e.uid == READER)
         .collect();
-    assert!(
-        !refused.is_empty(),
-        "no BWK-API-* event for uid {READER} in the audit log: {events:#?}"
-    );
     assert!(
         refused.iter().all(|e| e.result == "refused"),
         "refusal events must have result \"refused\": {refused:#?}"

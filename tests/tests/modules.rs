@@ -164,8 +164,15 @@ fn status_has_one_entry_per_module_in_converge_order() {
     let d = &lab.daemon;
     let status: Status = d.ctl_json(&["status"]);
     let names: Vec<&str> = status.modules.iter().map(|m| m.module.as_str()).collect();
-    assert_eq!(names, ["firewall", "wireguard", "k3s"], "{status:#?}");
-    assert!(status.modules.iter().all(|m| m.managed), "{status:#?}");
+    assert_eq!(names, ["firewall", "wireguard", "k3s", "ima", "vault"], "{status:#?}");
+    // The profile has neither [ima] nor [vault]: both are listed, unmanaged.
+    assert!(
+        status
+            .modules
+            .iter()
+            .all(|m| m.managed == !matches!(m.module.as_str(), "ima" | "vault")),
+        "{status:#?}"
+    );
     assert_eq!(status.digest.as_deref().map(str::len), Some(64), "{status:#?}");
     let human = d.ctl_ok(&["status"]).stdout;
     for name in names {

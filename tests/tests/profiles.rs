@@ -32,6 +32,20 @@ macro_rules! fw {
     };
 }
 
+/// A `[firewall]` body and a `[wireguard]` section with its interface
+/// (a name no other test uses, should one of these ever be applied).
+macro_rules! wg {
+    ($fw:expr, $iface:expr) => {
+        concat!(
+            "[profile]\nname = \"bad\"\n[firewall]\n",
+            $fw,
+            "[wireguard]\naddress = \"10.8.0.1/24\"\nendpoint = \"vps.example.org:51820\"\ninterface = \"",
+            $iface,
+            "\"\n"
+        )
+    };
+}
+
 const BAD: &[Bad] = &[
     bad(
         "cidr-prefix-too-long",
@@ -121,6 +135,113 @@ const BAD: &[Bad] = &[
         "interface-with-slash",
         fw!("cluster_interfaces = [\"cni0\", \"eth/0\"]\n"),
         "firewall.cluster_interfaces[1]",
+    ),
+    // Profiles that would open the firewall, or that nft would refuse.
+    bad(
+        "cidr-catch-all-admin-v4",
+        fw!("admin_cidrs = [\"0.0.0.0/0\"]\nadmin_tcp = [22]\n"),
+        "firewall.admin_cidrs[0]",
+    ),
+    bad(
+        "cidr-catch-all-admin-v6",
+        fw!("admin_cidrs = [\"198.51.100.0/24\", \"::/0\"]\n"),
+        "firewall.admin_cidrs[1]",
+    ),
+    bad(
+        "cidr-internet-wide-admin",
+        fw!("admin_cidrs = [\"128.0.0.0/2\"]\n"),
+        "firewall.admin_cidrs[0]",
+    ),
+    bad(
+        "cidr-catch-all-cluster",
+        fw!("cluster_cidrs = [\"0.0.0.0/0\"]\n"),
+        "firewall.cluster_cidrs[0]",
+    ),
+    bad(
+        "cidr-cluster-public",
+        fw!("cluster_cidrs = [\"10.42.0.0/16\", \"198.51.100.0/24\"]\n"),
+        "firewall.cluster_cidrs[1]",
+    ),
+    bad(
+        "cidr-leading-zero",
+        fw!("admin_cidrs = [\"198.051.100.0/24\"]\n"),
+        "firewall.admin_cidrs[0]",
+    ),
+    bad(
+        "cidr-ipv4-mapped",
+        fw!("admin_cidrs = [\"::ffff:198.51.100.0/120\"]\n"),
+        "firewall.admin_cidrs[0]",
+    ),
+    bad(
+        "cidr-cluster-overlaps-admin",
+        fw!("admin_cidrs = [\"10.0.0.0/8\"]\ncluster_cidrs = [\"10.42.0.0/16\"]\n"),
+        "firewall.cluster_cidrs[0]",
+    ),
+    bad(
+        "vpn-inside-cluster",
+        wg!("cluster_cidrs = [\"10.8.0.0/16\"]\n", "wgbadprof0"),
+        "wireguard.address",
+    ),
+    bad(
+        "vpn-inside-admin",
+        wg!("admin_cidrs = [\"10.0.0.0/8\"]\n", "wgbadprof0"),
+        "wireguard.address",
+    ),
+    bad(
+        "vpn-udp-wireguard-port",
+        wg!("vpn_udp = [51820]\n", "wgbadprof0"),
+        "firewall.vpn_udp",
+    ),
+    bad(
+        "interface-star",
+        fw!("cluster_interfaces = [\"*\"]\n"),
+        "firewall.cluster_interfaces[0]",
+    ),
+    bad(
+        "interface-set-reference",
+        fw!("cluster_interfaces = [\"cni0\", \"@admin_v4\"]\n"),
+        "firewall.cluster_interfaces[1]",
+    ),
+    bad(
+        "interface-uplink-wildcard",
+        fw!("cluster_interfaces = [\"eth*\"]\n"),
+        "firewall.cluster_interfaces[0]",
+    ),
+    bad(
+        "interface-short-wildcard",
+        fw!("cluster_interfaces = [\"l*\"]\n"),
+        "firewall.cluster_interfaces[0]",
+    ),
+    bad(
+        "interface-is-the-vpn",
+        wg!("cluster_interfaces = [\"wgbadprof0\"]\n", "wgbadprof0"),
+        "firewall.cluster_interfaces[0]",
+    ),
+    bad(
+        "wireguard-interface-wildcard",
+        wg!("", "wgbadprof*"),
+        "wireguard.interface",
+    ),
+    bad(
+        "endpoint-unbracketed-ipv6",
+        concat!(
+            "[profile]\nname = \"bad\"\n[wireguard]\ninterface = \"wgbadprof0\"\n",
+            "address = \"10.8.0.1/24\"\nendpoint = \"2001:db8::1:51820\"\n"
+        ),
+        "wireguard.endpoint",
+    ),
+    bad(
+        "endpoint-malformed-brackets",
+        concat!(
+            "[profile]\nname = \"bad\"\n[wireguard]\ninterface = \"wgbadprof0\"\n",
+            "address = \"10.8.0.1/24\"\nendpoint = \"[[[2001:db8::1]:51820\"\n"
+        ),
+        "wireguard.endpoint",
+    ),
+    bad(
+        "monitoring-port-zero",
+        "[profile]\nname = \"bad\"\n[monitoring]\nlisten = \"127.0.0.1:0\"\n",
+        "monitoring.listen",
     ),
     bad("empty-file", "", "profile"),
     bad("only-comments", "# nothing here\n", "profile"),

@@ -4,6 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bulwark_model::api::ErrorBody;
+use bulwark_model::text::escape;
+use bulwark_model::ProfileError;
 
 use crate::converge::task::EngineGone;
 use crate::converge::EngineError;
@@ -25,6 +27,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body exceeds {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("request body did not arrive within {secs}s")]
+    BodyTimeout { secs: u64 },
+    #[error("the request's work was interrupted (is the daemon stopping?)")]
+    Interrupted,
+    #[error("this caller has too many requests in progress; waited {secs}s for a turn")]
+    Busy { secs: u64 },
     #[error("no such route: {0}")]
     NoRoute(String),
 }
@@ -59,15 +67,28 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::Interrupted => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found"),
         };
+        // Messages quote what the caller sent (an apply's `source` names
+        // the file in every profile error): escaped, like every log line.
         let profile_errors = match &self {
-            ApiError::Engine(EngineError::Invalid(v)) => v.errors.clone(),
+            ApiError::Engine(EngineError::Invalid(v)) => v
+                .errors
+                .iter()
+                .map(|e| ProfileError {
+                    file: escape(&e.file).into_owned(),
+                    path: escape(&e.path).into_owned(),
+                    reason: escape(&e.reason).into_owned(),
+                })
+                .collect(),
             _ => Vec::new(),
         };
         let body = ErrorBody {
             kind: kind.to_owned(),
-            error: chain(&self),
+            error: escape(&chain(&self)).into_owned(),
             profile_errors,
         };
         (status, Json(body)).into_response()

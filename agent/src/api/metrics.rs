@@ -15,7 +15,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::Reporter;
+use super::view::View;
 
 /// OpenMetrics 1.0, which prometheus-client writes and Prometheus asks for.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,11 +29,10 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// OpenMetrics when the client accepts it (Prometheus does), else the
 /// classic text format, which curl users and `promtool check metrics` read.
-pub async fn metrics(State(reporter): State<Reporter>, headers: HeaderMap) -> impl IntoResponse {
-    // Computing health updates the check gauges, so a scrape never reports a
-    // stale check; a stopped engine leaves the last values.
-    let _ = reporter.health().await;
-    let m = &reporter.metrics;
+/// The check gauges come from a view taken for the scrape (see
+/// [`super::view`]).
+pub async fn metrics(State(view): State<View>, headers: HeaderMap) -> impl IntoResponse {
+    let m = view.scrape().await;
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -47,21 +46,17 @@ pub async fn metrics(State(reporter): State<Reporter>, headers: HeaderMap) -> im
 }
 
 /// The router of the TCP listener: `GET /metrics` only.
-pub fn tcp_router(reporter: Reporter) -> Router {
-    Router::new().route("/metrics", get(self::metrics)).with_state(reporter)
+pub fn tcp_router(view: View) -> Router {
+    Router::new().route("/metrics", get(self::metrics)).with_state(view)
 }
 
 /// Serve `GET /metrics` on `addr` until `shutdown` completes. Binding fails
 /// when `addr` does not exist on this host (yet): the caller decides whether
 /// to retry.
-pub async fn serve_tcp(
-    addr: SocketAddr,
-    reporter: Reporter,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
+pub async fn serve_tcp(addr: SocketAddr, view: View, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     log::info!(addr:display = addr; "serving Prometheus metrics");
-    let app = tcp_router(reporter);
+    let app = tcp_router(view);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -80,7 +75,11 @@ pub async fn serve_tcp(
             log::warn!(limit = MAX_CONNECTIONS; "metrics listener: connection limit reached; closing a new connection");
             continue;
         };
-        super::spawn_connection(stream, app.clone(), slot, CONNECTION_TIMEOUT);
+        let app = app.clone();
+        tokio::spawn(async move {
+            super::serve_connection(stream, app, CONNECTION_TIMEOUT).await;
+            drop(slot);
+        });
     }
 }
 
@@ -109,13 +108,10 @@ mod tests {
             .local_addr()
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let reporter = Reporter {
-            host: crate::host::Host::new("/"),
-            metrics,
-            engine: crate::converge::task::EngineHandle::detached(),
-            published: tokio::sync::watch::channel(std::sync::Arc::default()).1,
-        };
-        let server = tokio::spawn(serve_tcp(addr, reporter, async {
+        let published = tokio::sync::watch::channel(Arc::default()).1;
+        let engine = crate::converge::task::EngineHandle::detached();
+        let view = View::start(crate::host::Host::new("/"), engine, published, metrics).await;
+        let server = tokio::spawn(serve_tcp(addr, view, async {
             let _ = stopped.await;
         }));
         let mut up = false;

@@ -1,13 +1,21 @@
 //! The HTTP/1.1 + JSON API on a Unix socket.
 //!
 //! Each connection is served by hyper with its peer's credentials attached;
-//! a middleware authorises every request from them. Connections are capped,
-//! headers and bodies must arrive in time, bodies are bounded.
+//! a middleware authorises every request from them. Connections and requests
+//! are charged to per-caller budgets ([`limits`]) and wait rather than fail;
+//! headers must arrive in time, bodies within one total deadline and a size
+//! limit. Reads are answered from the state the engine publishes ([`view`]),
+//! refusals without the engine at all ([`refusals`]), and the audit log is
+//! read on blocking threads beside its writer.
 
 mod error;
+pub mod limits;
 pub mod metrics;
 mod peer;
+pub mod refusals;
 mod routes;
+mod throttle;
+pub mod view;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,79 +31,66 @@ use axum::Router;
 use bulwark_model::api::MAX_BODY_BYTES;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::audit::{self, Outcome};
-use crate::converge::published::{Published, Reader, PATIENCE};
 use crate::converge::task::EngineHandle;
-use crate::health::Metrics;
 use crate::host::Host;
-use bulwark_model::api::Health;
 pub use error::ApiError;
+use limits::{Closed, Limits};
 pub use peer::{Peer, Policy, Role};
+use refusals::Refusals;
+use throttle::Throttle;
+use view::View;
 
-/// Concurrent connections served; more are closed at once.
-const MAX_CONNECTIONS: usize = 64;
 /// Time for a client to send its request headers (also bounds idle keep-alive).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time for a client to send its request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time for a client to send its whole request body, however it trickles in.
+pub(crate) const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Hard cap on one connection's life, whatever it does.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Audit reads (tail, verify) running at once; more wait their turn.
+const AUDIT_READERS: usize = 2;
+/// Request log lines per non-admin uid and window; the rest are counted.
+const LOG_LINES: u64 = 50;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// Shared by all handlers.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub engine: EngineHandle,
-    /// What the engine publishes: reads never queue behind it.
-    pub published: Reader,
     pub policy: Policy,
-    pub metrics: Arc<Metrics>,
     pub host: Host,
+    /// What the engine publishes, with the resource checks: reads never
+    /// queue behind the engine.
+    pub view: View,
+    pub refusals: Arc<Refusals>,
+    /// Turns for reading the audit log off the engine thread.
+    pub audit_readers: Arc<Semaphore>,
+    /// The request log lines of callers who are not admins.
+    pub request_lines: Arc<Throttle>,
 }
 
-/// Builds the full health report: the engine's checks plus the resource
-/// checks, which read the system (sysinfo) and so run off the engine thread.
-/// Every report also refreshes the check gauges of the metrics.
-#[derive(Debug, Clone)]
-pub struct Reporter {
-    pub host: Host,
-    pub engine: EngineHandle,
-    pub published: Reader,
-    pub metrics: Arc<Metrics>,
-}
-
-impl Reporter {
-    /// The engine's published view, taken after the request arrived when
-    /// the engine can refresh it in time.
-    pub async fn view(&self) -> Arc<Published> {
-        self.engine.fresh(&self.published, PATIENCE).await
-    }
-
-    pub async fn health(&self) -> Result<Health, ApiError> {
-        let published = self.view().await;
-        let mut checks = published.health.checks.clone();
-        let k3s = published.status.modules.iter().any(|m| m.module == "k3s" && m.managed);
-        let host = self.host.clone();
-        let resources = tokio::task::spawn_blocking(move || crate::health::resource_checks(&host, k3s));
-        match resources.await {
-            Ok(r) => checks.extend(r),
-            Err(e) => log::error!(error:display = e; "resource checks failed"),
+impl Ctx {
+    /// Also starts the tasks that flush throttled counts (current runtime).
+    pub fn new(engine: EngineHandle, policy: Policy, host: Host, view: View) -> Ctx {
+        let request_lines = Arc::new(Throttle::new(LOG_WINDOW, LOG_LINES));
+        tokio::spawn(report_unlogged(request_lines.clone()));
+        Ctx {
+            refusals: Refusals::start(engine.clone()),
+            engine,
+            policy,
+            host,
+            view,
+            audit_readers: Arc::new(Semaphore::new(AUDIT_READERS)),
+            request_lines,
         }
-        self.metrics.set_checks(&checks);
-        Ok(Health::from_checks(checks))
     }
 }
 
-impl axum::extract::FromRef<Ctx> for Reporter {
-    fn from_ref(ctx: &Ctx) -> Reporter {
-        Reporter {
-            host: ctx.host.clone(),
-            engine: ctx.engine.clone(),
-            metrics: ctx.metrics.clone(),
-            published: ctx.published.clone(),
-        }
+impl axum::extract::FromRef<Ctx> for View {
+    fn from_ref(ctx: &Ctx) -> View {
+        ctx.view.clone()
     }
 }
 
@@ -125,6 +120,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/status", get(routes::status))
         .route("/health", get(routes::health))
         .route("/generations", get(routes::generations))
+        .route("/generations/{number}", get(routes::generation))
         .route("/audit", get(routes::audit_tail))
         .route("/audit/verify", get(routes::audit_verify))
         .route("/metrics", get(metrics::metrics))
@@ -153,11 +149,12 @@ pub fn router(ctx: Ctx) -> Router {
         })
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(take_turn))
+        .layer(middleware::from_fn_with_state(ctx.clone(), log_request))
         .with_state(ctx)
 }
 
+/// Refusals are answered here, at once; their audit events are rate-limited.
 async fn authorize(State((ctx, needs)): State<(Ctx, Role)>, caller: Caller, req: Request, next: Next) -> Response {
     let role = ctx.policy.role(&caller.0);
     if role >= needs {
@@ -169,12 +166,7 @@ async fn authorize(State((ctx, needs)): State<(Ctx, Role)>, caller: Caller, req:
     } else {
         "group bulwark or bulwark-admin"
     };
-    ctx.engine.record(
-        &audit::API_REFUSED,
-        caller.0.uid,
-        Outcome::Refused,
-        format!("{action} needs {needed}"),
-    );
+    ctx.refusals.refused(caller.0.uid, &format!("{action} needs {needed}"));
     ApiError::Forbidden {
         uid: caller.0.uid,
         action,
@@ -211,18 +203,47 @@ async fn json_errors(req: Request, next: Next) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// One log line per request: method, path, caller, status.
-async fn log_request(req: Request, next: Next) -> Response {
+/// One log line per request: method, path, caller, status. A caller who is
+/// not an admin gets [`LOG_LINES`] per [`LOG_WINDOW`] and a count of the
+/// rest, so no local user can flood the journal: past its own rate limit,
+/// journald would drop bulwarkd's lines, the audit events' copies among them.
+async fn log_request(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let uid = req.extensions().get::<Peer>().map_or(-1, |p| i64::from(p.uid));
+    let peer = req.extensions().get::<Peer>().cloned();
     let response = next.run(req).await;
-    log::info!(method:display = method, path:display = path, uid, status = response.status().as_u16(); "request");
+    let status = response.status().as_u16();
+    let uid = peer.as_ref().map_or(-1, |p| i64::from(p.uid));
+    let logged = match &peer {
+        Some(p) if ctx.policy.role(p) != Role::Admin => {
+            ctx.request_lines.pass(p.uid, &format!("{method} {path} {status}"))
+        }
+        _ => true,
+    };
+    if logged {
+        log::info!(method:display = method, path:display = path, uid, status; "request");
+    }
     response
 }
 
-/// Serve `app` on `listener` until the process ends.
-pub async fn serve(listener: UnixListener, app: Router) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Say how many request lines each throttled caller did not get logged.
+async fn report_unlogged(lines: Arc<Throttle>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for held in lines.flush(std::time::Instant::now()) {
+            log::info!(uid = held.uid, unlogged = held.count, last:display = held.last;
+                "{} more request(s) of uid {} in the last {}s not logged one by one",
+                held.count, held.uid, lines.interval().as_secs());
+        }
+    }
+}
+
+/// Serve `app` on `listener` until the process ends. Each connection is
+/// charged to its caller's budget (see [`limits`]) and served on its own
+/// task; its requests take turns from that budget.
+pub async fn serve(listener: UnixListener, app: Router, policy: Policy) {
+    limits::raise_file_limit();
+    let limits = Limits::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -232,10 +253,6 @@ pub async fn serve(listener: UnixListener, app: Router) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            log::warn!(limit = MAX_CONNECTIONS; "connection limit reached; closing a new connection");
-            continue;
-        };
         let peer = match Peer::of(&stream) {
             Ok(p) => p,
             Err(e) => {
@@ -243,18 +260,49 @@ pub async fn serve(listener: UnixListener, app: Router) {
                 continue;
             }
         };
+        let ticket = match limits.admit(peer.uid, policy.role(&peer)) {
+            Ok(t) => t,
+            Err(why) => {
+                if let Some(n) = limits.closed() {
+                    let (whose, limit) = match why {
+                        Closed::Caller(l) => ("this caller's", l),
+                        Closed::Readers(l) => ("all non-admin callers'", l),
+                    };
+                    log::warn!(uid = peer.uid, closed = n; "closed {n} connection(s) over budget ({whose} limit of {limit} connections; root and admins keep their own)");
+                }
+                continue;
+            }
+        };
+        let turns = ticket.turns();
         let app = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(peer.clone());
+            req.extensions_mut().insert(turns.clone());
             req
         });
-        spawn_connection(stream, app, slot, CONNECTION_TIMEOUT);
+        tokio::spawn(async move {
+            serve_connection(stream, app, CONNECTION_TIMEOUT).await;
+            drop(ticket);
+        });
     }
 }
 
-/// Serve one HTTP/1.1 connection on its own task, with the header timeout
-/// and a cap on its whole life, holding `slot` (its place under the
-/// connection limit) until it ends.
-pub(crate) fn spawn_connection<I, S>(io: I, app: S, slot: OwnedSemaphorePermit, lifetime: Duration)
+/// Each request waits for a turn of its caller's budget (see [`limits`]).
+async fn take_turn(req: Request, next: Next) -> Response {
+    let Some(turns) = req.extensions().get::<limits::Turns>().cloned() else {
+        return next.run(req).await;
+    };
+    match turns.take().await {
+        Some(_turn) => next.run(req).await,
+        None => ApiError::Busy {
+            secs: limits::QUEUE_WAIT.as_secs(),
+        }
+        .into_response(),
+    }
+}
+
+/// Serve one HTTP/1.1 connection with the header timeout and a cap on its
+/// whole life.
+pub(crate) async fn serve_connection<I, S>(io: I, app: S, lifetime: Duration)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<Request<hyper::body::Incoming>, Response = Response, Error = std::convert::Infallible>
@@ -263,18 +311,15 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    tokio::spawn(async move {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(app));
-        match tokio::time::timeout(lifetime, conn).await {
-            Ok(Err(e)) => log::debug!(error:display = e; "connection ended with an error"),
-            Err(_) => log::warn!("connection exceeded {}s; closed", lifetime.as_secs()),
-            Ok(Ok(())) => {}
-        }
-        drop(slot);
-    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(app));
+    match tokio::time::timeout(lifetime, conn).await {
+        Ok(Err(e)) => log::debug!(error:display = e; "connection ended with an error"),
+        Err(_) => log::warn!("connection exceeded {}s; closed", lifetime.as_secs()),
+        Ok(Ok(())) => {}
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

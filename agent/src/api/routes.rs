@@ -1,18 +1,20 @@
-//! Route handlers. They only translate: parse the request, hand a command to
-//! the engine thread, turn the answer into JSON.
+//! Route handlers. They only translate: reads copy the published view or
+//! read the audit log on a blocking thread; changes parse the request, hand
+//! a command to the engine thread and turn the answer into JSON.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::Json;
 use bulwark_model::api::{
-    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health,
-    PeerInfo, RollbackRequest, Status, VersionInfo, API_VERSION, MAX_BODY_BYTES,
+    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationDetail,
+    GenerationInfo, Health, PeerInfo, RollbackRequest, Status, VersionInfo, API_VERSION, MAX_BODY_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::{Caller, Ctx, Reporter, Role};
+use super::{Caller, Ctx, Role, BODY_DEADLINE};
+use crate::audit;
 use crate::converge::task::Command;
 use crate::module::ActionRole;
 
@@ -23,13 +25,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge { limit: MAX_BODY_BYTES }
-            } else {
-                ApiError::BadRequest(e.body_text())
-            }
-        })?;
+        // One deadline for the whole body: a client trickling a byte at a
+        // time cannot stretch it, as a per-read timeout would let it.
+        let read = tokio::time::timeout(BODY_DEADLINE, Bytes::from_request(req, state));
+        let bytes = read
+            .await
+            .map_err(|_| ApiError::BodyTimeout {
+                secs: BODY_DEADLINE.as_secs(),
+            })?
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge { limit: MAX_BODY_BYTES }
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -62,24 +72,39 @@ pub async fn version() -> Json<VersionInfo> {
     })
 }
 
-pub async fn status(State(reporter): State<Reporter>) -> Result<Json<Status>, ApiError> {
-    let mut status = reporter.view().await.status.clone();
-    status.health = reporter.health().await?.level;
-    Ok(Json(status))
+pub async fn status(State(ctx): State<Ctx>) -> Json<Status> {
+    Json(ctx.view.status().await)
 }
 
-pub async fn health(State(reporter): State<Reporter>) -> Result<Json<Health>, ApiError> {
-    Ok(Json(reporter.health().await?))
+pub async fn health(State(ctx): State<Ctx>) -> Json<Health> {
+    Json(ctx.view.health().await)
 }
 
-pub async fn generations(State(reporter): State<Reporter>) -> Result<Json<Vec<GenerationInfo>>, ApiError> {
-    Ok(Json(reporter.view().await.generations.clone()))
+pub async fn generations(State(ctx): State<Ctx>) -> Json<Vec<GenerationInfo>> {
+    Json(ctx.view.current().await.generations.clone())
+}
+
+/// `GET /v1/generations/{n}`: read from disk on a blocking thread, like the
+/// audit log, so it never queues behind the engine.
+pub async fn generation(State(ctx): State<Ctx>, Path(number): Path<u64>) -> Result<Json<GenerationDetail>, ApiError> {
+    let found = read_audit(&ctx, move |host| {
+        crate::converge::generations::inspect(&host.state_dir(), number)
+    })
+    .await?;
+    match found.map_err(crate::converge::EngineError::from)? {
+        Some(g) => Ok(Json(g)),
+        None => Err(crate::converge::EngineError::NoSuchGeneration { number }.into()),
+    }
+}
+
+pub async fn peers(State(ctx): State<Ctx>) -> Json<Vec<PeerInfo>> {
+    Json(ctx.view.current().await.peers.clone())
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TailQuery {
-    /// How many of the newest events to return.
+    /// How many of the newest events to return (at most [`audit::MAX_TAIL`]).
     #[serde(default = "default_tail")]
     n: usize,
 }
@@ -88,13 +113,44 @@ fn default_tail() -> usize {
     20
 }
 
+/// Run a read of the audit log (or of a generation) on a blocking thread, a
+/// few at a time: the engine keeps writing meanwhile (see `audit::chain` on
+/// why that is safe; a generation is renamed into place whole).
+async fn read_audit<T: Send + 'static>(
+    ctx: &Ctx,
+    read: impl FnOnce(&crate::host::Host) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _turn = ctx
+        .audit_readers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Interrupted)?;
+    let host = ctx.host.clone();
+    tokio::task::spawn_blocking(move || read(&host))
+        .await
+        .map_err(|_| ApiError::Interrupted)
+}
+
 pub async fn audit_tail(State(ctx): State<Ctx>, Query(q): Query<TailQuery>) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::AuditTail(q.n, r)).await??))
+    if q.n > audit::MAX_TAIL {
+        return Err(ApiError::BadRequest(format!(
+            "n: {} is more than the {} events one request returns",
+            q.n,
+            audit::MAX_TAIL
+        )));
+    }
+    let n = q.n;
+    let events = read_audit(&ctx, move |host| audit::tail(host, n)).await?;
+    Ok(Json(events.map_err(crate::converge::EngineError::from)?))
 }
 
 pub async fn audit_verify(State(ctx): State<Ctx>) -> Result<Json<AuditVerify>, ApiError> {
-    Ok(Json(ctx.engine.call(Command::AuditVerify).await??))
+    Ok(Json(read_audit(&ctx, audit::verify).await?))
 }
+
+// Changes go to the engine thread, which publishes what they changed before
+// it answers: a `status` right after an `apply` shows the new generation.
 
 pub async fn apply(
     State(ctx): State<Ctx>,
@@ -102,10 +158,6 @@ pub async fn apply(
     Body(req): Body<ApplyRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
     Ok(Json(ctx.engine.call(|r| Command::Apply(req, caller.0.uid, r)).await??))
-}
-
-pub async fn peers(State(reporter): State<Reporter>) -> Result<Json<Vec<PeerInfo>>, ApiError> {
-    Ok(Json(reporter.view().await.peers.clone()))
 }
 
 /// Run `action` of `module` on the engine thread for `uid`.
@@ -168,27 +220,24 @@ pub async fn rollback(
 /// `GET|POST /v1/modules/{module}/{action}`: a module's own command. The
 /// caller's role was checked against Read by the router; an action that
 /// needs more is refused here, from the module's own table, without a trip
-/// to the engine thread.
+/// to the engine thread, and audited like every refusal.
 pub async fn module_action(
     State(ctx): State<Ctx>,
     caller: Caller,
     Path((module, name)): Path<(String, String)>,
     req: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let needs = ctx
-        .published
-        .borrow()
-        .actions
-        .get(&(module.clone(), name.clone()))
-        .copied();
-    let Some(needs) = needs else {
-        return Err(ApiError::NoRoute(format!("{} {}", module, name)));
+    let Some(needs) = ctx.view.action_role(&module, &name) else {
+        return Err(ApiError::NoRoute(format!("{module} {name}")));
     };
     if needs == ActionRole::Admin && ctx.policy.role(&caller.0) < Role::Admin {
+        let needed = "root or group bulwark-admin";
+        let what = format!("run {module} {name}");
+        ctx.refusals.refused(caller.0.uid, &format!("{what} needs {needed}"));
         return Err(ApiError::Forbidden {
             uid: caller.0.uid,
-            action: format!("run {module} {name}"),
-            needs: "root or group bulwark-admin",
+            action: what,
+            needs: needed,
         });
     }
     let Body(body) = Body::<serde_json::Value>::from_request(req, &()).await?;

@@ -120,6 +120,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// The monitoring listener address the daemon should serve.
     monitor: watch::Sender<Option<SocketAddr>>,
+    /// Warnings modules gave during the request being handled.
+    warnings: Vec<String>,
 }
 
 /// What the engine is built from, besides the host paths.
@@ -151,7 +153,7 @@ impl Engine {
         if removed > 0 {
             log::warn!(removed; "removed {removed} temporary file(s) left by an interrupted write");
         }
-        let mut audit = AuditLog::open(&host.log_dir())?;
+        let mut audit = AuditLog::open(&host)?;
         let key = match IntegrityKey::load_or_create(&state_dir) {
             Ok(k) => k,
             Err(e) => {
@@ -198,6 +200,7 @@ impl Engine {
             notes: Vec::new(),
             metrics,
             monitor,
+            warnings: Vec::new(),
         };
         for (module, message) in failsafe.installed {
             engine.record(
@@ -238,11 +241,27 @@ impl Engine {
     /// Run `f` on module `i` with a context for `uid`, then record the
     /// audit events it asked for.
     fn with_module<T>(&mut self, i: usize, uid: u32, f: impl FnOnce(&mut dyn Module, &mut Cx<'_>) -> T) -> T {
+        self.with_module_forced(i, uid, false, f)
+    }
+
+    /// [`Engine::with_module`], passing on the request's `force`.
+    fn with_module_forced<T>(
+        &mut self,
+        i: usize,
+        uid: u32,
+        force: bool,
+        f: impl FnOnce(&mut dyn Module, &mut Cx<'_>) -> T,
+    ) -> T {
         let host = self.host.clone();
-        let mut cx = Cx::new(&host, uid);
+        let mut cx = Cx::new(&host, uid).with_force(force);
         let out = f(self.slots[i].module.as_mut(), &mut cx);
         for e in cx.take_events() {
             self.record(e.kind, uid, e.outcome, &e.message);
+        }
+        let name = self.slots[i].module.name();
+        for w in cx.take_warnings() {
+            log::warn!(module = name; "{w}");
+            self.warnings.push(format!("{name}: {w}"));
         }
         out
     }
@@ -297,6 +316,23 @@ impl Engine {
                 return Err(errors.into());
             }
         };
+        // What guards a new profile against the live host (an interface
+        // that carries the default route trusted as a cluster interface)
+        // runs here, before any module changes anything. Reverts, restores
+        // and drift repair put back what was in force and are not held up.
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.with_module_forced(i, uid, req.force, |m, cx| m.preflight(cx, &profile)) {
+                if !req.dry_run {
+                    self.record(
+                        &audit::CHG_INVALID,
+                        uid,
+                        Outcome::Refused,
+                        &format!("{source}: {}", chain(&e)),
+                    );
+                }
+                return Err(e.into());
+            }
+        }
         self.apply_profile(profile, req, uid, "apply")
     }
 
@@ -321,6 +357,7 @@ impl Engine {
                 generation: p.generation,
             });
         }
+        self.warnings.clear();
         let plan = self.plan(&profile)?;
         let mut response = ApplyResponse {
             profile: profile.name.clone(),
@@ -329,6 +366,7 @@ impl Engine {
             changed: false,
             dry_run: req.dry_run,
             confirm_deadline: None,
+            warnings: std::mem::take(&mut self.warnings),
         };
         if req.dry_run {
             for i in 0..self.slots.len() {
@@ -411,6 +449,7 @@ impl Engine {
     }
 
     fn failed_change(&mut self, uid: u32, message: String) {
+        self.metrics.set_last_change(now_unix(), false);
         self.record(&audit::CHG_FAILED, uid, Outcome::Failure, &message);
         self.last = Some(LastChange { ok: false, message });
     }
@@ -476,6 +515,7 @@ impl Engine {
 
     fn make_current(&mut self, meta: Meta, profile: Profile) {
         self.metrics.set_generation(meta.number);
+        self.metrics.set_last_change(meta.created, true);
         self.monitor
             .send_if_modified(|listen| std::mem::replace(listen, profile.monitoring.listen) != *listen);
         let keep = profile.keep_generations;
@@ -600,6 +640,7 @@ impl Engine {
             .load(target)?
             .ok_or(EngineError::NoSuchGeneration { number: target })?;
         let profile = Profile::parse(&old.meta.source, &old.profile_text)?;
+        self.warnings.clear();
         let plan = self.plan(&profile)?;
         let number = self.store.latest()?.map_or(1, |n| n + 1);
         let generation = self.generation(number, &profile, old.profile_text, Some(old.meta.source), uid, reason);
@@ -610,6 +651,7 @@ impl Engine {
             generation: Some(number),
             plan,
             changed: true,
+            warnings: std::mem::take(&mut self.warnings),
             ..ApplyResponse::default()
         })
     }

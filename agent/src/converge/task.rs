@@ -30,8 +30,6 @@ pub enum Command {
     Rollback(Option<u64>, u32, Reply<ApplyResponse>),
     /// `module`, `action`, its JSON body, the caller's uid.
     Action(String, String, serde_json::Value, u32, Reply<serde_json::Value>),
-    AuditTail(usize, Reply<Vec<AuditEvent>>),
-    AuditVerify(Reply<AuditVerify>),
     /// Publish a fresh view now (a reader found the last one too old).
     Refresh,
     /// Record an event that happened outside the engine (a refused request).
@@ -261,8 +259,8 @@ fn deliver<T: Send + 'static>(reply: Reply<T>, result: Result<T, EngineError>) -
     Some(Box::new(move || drop(reply.send(result))))
 }
 
-/// Run one command. What changes nothing readers see (audit reads, a
-/// recorded refusal) is answered at once and returns `None`; everything else
+/// Run one command. What changes nothing readers see (a recorded
+/// refusal) is answered at once and returns `None`; everything else
 /// returns its reply, sent after publishing.
 fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
     match cmd {
@@ -270,14 +268,6 @@ fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
         Command::Confirm(uid, reply) => deliver(reply, engine.confirm(uid)),
         Command::Rollback(target, uid, reply) => deliver(reply, engine.rollback(target, uid)),
         Command::Action(module, action, body, uid, reply) => deliver(reply, engine.action(&module, &action, body, uid)),
-        Command::AuditTail(n, reply) => {
-            drop(reply.send(engine.audit().tail(n).map_err(EngineError::from)));
-            None
-        }
-        Command::AuditVerify(reply) => {
-            drop(reply.send(Ok(engine.audit().verify())));
-            None
-        }
         Command::Refresh => Some(Box::new(|| {})),
         Command::Wake => None,
         Command::Record(kind, uid, outcome, message) => {

@@ -191,6 +191,7 @@ fn apply(e: &mut Engine, name: &str) -> Result<ApplyResponse, EngineError> {
             source: Some(format!("{name}.toml")),
             dry_run: false,
             confirm_secs: None,
+            force: false,
         },
         0,
     )
@@ -278,6 +279,7 @@ fn a_dry_run_checks_every_module_and_applies_nothing() {
                 source: None,
                 dry_run: true,
                 confirm_secs: None,
+                force: false,
             },
             0,
         )
@@ -388,6 +390,7 @@ fn retention_keeps_the_newest_and_the_one_a_pending_confirmation_needs() {
                 source: None,
                 dry_run: false,
                 confirm_secs: None,
+                force: false,
             },
             0,
         )
@@ -400,6 +403,7 @@ fn retention_keeps_the_newest_and_the_one_a_pending_confirmation_needs() {
             source: None,
             dry_run: false,
             confirm_secs: Some(600),
+            force: false,
         },
         0,
     )
@@ -412,7 +416,8 @@ fn retention_keeps_the_newest_and_the_one_a_pending_confirmation_needs() {
                     profile: text(n),
                     source: None,
                     dry_run: false,
-                    confirm_secs: None
+                    confirm_secs: None,
+                    force: false
                 },
                 0
             )

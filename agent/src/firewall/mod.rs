@@ -14,6 +14,8 @@
 //! - [`events`]: a watcher of nf_tables announcements that wakes the engine
 //!   when anyone touches table inet bulwark.
 //! - [`verify`]: reading the table back, and what changed since.
+//! - [`coexist`]: other firewall managers on the host (ufw, firewalld, a
+//!   `flush ruleset` in nftables.service, legacy iptables).
 //! - `module`: the firewall on the module contract (failsafe, drift, health).
 //!
 //! Every change is one transaction, so a refused ruleset leaves the previous
@@ -22,7 +24,9 @@
 //! (chains, rules, and every change the element path cannot prove safe)
 //! replaces the table whole (add, delete, add, then everything in it).
 
+pub mod coexist;
 pub mod events;
+pub mod interfaces;
 mod module;
 pub mod netlink;
 pub mod nft;
@@ -35,6 +39,7 @@ pub mod verify;
 #[cfg(test)]
 mod testns;
 
+pub use interfaces::{refuse_trusted_uplinks, UplinkError};
 pub use module::{desired, failsafe_profile, trim_heap, FirewallModule, FAILSAFE_PROFILE};
 pub use nft::{FirewallError, Nft, NftOp, DEFAULT_NFT, DEFAULT_TIMEOUT};
 pub use plan::plan;

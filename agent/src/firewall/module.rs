@@ -25,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::coexist::Coexistence;
 use super::events::{Since, Watch};
 use super::netlink::{after, has_end, NfTables, SetChange};
 use super::nft::{FirewallError, Nft};
@@ -60,6 +61,8 @@ pub fn failsafe_profile(wireguard_port: u16) -> Profile {
         wireguard: None,
         k3s: None,
         monitoring: Default::default(),
+        ima: None,
+        vault: None,
     }
 }
 
@@ -119,6 +122,8 @@ pub struct FirewallModule {
     /// repaired) again soon, less and less often while it keeps failing.
     failures: u32,
     retry_at: Option<Instant>,
+    /// Other firewall managers found on the host.
+    others: Coexistence,
 }
 
 impl FirewallModule {
@@ -136,6 +141,7 @@ impl FirewallModule {
             incremental: Counter::default(),
             failures: 0,
             retry_at: None,
+            others: Coexistence::default(),
         }
     }
 
@@ -437,10 +443,13 @@ impl Module for FirewallModule {
 
     fn plan(
         &mut self,
-        _cx: &mut Cx<'_>,
+        cx: &mut Cx<'_>,
         profile: &Profile,
         current: Option<&Profile>,
     ) -> Result<Vec<Change>, ModuleError> {
+        for f in self.others.refresh(cx.host, &self.nft) {
+            cx.warn(f.to_string());
+        }
         let previous = current.map(desired);
         let mut changes = plan(&desired(profile), previous.as_ref());
         let note = |what: String| Change {
@@ -464,6 +473,12 @@ impl Module for FirewallModule {
         Ok(changes)
     }
 
+    /// Trusting an interface that carries the default route or a public
+    /// address would open every port to it.
+    fn preflight(&mut self, _cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
+        super::refuse_trusted_uplinks(&profile.firewall).map_err(|e| ModuleError::new(NAME, ErrorClass::Conflict, e))
+    }
+
     fn check(&mut self, _cx: &mut Cx<'_>, profile: &Profile) -> Result<(), ModuleError> {
         self.nft.check(&desired(profile)).map_err(failed)
     }
@@ -484,7 +499,8 @@ impl Module for FirewallModule {
         Ok(())
     }
 
-    fn observe(&mut self, _cx: &mut Cx<'_>, _current: &Profile) -> Result<Vec<String>, ModuleError> {
+    fn observe(&mut self, cx: &mut Cx<'_>, _current: &Profile) -> Result<Vec<String>, ModuleError> {
+        self.others.refresh_due(cx.host, &self.nft);
         self.drift = self.drifted().map_err(failed)?;
         Ok(self.drift.clone())
     }
@@ -497,7 +513,8 @@ impl Module for FirewallModule {
         }
     }
 
-    fn health(&mut self, _cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check> {
+    fn health(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check> {
+        self.others.refresh_due(cx.host, &self.nft);
         let (level, reason) = match (current, self.failsafe, &self.installed) {
             (None, Some(port), _) => (
                 Level::Critical,
@@ -520,12 +537,27 @@ impl Module for FirewallModule {
             ),
             (Some(_), _, Some(_)) => (Level::Critical, self.drift.join("; ")),
         };
-        vec![Check {
-            name: NAME.to_owned(),
-            module: NAME.to_owned(),
-            level,
-            reason,
-        }]
+        let others = &self.others.findings;
+        vec![
+            Check {
+                name: NAME.to_owned(),
+                module: NAME.to_owned(),
+                level,
+                reason,
+            },
+            Check {
+                name: "firewall_managers".to_owned(),
+                module: NAME.to_owned(),
+                level: if others.is_empty() { Level::Ok } else { Level::Warning },
+                reason: if others.is_empty() {
+                    "no other firewall manager found (ufw, firewalld, nftables.service flushing the ruleset, \
+                     legacy iptables)"
+                        .to_owned()
+                } else {
+                    others.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ")
+                },
+            },
+        ]
     }
 
     fn status(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus {

@@ -165,6 +165,20 @@ impl Nft {
         }
     }
 
+    /// `nft -j list chains`: every chain of every table, without their
+    /// rules (cheap whatever the size of the sets).
+    pub fn list_chains(&self) -> Result<serde_json::Value, FirewallError> {
+        let text = self.run(NftOp::List, &["-j", "list", "chains"], None)?;
+        serde_json::from_str(&text).map_err(|source| FirewallError::Listing { source })
+    }
+
+    /// `nft -j list table FAMILY NAME` of another manager's table, read only
+    /// to tell whether its rules are in force.
+    pub fn list_other_table(&self, family: &str, name: &str) -> Result<serde_json::Value, FirewallError> {
+        let text = self.run(NftOp::List, &["-j", "list", "table", family, name], None)?;
+        serde_json::from_str(&text).map_err(|source| FirewallError::Listing { source })
+    }
+
     /// Run nft with `args`, feeding `input` on stdin; stdout on success.
     fn run(&self, op: NftOp, args: &[&str], input: Option<Vec<u8>>) -> Result<String, FirewallError> {
         let mut run = Run::new(&self.path, self.timeout).args(args.iter().copied());

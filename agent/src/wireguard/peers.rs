@@ -33,8 +33,9 @@ use crate::state::{self, StateError};
 /// Longest peer name; keeps `peers` output within 80 columns.
 pub const NAME_MAX: usize = 32;
 
-/// Shortest lifetime `--expires` accepts.
-pub const EXPIRY_MIN_SECS: u64 = 10;
+/// Shortest and longest lifetime `--expires` accepts: the bounds of the
+/// profile's `wireguard.peer_expiry`, shared so the two cannot drift apart.
+pub use bulwark_model::profile::{PEER_EXPIRY_MAX, PEER_EXPIRY_MIN};
 
 /// One peer as stored.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +50,9 @@ pub struct StoredPeer {
     /// Unix times.
     pub created: u64,
     pub expires: Option<u64>,
+    /// Kept here but taken off the interface (`disable-peer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl fmt::Debug for StoredPeer {
@@ -60,6 +64,7 @@ impl fmt::Debug for StoredPeer {
             .field("address", &self.address)
             .field("created", &self.created)
             .field("expires", &self.expires)
+            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -79,6 +84,7 @@ impl StoredPeer {
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            disabled: self.disabled,
         }
     }
 }
@@ -320,6 +326,22 @@ impl PeerStore {
         Ok(())
     }
 
+    /// Change the named peer and persist; on a write failure the store is
+    /// unchanged. Returns the peer as changed, or `None` when there is none
+    /// of that name.
+    pub fn update(&mut self, name: &str, change: impl FnOnce(&mut StoredPeer)) -> Result<Option<StoredPeer>, WgError> {
+        let Some(i) = self.peers.iter().position(|p| p.name == name) else {
+            return Ok(None);
+        };
+        let before = self.peers[i].clone();
+        change(&mut self.peers[i]);
+        if let Err(e) = self.save() {
+            self.peers[i] = before;
+            return Err(e);
+        }
+        Ok(Some(self.peers[i].clone()))
+    }
+
     /// Remove the named peers and persist once; returns the removed ones.
     pub fn remove(&mut self, names: &[&str]) -> Result<Vec<StoredPeer>, WgError> {
         let gone: Vec<StoredPeer> = self
@@ -411,16 +433,20 @@ pub fn allocate(server: Ipv4Net, taken: &HashSet<Ipv4Addr>, requested: Option<Ip
 /// the profile's default, else none.
 pub fn expiry(requested: Option<&str>, default: Option<std::time::Duration>, now: u64) -> Result<Option<u64>, WgError> {
     let lifetime = match requested.map(str::trim) {
+        Some("never") => None,
         Some(text) => {
             let d = humantime::parse_duration(text).map_err(|e| WgError::InvalidExpiry {
                 value: text.to_owned(),
                 reason: format!("{e}; use a duration such as \"90d\", \"12h\" or \"30m\""),
             })?;
-            // Shorter lifetimes are typos ("5s" for "5d") more often than intent.
-            if d.as_secs() < EXPIRY_MIN_SECS {
+            if !(PEER_EXPIRY_MIN..=PEER_EXPIRY_MAX).contains(&d) {
                 return Err(WgError::InvalidExpiry {
                     value: text.to_owned(),
-                    reason: format!("shorter than {EXPIRY_MIN_SECS} seconds"),
+                    reason: format!(
+                        "outside {}s..{}d, the bounds of wireguard.peer_expiry",
+                        PEER_EXPIRY_MIN.as_secs(),
+                        PEER_EXPIRY_MAX.as_secs() / 86400
+                    ),
                 });
             }
             Some(d)
@@ -517,8 +543,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"soon\""));
-        assert!(expiry(Some("5s"), d, 100).is_err());
-        assert_eq!(expiry(Some("10s"), d, 100).unwrap(), Some(110));
+    }
+
+    #[test]
+    fn expiry_obeys_the_bounds_of_peer_expiry() {
+        let d = Some(std::time::Duration::from_secs(3600));
+        for outside in ["10s", "59s", "3651d", "10years"] {
+            let err = expiry(Some(outside), d, 100).unwrap_err().to_string();
+            assert!(
+                err.contains("outside 60s..3650d, the bounds of wireguard.peer_expiry"),
+                "{outside}: {err}"
+            );
+        }
+        assert_eq!(expiry(Some("60s"), d, 100).unwrap(), Some(160));
+        assert_eq!(expiry(Some("3650d"), d, 100).unwrap(), Some(100 + 3650 * 86400));
+        // The same bounds as the profile's field, so a valid default always fits.
+        assert_eq!(PEER_EXPIRY_MIN, std::time::Duration::from_secs(60));
+        assert_eq!(PEER_EXPIRY_MAX, std::time::Duration::from_secs(3650 * 86400));
     }
 
     fn peer(name: &str, addr: &str) -> StoredPeer {
@@ -529,6 +570,7 @@ mod tests {
             address: ip(addr),
             created: 1,
             expires: None,
+            disabled: false,
         }
     }
 

@@ -27,6 +27,7 @@ fn profile(iface: &str, address: &str, port: u16, endpoint: &str) -> Profile {
         client_allowed_ips: vec![ipnet::IpNet::V4(address.trunc())],
         keepalive: 25,
         peer_expiry: None,
+        stale_handshake: bulwark_model::profile::STALE_HANDSHAKE_DEFAULT,
     }
 }
 
@@ -45,6 +46,7 @@ fn stored(name: &str, address: &str) -> StoredPeer {
         address: address.parse().unwrap(),
         created: now_unix(),
         expires: None,
+        disabled: false,
     }
 }
 
@@ -577,4 +579,21 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn a_peer_is_stale_only_past_the_profiles_threshold() {
+    let now = 1_000_000;
+    let mut alice = stored("alice", "10.8.0.2");
+    alice.created = now - 10 * 86400;
+    let mut bob = stored("bob", "10.8.0.3");
+    bob.created = now - 60;
+    let mut carol = stored("carol", "10.8.0.4");
+    carol.created = now - 10 * 86400;
+    let all = [&alice, &bob, &carol];
+    // alice last handshook 2 days ago, bob never (but is new), carol never.
+    let last = |p: &StoredPeer| (p.name == "alice").then_some(now - 2 * 86400);
+    assert_eq!(super::stale_peers(&all, last, now, 86400), ["alice", "carol"]);
+    assert_eq!(super::stale_peers(&all, last, now, 3 * 86400), ["carol"]);
+    assert!(super::stale_peers(&all, last, now, 30 * 86400).is_empty());
 }

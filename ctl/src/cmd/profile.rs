@@ -81,7 +81,9 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         source: Some(name),
         dry_run: args.dry_run,
         confirm_secs: args.confirm,
+        force: args.force,
     };
+    super::ima::enforce_preflight(ctx, &profile, &req)?;
     let answer = ctx.client()?.post("/v1/apply", Some(&req))?;
     finish(ctx, out, &answer, Action::Apply)
 }

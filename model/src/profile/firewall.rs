@@ -6,9 +6,15 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 use toml::Table;
 
-use super::fields::interface_name;
+use super::fields::{interface_matches, interface_pattern};
 use super::Checker;
 use crate::cidr;
+
+/// Widest admin networks accepted: anything wider is a sizeable share of the
+/// internet (a /8 is 1/256 of IPv4; no IPv6 allocation to an organisation
+/// comes near a /16, a regional registry's whole block is a /12).
+pub const ADMIN_MIN_PREFIX_V4: u8 = 8;
+pub const ADMIN_MIN_PREFIX_V6: u8 = 16;
 
 const FIREWALL_KEYS: &[&str] = &[
     "admin_cidrs",
@@ -73,14 +79,92 @@ fn nets(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> Vec<IpNet> {
         .collect()
 }
 
+/// The trusted lists as written, each element with its TOML path, for the
+/// checks that compare them with other sections.
+#[derive(Debug, Default)]
+pub(super) struct Trusted {
+    pub admin: Vec<(String, IpNet)>,
+    pub cluster: Vec<(String, IpNet)>,
+    pub interfaces: Vec<(String, String)>,
+}
+
+/// `0.0.0.0/0` and `::/0`: trusting them opens `what` to the whole internet.
+fn catch_all(net: &IpNet, s: &str, what: &str) -> Result<(), String> {
+    if net.prefix_len() == 0 {
+        let family = if matches!(net, IpNet::V4(_)) { "IPv4" } else { "IPv6" };
+        return Err(format!(
+            "{s:?} is every {family} address: trusting it opens {what} to the whole internet"
+        ));
+    }
+    Ok(())
+}
+
+/// Admin networks: no catch-all and nothing near it.
+fn admin_net(net: &IpNet, s: &str) -> Result<(), String> {
+    let hint = "list the networks you administer from, or put ports meant for everyone in firewall.public_tcp";
+    catch_all(net, s, "firewall.admin_tcp").map_err(|r| format!("{r}; {hint}"))?;
+    let min = match net {
+        IpNet::V4(_) => ADMIN_MIN_PREFIX_V4,
+        IpNet::V6(_) => ADMIN_MIN_PREFIX_V6,
+    };
+    if net.prefix_len() < min {
+        return Err(format!(
+            "{s:?} is wider than /{min}, a large part of the internet rather than an admin network; {hint}"
+        ));
+    }
+    Ok(())
+}
+
+/// Cluster networks are trusted on every port, so they must be ranges the
+/// internet cannot route to this host.
+fn cluster_net(net: &IpNet, s: &str) -> Result<(), String> {
+    let ranges = "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 (RFC 1918), 100.64.0.0/10 (CGNAT) or fc00::/7 (ULA)";
+    let hint = "cluster networks are trusted on every port, so they must be private";
+    catch_all(net, s, "every port")
+        .map_err(|r| format!("{r}; {hint}: use the pod and service networks, inside {ranges}"))?;
+    match cidr::private_range(net) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "{s:?} is not a private network: {hint}; use networks inside {ranges}"
+        )),
+    }
+}
+
+/// Drops duplicates and names a wildcard in the list already covers (nft
+/// folds them the same way, and the stored ruleset must match what it lists).
+fn normalise(items: Vec<(String, String)>) -> Vec<(String, String)> {
+    let keep: Vec<bool> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (_, name))| {
+            !items
+                .iter()
+                .enumerate()
+                .any(|(j, (_, other))| j != i && interface_matches(other, name) && (other != name || j < i))
+        })
+        .collect();
+    items
+        .into_iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(x, _)| x)
+        .collect()
+}
+
 impl Checker<'_> {
-    pub(super) fn firewall(&mut self, t: &Table) -> Firewall {
+    pub(super) fn firewall(&mut self, t: &Table) -> (Firewall, Trusted) {
         const P: &str = "firewall";
         self.unknown_keys(P, t, FIREWALL_KEYS);
-        let admin = self.cidrs(t, P, "admin_cidrs");
-        let cluster = self.cidrs(t, P, "cluster_cidrs");
-        let (admin_v4, admin_v6) = cidr::merge(&admin);
-        let (cluster_v4, cluster_v6) = cidr::merge(&cluster);
+        let admin = self.cidrs_at(t, P, "admin_cidrs", admin_net);
+        let cluster = self.cidrs_at(t, P, "cluster_cidrs", cluster_net);
+        let interfaces = normalise(self.array_at(t, P, "cluster_interfaces", "interface names", |v| {
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("expected an interface name, found {}", v.type_str()))?;
+            interface_pattern(s).map(str::to_owned)
+        }));
+        let (admin_v4, admin_v6) = cidr::merge(&admin.iter().map(|(_, n)| *n).collect::<Vec<_>>());
+        let (cluster_v4, cluster_v6) = cidr::merge(&cluster.iter().map(|(_, n)| *n).collect::<Vec<_>>());
         let fw = Firewall {
             admin_v4,
             admin_v6,
@@ -91,12 +175,7 @@ impl Checker<'_> {
             vpn_udp: self.ports(t, P, "vpn_udp"),
             cluster_v4,
             cluster_v6,
-            cluster_interfaces: self.array(t, P, "cluster_interfaces", "interface names", |v| {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| format!("expected an interface name, found {}", v.type_str()))?;
-                interface_name(s).map(str::to_owned)
-            }),
+            cluster_interfaces: interfaces.iter().map(|(_, name)| name.clone()).collect(),
             log_drops: self.bool(t, P, "log_drops").unwrap_or(false),
         };
         // A port both public and restricted is a contradiction: public wins.
@@ -116,6 +195,11 @@ impl Checker<'_> {
                 format!("port {p} is also in firewall.public_udp, which opens it to everyone; list it in one place"),
             );
         }
-        fw
+        let trusted = Trusted {
+            admin,
+            cluster,
+            interfaces,
+        };
+        (fw, trusted)
     }
 }

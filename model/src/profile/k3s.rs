@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use toml::Table;
 
-use super::fields::dns_name;
+use super::fields::{dns_name, ip_addr};
 use super::wireguard::WireGuard;
 use super::Checker;
 
@@ -46,13 +46,18 @@ impl Checker<'_> {
                 }
                 Some(K3sBind::Vpn)
             }
-            Some((_, Some(s))) => match s.parse::<IpAddr>() {
+            Some((_, Some(s))) => match ip_addr(s) {
                 Ok(ip) if !ip.is_unspecified() => Some(K3sBind::Ip(ip)),
                 Ok(ip) => {
                     self.err(
                         "k3s.bind",
                         format!("{ip} would expose the API on every interface; use \"vpn\" or one address"),
                     );
+                    None
+                }
+                // An address in an ambiguous form: say which and what to write.
+                Err(reason) if s.parse::<IpAddr>().is_ok() || s.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                    self.err("k3s.bind", reason);
                     None
                 }
                 Err(_) => {

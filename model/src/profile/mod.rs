@@ -13,20 +13,29 @@ use ipnet::IpNet;
 use serde::Serialize;
 use toml::{Table, Value};
 
+mod cross;
 mod fields;
 mod firewall;
+mod ima;
 mod k3s;
 mod monitoring;
+mod vault;
 mod wireguard;
 
-pub use fields::{interface_name, parse_cidr, port};
+pub use fields::{
+    interface_matches, interface_name, interface_pattern, parse_cidr, port, UPLINK_PREFIXES, WILDCARD_MIN_PREFIX,
+};
 pub use firewall::Firewall;
+pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
-pub use wireguard::{Backend, WireGuard};
+pub use vault::{CredentialStore, Custody, Implementation, Location, Source, Tls, Transit, Vault};
+pub use wireguard::{
+    Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN, STALE_HANDSHAKE_DEFAULT, STALE_HANDSHAKE_MIN,
+};
 
 /// Top-level tables a profile may contain.
-const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring"];
+const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "ima", "vault"];
 const PROFILE_KEYS: &[&str] = &["name", "drift", "drift_interval", "keep_generations"];
 /// Generations kept on disk unless the profile says otherwise.
 pub const KEEP_GENERATIONS: usize = 50;
@@ -58,6 +67,10 @@ pub struct Profile {
     pub k3s: Option<K3s>,
     /// `[monitoring]`: optional TCP listener for Prometheus.
     pub monitoring: Monitoring,
+    /// `[ima]`: IMA appraisal; absent means Bulwark leaves IMA alone.
+    pub ima: Option<Ima>,
+    /// `[vault]`: a pinned, hardened Vault on the host; absent means unmanaged.
+    pub vault: Option<Vault>,
 }
 
 impl Profile {
@@ -187,11 +200,15 @@ impl Checker<'_> {
             .and_then(|t| self.duration(t, "profile", "drift_interval", DRIFT_INTERVAL_MIN, DRIFT_INTERVAL_MAX))
             .unwrap_or(Duration::from_secs(30));
         let keep_generations = meta.and_then(|t| self.keep_generations(t)).unwrap_or(KEEP_GENERATIONS);
-        let mut firewall = self
+        let (mut firewall, trusted) = self
             .section(doc, "firewall", false)
             .map(|t| self.firewall(t))
             .unwrap_or_default();
-        let wireguard = self.section(doc, "wireguard", false).and_then(|t| self.wireguard(t));
+        let (wireguard, vpn) = match self.section(doc, "wireguard", false) {
+            Some(t) => self.wireguard(t),
+            None => (None, Default::default()),
+        };
+        self.cross_checks(&firewall, &trusted, &vpn);
         if let Some(wg) = &wireguard {
             // The VPN must be reachable to be useful: open its port to everyone.
             if !firewall.public_udp.contains(&wg.listen_port) {
@@ -206,6 +223,10 @@ impl Checker<'_> {
             .section(doc, "monitoring", false)
             .map(|t| self.monitoring(t, wireguard.as_ref()))
             .unwrap_or_default();
+        let ima = self.section(doc, "ima", false).and_then(|t| self.ima(t));
+        let vault = self
+            .section(doc, "vault", false)
+            .and_then(|t| self.vault(t, wireguard.as_ref()));
         Some(Profile {
             name: name?,
             drift,
@@ -215,6 +236,8 @@ impl Checker<'_> {
             wireguard,
             k3s,
             monitoring,
+            ima,
+            vault,
         })
     }
 
@@ -354,8 +377,24 @@ impl Checker<'_> {
         prefix: &str,
         key: &str,
         what: &str,
-        mut item: impl FnMut(&Value) -> Result<T, String>,
+        item: impl FnMut(&Value) -> Result<T, String>,
     ) -> Vec<T> {
+        self.array_at(t, prefix, key, what, item)
+            .into_iter()
+            .map(|(_, x)| x)
+            .collect()
+    }
+
+    /// [`Checker::array`], keeping each good element's TOML path
+    /// (`firewall.cluster_cidrs[1]`) for checks that compare elements.
+    fn array_at<T>(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        what: &str,
+        mut item: impl FnMut(&Value) -> Result<T, String>,
+    ) -> Vec<(String, T)> {
         let path = join(prefix, key);
         let Some(v) = t.get(key) else { return Vec::new() };
         let Some(items) = v.as_array() else {
@@ -365,7 +404,7 @@ impl Checker<'_> {
         let mut out = Vec::with_capacity(items.len());
         for (i, v) in items.iter().enumerate() {
             match item(v) {
-                Ok(x) => out.push(x),
+                Ok(x) => out.push((format!("{path}[{i}]"), x)),
                 Err(reason) => self.err(format!("{path}[{i}]"), reason),
             }
         }
@@ -380,11 +419,28 @@ impl Checker<'_> {
     }
 
     fn cidrs(&mut self, t: &Table, prefix: &str, key: &str) -> Vec<IpNet> {
-        self.array(t, prefix, key, "CIDR strings", |v| {
+        self.cidrs_at(t, prefix, key, |_, _| Ok(()))
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect()
+    }
+
+    /// CIDRs with their TOML paths; `allow` refuses networks a list must not
+    /// hold, given the network and the string as written.
+    fn cidrs_at(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        allow: impl Fn(&IpNet, &str) -> Result<(), String>,
+    ) -> Vec<(String, IpNet)> {
+        self.array_at(t, prefix, key, "CIDR strings", |v| {
             let s = v
                 .as_str()
                 .ok_or_else(|| format!("expected a CIDR string, found {}", v.type_str()))?;
-            parse_cidr(s)
+            let net = parse_cidr(s)?;
+            allow(&net, s)?;
+            Ok(net)
         })
     }
 }

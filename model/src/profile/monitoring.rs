@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use toml::Table;
 
+use super::fields::port_text;
 use super::wireguard::WireGuard;
 use super::Checker;
 
@@ -40,6 +41,11 @@ impl Checker<'_> {
                 return Monitoring::default();
             }
         };
+        // The standard parser takes port 0 ("any free port") and "080".
+        if let Err(reason) = port_text(s.rsplit(':').next().unwrap_or_default()) {
+            self.err("monitoring.listen", format!("{s:?}: {reason}"));
+            return Monitoring::default();
+        }
         let vpn = wireguard.map(|w| IpAddr::V4(w.address.addr()));
         if !(addr.ip().is_loopback() || Some(addr.ip()) == vpn) {
             let allowed = vpn.map_or("loopback".to_owned(), |v| format!("loopback or the VPN address {v}"));

@@ -7,8 +7,23 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 use toml::{Table, Value};
 
-use super::fields::{dns_name, interface_name};
+use super::fields::{dns_name, interface_name, ip_addr, ip_net, port_text};
 use super::{humantime_opt, Checker};
+
+/// Shortest and longest peer lifetime, for `peer_expiry` and for
+/// `add-peer --expires` alike. Shorter lifetimes are typos ("5s" for "5d")
+/// more often than intent.
+pub const PEER_EXPIRY_MIN: Duration = Duration::from_secs(60);
+pub const PEER_EXPIRY_MAX: Duration = Duration::from_secs(3650 * 86400);
+
+/// How long a peer may go without a handshake before health warns, unless
+/// the profile says otherwise: a day, like the alert rule Bulwark ships. An
+/// admin's laptop closed overnight is no incident; one silent for longer
+/// may be lost, or its key due for revocation.
+pub const STALE_HANDSHAKE_DEFAULT: Duration = Duration::from_secs(86400);
+/// Below three minutes WireGuard's own rekeying (every two, while traffic
+/// flows) would make live peers look stale.
+pub const STALE_HANDSHAKE_MIN: Duration = Duration::from_secs(180);
 
 const WIREGUARD_KEYS: &[&str] = &[
     "interface",
@@ -19,6 +34,7 @@ const WIREGUARD_KEYS: &[&str] = &[
     "client_allowed_ips",
     "keepalive",
     "peer_expiry",
+    "stale_handshake",
 ];
 
 /// `[wireguard]`: the interface admins reach the host through.
@@ -39,6 +55,10 @@ pub struct WireGuard {
     /// Default lifetime of new peers; `None` = no expiry.
     #[serde(with = "humantime_opt")]
     pub peer_expiry: Option<Duration>,
+    /// A peer without a handshake for longer than this is a WARNING in
+    /// health (`wireguard_handshakes`).
+    #[serde(with = "super::humantime_secs")]
+    pub stale_handshake: Duration,
 }
 
 /// How the WireGuard interface is provided.
@@ -53,8 +73,17 @@ pub enum Backend {
     Auto,
 }
 
+/// What the checks across sections need from `[wireguard]`, kept even when
+/// another of its fields is wrong, so that every error shows in one round.
+#[derive(Debug, Default)]
+pub(super) struct VpnParts {
+    pub interface: Option<String>,
+    pub address: Option<Ipv4Net>,
+    pub listen_port: Option<u16>,
+}
+
 impl Checker<'_> {
-    pub(super) fn wireguard(&mut self, t: &Table) -> Option<WireGuard> {
+    pub(super) fn wireguard(&mut self, t: &Table) -> (Option<WireGuard>, VpnParts) {
         const P: &str = "wireguard";
         self.unknown_keys(P, t, WIREGUARD_KEYS);
         let interface = match t.get("interface") {
@@ -74,7 +103,10 @@ impl Checker<'_> {
         let address = self
             .string(t, P, "address")
             .and_then(|s| vpn_address(&s).map_err(|r| self.err("wireguard.address", r)).ok());
-        let listen_port = self.one_port(t, P, "listen_port").unwrap_or(51820);
+        let listen_port = match t.get("listen_port") {
+            None => Some(51820),
+            Some(_) => self.one_port(t, P, "listen_port"),
+        };
         let endpoint = self.string(t, P, "endpoint").and_then(|s| {
             endpoint(&s)
                 .map(|()| s.clone())
@@ -98,31 +130,40 @@ impl Checker<'_> {
                 0
             }
         };
-        let peer_expiry = self.duration(
-            t,
-            P,
-            "peer_expiry",
-            Duration::from_secs(60),
-            Duration::from_secs(3650 * 86400),
-        );
-        Some(WireGuard {
-            interface: interface?,
-            address: address?,
+        let peer_expiry = self.duration(t, P, "peer_expiry", PEER_EXPIRY_MIN, PEER_EXPIRY_MAX);
+        let stale_handshake = self
+            .duration(t, P, "stale_handshake", STALE_HANDSHAKE_MIN, PEER_EXPIRY_MAX)
+            .unwrap_or(STALE_HANDSHAKE_DEFAULT);
+        let parts = VpnParts {
+            interface: interface.clone(),
+            address,
             listen_port,
-            endpoint: endpoint?,
-            backend,
-            client_allowed_ips,
-            keepalive,
-            peer_expiry,
-        })
+        };
+        let wg = match (interface, address, listen_port, endpoint) {
+            (Some(interface), Some(address), Some(listen_port), Some(endpoint)) => Some(WireGuard {
+                interface,
+                address,
+                listen_port,
+                endpoint,
+                backend,
+                client_allowed_ips,
+                keepalive,
+                peer_expiry,
+                stale_handshake,
+            }),
+            _ => None,
+        };
+        (wg, parts)
     }
 }
 
 /// The server's VPN address: an IPv4 host address with its prefix.
 fn vpn_address(s: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not an IPv4 address with prefix such as \"10.8.0.1/24\""))?;
+    let what = "an IPv4 address with prefix such as \"10.8.0.1/24\"";
+    let net = match ip_net(s, what)? {
+        IpNet::V4(net) => net,
+        IpNet::V6(_) => return Err(format!("{s:?} is not {what}")),
+    };
     if net.prefix_len() > 30 {
         return Err(format!(
             "{s:?}: a /{} leaves no room for peers; use /30 or shorter",
@@ -139,15 +180,52 @@ fn vpn_address(s: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
-/// `host:port` for client configs.
+/// `host:port` for client configs, copied into them verbatim: a DNS name or
+/// an IPv4 address, or an IPv6 address in brackets (`[2001:db8::1]:51820`),
+/// then a port in 1-65535.
 fn endpoint(s: &str) -> Result<(), String> {
-    let bad = || format!("{s:?} is not host:port such as \"vps.example.org:51820\" or \"[2001:db8::1]:51820\"");
-    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-    port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.parse::<IpAddr>().is_ok() || dns_name(host) {
+    let form = "\"vps.example.org:51820\", \"198.51.100.1:51820\" or \"[2001:db8::1]:51820\"";
+    let unbalanced =
+        || format!("{s:?} has unbalanced brackets; write one IPv6 address in one pair: \"[2001:db8::1]:51820\"");
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, port)) = rest.split_once("]:") else {
+            return Err(format!(
+                "{s:?}: a bracketed IPv6 address needs \"]:port\" after it, as in \"[2001:db8::1]:51820\""
+            ));
+        };
+        if host.contains(['[', ']']) || port.contains(['[', ']']) {
+            return Err(unbalanced());
+        }
+        port_text(port).map_err(|r| format!("{s:?}: {r}"))?;
+        return match ip_addr(host) {
+            Ok(IpAddr::V6(_)) => Ok(()),
+            Ok(IpAddr::V4(v4)) => Err(format!(
+                "{s:?}: brackets are for IPv6 addresses only; write \"{v4}:{port}\""
+            )),
+            Err(r) => Err(format!("{s:?}: {r}")),
+        };
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} is not host:port such as {form}"));
+    };
+    if host.contains(['[', ']']) {
+        return Err(unbalanced());
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "{s:?}: an IPv6 endpoint needs brackets around the address, as in \"[{host}]:{port}\""
+        ));
+    }
+    port_text(port).map_err(|r| format!("{s:?}: {r}"))?;
+    // All digits and dots is an IPv4 address (perhaps mistyped), never a name.
+    if !host.is_empty() && host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return ip_addr(host).map(drop).map_err(|r| format!("{s:?}: {r}"));
+    }
+    if dns_name(host) {
         Ok(())
     } else {
-        Err(bad())
+        Err(format!(
+            "{s:?}: {host:?} is neither a DNS name nor an IP address; write host:port such as {form}"
+        ))
     }
 }

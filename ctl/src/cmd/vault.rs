@@ -1,0 +1,169 @@
+//! `bulwarkctl vault status|init|unseal|migrate`: the Vault module's
+//! actions at `/v1/modules/vault/<action>`.
+//!
+//! `init` prints the keys (and root token) once and then acknowledges them,
+//! so bulwarkd forgets them; if printing fails, nothing is acknowledged and
+//! `init` shows the same keys again. Shares for `unseal` and `migrate` are
+//! read without echo on a terminal, or one per line from stdin; they never
+//! appear in argv.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::bail;
+use bulwark_model::vault::{InitResponse, UnsealRequest, UnsealResponse, VaultStatus, MODULE};
+
+use super::{emit, emit_json, Ctx};
+use crate::cli::VaultCommand;
+use crate::error::OK;
+use crate::output;
+
+fn path(action: &str) -> String {
+    format!("/v1/modules/{MODULE}/{action}")
+}
+
+pub fn run(ctx: &Ctx<'_>, out: &mut dyn Write, cmd: &VaultCommand) -> anyhow::Result<u8> {
+    match cmd {
+        VaultCommand::Status => status(ctx, out),
+        VaultCommand::Init => init(ctx, out),
+        VaultCommand::Unseal => shares(ctx, out, None),
+        VaultCommand::Migrate { to } => shares(ctx, out, Some(to.as_str())),
+    }
+}
+
+fn status(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let answer = ctx.client()?.get(&path("status"))?;
+    let s: VaultStatus = answer.decode()?;
+    if ctx.json {
+        emit(out, &answer.pretty())?;
+        return Ok(OK);
+    }
+    let state = match (s.initialized, s.sealed) {
+        (None, _) => "not answering".to_owned(),
+        (Some(false), _) => "not initialised".to_owned(),
+        (Some(true), Some(true)) => format!("sealed ({}/{} shares)", s.progress, s.threshold),
+        (Some(true), _) => match s.unsealed_for_secs {
+            Some(secs) => format!(
+                "unsealed for {}",
+                humantime::format_duration(std::time::Duration::from_secs(secs))
+            ),
+            None => "unsealed".to_owned(),
+        },
+    };
+    let mut text = output::key_values(&[
+        ("vault", format!("{} {} ({})", s.implementation, s.version, s.runner)),
+        ("listen", s.listen.clone()),
+        ("state", state),
+        ("seal", s.seal_type.clone()),
+        ("custody", format!("{} (store: {})", s.custody, s.credential_store)),
+        (
+            "keys",
+            if s.keys_delivered {
+                "acknowledged"
+            } else {
+                "not yet taken"
+            }
+            .to_owned(),
+        ),
+        ("level", format!("{:?}", s.level).to_uppercase()),
+    ]);
+    for p in &s.problems {
+        text.push_str(&format!("  ! {p}\n"));
+    }
+    emit(out, &text)?;
+    Ok(OK)
+}
+
+fn init(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let client = ctx.client()?;
+    let answer = client.post(&path("init"), Some(&serde_json::json!({})))?;
+    let r: InitResponse = answer.decode()?;
+    if ctx.json {
+        emit(out, &answer.pretty())?;
+    } else {
+        let mut text = format!(
+            "{} {} keys ({} of them are needed){}:\n",
+            r.keys.len(),
+            r.key_kind,
+            r.threshold,
+            if r.repeated {
+                ", shown before and never acknowledged"
+            } else {
+                ""
+            }
+        );
+        for (i, k) in r.keys.iter().enumerate() {
+            text.push_str(&format!("  key {}: {k}\n", i + 1));
+        }
+        match (&r.root_token, &r.root_token_accessor) {
+            (Some(t), Some(a)) => text.push_str(&format!("root token: {t}\n  (accessor {a})\n")),
+            (Some(t), None) => text.push_str(&format!("root token: {t}\n")),
+            _ => text.push_str("root token: revoked\n"),
+        }
+        for n in &r.notes {
+            text.push_str(&format!("- {n}\n"));
+        }
+        emit(out, &text)?;
+    }
+    // Only once they are out: bulwarkd forgets the keys.
+    out.flush()?;
+    client.post(&path("ack"), Some(&serde_json::json!({})))?;
+    eprintln!("bulwarkctl: the keys are shown once; Bulwark no longer keeps them");
+    Ok(OK)
+}
+
+/// Read shares and send each until the Vault is unsealed.
+fn shares(ctx: &Ctx<'_>, out: &mut dyn Write, to: Option<&str>) -> anyhow::Result<u8> {
+    let action = if to.is_some() { "migrate" } else { "unseal" };
+    let client = ctx.client()?;
+    let terminal = std::io::stdin().is_terminal();
+    let mut lines = std::io::stdin().lock().lines();
+    let mut answers = Vec::new();
+    loop {
+        let share = if terminal {
+            rpassword::prompt_password("unseal share (not echoed): ")?
+        } else {
+            match lines.next() {
+                Some(line) => line?,
+                None => break,
+            }
+        };
+        let share = share.trim().to_owned();
+        if share.is_empty() {
+            if terminal {
+                break;
+            }
+            continue;
+        }
+        let req = UnsealRequest {
+            key: share,
+            to: to.map(str::to_owned),
+        };
+        let answer = client.post(&path(action), Some(&req))?;
+        let r: UnsealResponse = answer.decode()?;
+        if !ctx.json {
+            let line = if !r.sealed {
+                format!("unsealed ({} seal)\n", r.seal_type)
+            } else if r.repeated {
+                format!(
+                    "share already given in this round: ignored ({}/{})\n",
+                    r.progress, r.threshold
+                )
+            } else {
+                format!("share accepted: {}/{}\n", r.progress, r.threshold)
+            };
+            emit(out, &line)?;
+        }
+        let done = !r.sealed;
+        answers.push(r);
+        if done {
+            break;
+        }
+    }
+    if ctx.json {
+        emit_json(out, &answers)?;
+    }
+    if answers.is_empty() {
+        bail!("no share given: type one, or pipe them in one per line");
+    }
+    Ok(OK)
+}
