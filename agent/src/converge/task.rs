@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use bulwark_model::api::{ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo};
+use bulwark_model::api::{ApplyRequest, ApplyResponse, GenerationInfo};
 use tokio::sync::{oneshot, watch};
 
 use super::published::{Published, Reader, REFRESH};
