@@ -13,8 +13,12 @@ pub const API_VERSION: &str = "v1";
 pub const API_PREFIX: &str = "/v1";
 /// Where bulwarkd listens unless told otherwise (relative to `--root`).
 pub const DEFAULT_SOCKET: &str = "/run/bulwark/bulwarkd.sock";
-/// Largest request body the daemon accepts.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest request body the daemon accepts: 8 MiB holds a profile of
+/// 350,000 admin networks written as quoted CIDRs (about 22 bytes each once
+/// JSON-escaped). A body is read into memory whole and parsed once, so this
+/// bounds what one request can make the daemon allocate (and, with at most
+/// 64 connections served at once, all of them together: 512 MiB).
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// `GET /version`: what this daemon is and speaks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

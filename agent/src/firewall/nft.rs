@@ -80,6 +80,8 @@ pub enum FirewallError {
     },
     #[error("nft reported success, but table inet bulwark in the kernel is not what was sent: {what}")]
     Mismatch { what: String },
+    #[error("cannot read or change table inet bulwark over netlink")]
+    Netlink(#[from] super::netlink::NetlinkError),
 }
 
 /// The `nft` binary Bulwark drives.

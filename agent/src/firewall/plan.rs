@@ -90,11 +90,28 @@ fn sets(out: &mut Vec<Change>, desired: &[NamedSet], previous: &[NamedSet]) {
     }
 }
 
+fn sorted(nets: &[IpNet]) -> bool {
+    nets.windows(2).all(|w| w[0] < w[1])
+}
+
 /// Element changes of one set, in the sets' own order.
 fn elements(out: &mut Vec<Change>, set: &str, desired: &[IpNet], previous: &[IpNet]) {
-    let (old, new): (HashSet<&IpNet>, HashSet<&IpNet>) = (previous.iter().collect(), desired.iter().collect());
-    let added: Vec<&IpNet> = desired.iter().filter(|n| !old.contains(n)).collect();
-    let removed: Vec<&IpNet> = previous.iter().filter(|n| !new.contains(n)).collect();
+    if desired == previous {
+        return;
+    }
+    let (added, removed) = if sorted(desired) && sorted(previous) {
+        // Profiles hold their networks merged and sorted: no hashing needed.
+        let missing = |a: &'_ [IpNet], b: &[IpNet]| -> Vec<IpNet> {
+            a.iter().filter(|n| b.binary_search(n).is_err()).copied().collect()
+        };
+        (missing(desired, previous), missing(previous, desired))
+    } else {
+        let (old, new): (HashSet<&IpNet>, HashSet<&IpNet>) = (previous.iter().collect(), desired.iter().collect());
+        (
+            desired.iter().filter(|n| !old.contains(n)).copied().collect(),
+            previous.iter().filter(|n| !new.contains(n)).copied().collect(),
+        )
+    };
     let total = added.len() + removed.len();
     let shown = if total > LIST_LIMIT {
         let what = format!(

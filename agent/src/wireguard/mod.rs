@@ -155,6 +155,9 @@ impl WgError {
 
 use crate::clock::now_unix;
 
+/// The device (with the backend serving it) and its link, for reports.
+type Report = (Option<(Kind, Live)>, Option<device::Link>);
+
 /// The WireGuard module: server key, peer store, backend and wireguard-go.
 #[derive(Debug)]
 pub struct WireGuard {
@@ -236,6 +239,18 @@ impl WireGuard {
             return Ok(Some((Kind::Kernel, l)));
         }
         Ok(device::read(iface, Kind::Userspace)?.map(|l| (Kind::Userspace, l)))
+    }
+
+    /// The device and its link for status and health (a reading shared by
+    /// reports close together, see [`device::read_for_report`]).
+    fn observe_report(&self, iface: &str) -> Result<Report, WgError> {
+        match self.backend {
+            Some(kind) => {
+                let (live, link) = device::read_for_report(iface, kind)?;
+                Ok((live.map(|l| (kind, l)), link))
+            }
+            None => Ok((self.observe(iface)?, device::link(iface)?)),
+        }
     }
 
     fn changes(&self, p: &Profile) -> Result<Vec<Change>, WgError> {
@@ -520,10 +535,13 @@ impl WireGuard {
     pub fn peers(&self, desired: Option<&Profile>) -> Result<Vec<PeerInfo>, WgError> {
         let mut out: Vec<PeerInfo> = self.store.all().iter().map(StoredPeer::info).collect();
         let live = match desired {
-            Some(p) => self.observe(&p.interface).unwrap_or_else(|e| {
-                log::warn!(iface = p.interface.as_str(), error:display = e; "cannot read peer statistics");
-                None
-            }),
+            Some(p) => self
+                .observe_report(&p.interface)
+                .map(|(live, _)| live)
+                .unwrap_or_else(|e| {
+                    log::warn!(iface = p.interface.as_str(), error:display = e; "cannot read peer statistics");
+                    None
+                }),
             None => None,
         };
         if let Some((_, live)) = live {
@@ -599,8 +617,10 @@ impl WireGuard {
             level,
             reason,
         };
-        let live = self.observe(iface);
-        let link = device::link(iface);
+        let (live, link): (Result<_, String>, Result<_, String>) = match self.observe_report(iface) {
+            Ok((live, link)) => (Ok(live), Ok(link)),
+            Err(e) => (Err(e.to_string()), Err(e.to_string())),
+        };
         let backend = self.backend_in_use().unwrap_or("no");
         let mut checks = vec![match (&live, &link) {
             (Err(e), _) | (_, Err(e)) => check("wireguard", Level::Critical, format!("{iface}: {e}")),
