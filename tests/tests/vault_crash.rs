@@ -58,9 +58,13 @@ fn round(custody: &str, kill_after: Option<Duration>) -> Duration {
             // The first `init` may have printed the keys before the kill
             // (its acknowledgement may have been lost with the daemon, or
             // not): then those are the operator's keys.
-            match serde_json::from_slice(&out.stdout) {
-                Ok(k) => k,
-                Err(_) => {
+            // (A killed one exits non-zero, its --json error body on stdout.)
+            match serde_json::from_slice(&out.stdout)
+                .ok()
+                .filter(|_| out.status.success())
+            {
+                Some(k) => k,
+                None => {
                     let r = d.ctl(&["--json", "vault", "init"]);
                     assert!(
                         r.ok(),
