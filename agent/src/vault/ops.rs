@@ -120,6 +120,13 @@ impl Vault {
                     }
                     _ => {
                         let _: AckRequest = body(req)?;
+                        if v.custody != Custody::Static {
+                            return Err(VaultError::Conflict(format!(
+                                "restore tests run only under static custody; a {} Vault's snapshot opens only \
+                                 with its keys",
+                                v.custody.as_str()
+                            )));
+                        }
                         let t = self.restore_test(cx, v, &s);
                         to_json(&t)
                     }

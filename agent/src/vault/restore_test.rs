@@ -167,10 +167,13 @@ impl Vault {
         result.at = now_unix();
         result.took_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {
-            Ok(source) => {
+            Ok((source, phases)) => {
                 result.passed = true;
                 result.source = source.to_owned();
-                result.reason = format!("restored from the {source} copy into a throw-away Vault; the canary matched");
+                result.reason = format!(
+                    "restored from the {source} copy into a throw-away Vault; the canary matched \
+                     (after the server answered: {phases})"
+                );
                 cx.event(
                     &audit::VLT_RESTORE_TEST_PASSED,
                     Outcome::Success,
@@ -194,12 +197,13 @@ impl Vault {
         result
     }
 
+    /// The copy used (`remote` or `local`) and how long each step took.
     fn restore_into_throwaway(
         &mut self,
         v: &VaultProfile,
         s: &Snapshots,
         e: &Entry,
-    ) -> Result<&'static str, VaultError> {
+    ) -> Result<(&'static str, String), VaultError> {
         if v.custody != Custody::Static {
             return Err(VaultError::Conflict(format!(
                 "restore tests run only under static custody; a {} Vault's snapshot opens only with its keys",
@@ -224,7 +228,7 @@ impl Vault {
         let mut server = supervise::spawn(&self.installer.current_binary(), &conf, &log, &dir.join("bao.pid"))?;
         let result = self.check_throwaway(&mut server, &log, port, bytes, &token, e);
         server.kill();
-        result.map(|()| source)
+        result.map(|phases| (source, phases))
     }
 
     /// Init the throw-away Vault, restore into it, compare the canary.
@@ -236,7 +240,7 @@ impl Vault {
         bytes: Vec<u8>,
         token: &Secret,
         e: &Entry,
-    ) -> Result<(), VaultError> {
+    ) -> Result<String, VaultError> {
         let client = Client::new(&format!("http://127.0.0.1:{port}"), None)?;
         let mut up = || {
             if !server.alive() {
@@ -271,7 +275,6 @@ impl Vault {
         phase("active");
         let canary = client.read_canary(token)?;
         phase("canary read");
-        log::info!(phases = phases.join(", ").as_str(); "restore test: the throw-away Vault");
         if canary.is_empty() {
             return Err(VaultError::Corrupt {
                 path: PathBuf::from(&e.shown.name),
@@ -284,7 +287,7 @@ impl Vault {
                 reason: "the restored canary differs from the one written before the snapshot".to_owned(),
             });
         }
-        Ok(())
+        Ok(phases.join(", "))
     }
 
     /// Replace the live Vault's data with snapshot `name` (`token` may

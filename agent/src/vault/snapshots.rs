@@ -451,7 +451,12 @@ impl Vault {
             self.cleanup_restore_test();
         }
         let Some(s) = v.snapshots.clone() else { return };
-        let unsealed = self.watch.last.as_ref().is_some_and(|st| st.initialized && !st.sealed);
+        // Unsealed, and initialised by Bulwark (its token exists).
+        let unsealed = self.watch.last.as_ref().is_some_and(|st| st.initialized && !st.sealed)
+            && custody::read_record(&self.host)
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.initialised.is_some());
         let cat = match self.catalogue() {
             Ok(c) => c,
             Err(e) => {
