@@ -20,6 +20,7 @@ mod ima;
 mod k3s;
 mod monitoring;
 mod vault;
+mod vault_snapshots;
 mod wireguard;
 
 pub use fields::{
@@ -29,10 +30,8 @@ pub use firewall::Firewall;
 pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
-pub use vault::{
-    CredentialStore, Custody, Implementation, Location, S3Credentials, Snapshots, Source, Tls, Transit, Vault, S3,
-    S3_CREDENTIAL_NAME, SNAPSHOT_DIR,
-};
+pub use vault::{CredentialStore, Custody, Implementation, Location, Source, Tls, Transit, Vault};
+pub use vault_snapshots::{S3Credentials, Snapshots, S3, S3_CREDENTIAL_NAME, SNAPSHOT_DIR};
 pub use wireguard::{Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN};
 
 /// Top-level tables a profile may contain.
