@@ -687,6 +687,40 @@ Example:
         #[arg(long, value_name = "CUSTODY", value_parser = ["static"])]
         to: String,
     },
+    /// Take a raft snapshot now (and upload it with [vault.snapshots] s3)
+    #[command(long_about = "\
+Take a raft snapshot now: written atomically (0600) to the snapshot directory
+with its SHA-256, uploaded to the bucket and read back when the profile has
+s3, and retention applied. Exit code 1 when the upload failed (the snapshot
+is kept locally and the upload retried).")]
+    Snapshot,
+    /// List the snapshots: local and off-site, with age, size and digest
+    Snapshots,
+    /// Replace the Vault's data with a snapshot (asks first; --yes)
+    #[command(long_about = "\
+Replace all of the Vault's data with SNAPSHOT (a name from `bulwarkctl vault
+snapshots`); the off-site copy is used when there is one, after its SHA-256
+is checked. Needs a token that may update sys/storage/raft/snapshot-force
+(a root token): typed without echo, or the first line of stdin. Asks for
+confirmation on a terminal; --yes skips it (and is required without one).
+
+Example:
+  bulwarkctl vault restore vault-20261201T190500.123Z.snap --yes < token")]
+    Restore {
+        /// The snapshot's name
+        snapshot: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Restore the latest snapshot into a throw-away Vault and check its canary
+    #[command(long_about = "\
+Restore the latest snapshot (the off-site copy when there is one) into a
+throw-away Vault of the same binary on a free loopback port, read back the
+canary written before the snapshot and compare it; then remove everything.
+Runs under static custody (a Shamir snapshot opens only with its shares).
+Exit code 1 when the test fails.")]
+    RestoreTest,
 }
 
 #[derive(Debug, Subcommand)]

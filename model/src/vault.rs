@@ -126,3 +126,86 @@ pub struct UnsealResponse {
     pub migration: bool,
     pub seal_type: String,
 }
+
+/// One snapshot Bulwark took (`snapshot`, `snapshots`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotEntry {
+    /// File name, also the object's name under the bucket's prefix.
+    pub name: String,
+    /// Unix time it was taken.
+    pub taken: u64,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the snapshot's bytes.
+    pub sha256: String,
+    /// The file is still in the local directory.
+    pub local: bool,
+    /// Unix time the off-site copy was stored and read back with this digest.
+    pub uploaded: Option<u64>,
+    /// Why the last upload attempt failed (retried with backoff).
+    pub upload_error: Option<String>,
+    /// How long the snapshot took (canary, API, write, fsync).
+    pub took_ms: u64,
+    /// How long the successful upload and its read-back took.
+    pub upload_ms: Option<u64>,
+}
+
+/// An object in the bucket under the profile's prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RemoteObject {
+    pub key: String,
+    pub size: u64,
+    /// Unix time the server says it was last modified.
+    pub modified: u64,
+    /// The digest Bulwark recorded for it, when it is one of Bulwark's.
+    pub sha256: Option<String>,
+}
+
+/// The last restore test.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestoreTest {
+    pub snapshot: String,
+    /// `remote` (read back from the bucket) or `local`.
+    pub source: String,
+    pub passed: bool,
+    /// Unix time it finished.
+    pub at: u64,
+    pub took_ms: u64,
+    /// What was checked, or what failed.
+    pub reason: String,
+}
+
+/// `GET /v1/modules/vault/snapshots`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotsResponse {
+    pub dir: String,
+    /// `bucket/prefix` at the endpoint, when the profile has `s3`.
+    pub remote: Option<String>,
+    pub snapshots: Vec<SnapshotEntry>,
+    pub objects: Vec<RemoteObject>,
+    /// Why the bucket could not be listed.
+    pub remote_error: Option<String>,
+    pub last_restore_test: Option<RestoreTest>,
+}
+
+/// `POST /v1/modules/vault/restore`: replace the Vault's data with a
+/// snapshot. The token must allow `update` on
+/// `sys/storage/raft/snapshot-force` (Bulwark's own token cannot).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    pub snapshot: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for RestoreRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreRequest")
+            .field("snapshot", &self.snapshot)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}

@@ -77,6 +77,8 @@ const INTEGRITY_2013: &[&str] = &["A.12.5.1", "A.12.2.1"];
 const INTEGRITY_2022: &[&str] = &["A.8.19", "A.8.7"];
 const VAULT_2013: &[&str] = &["A.9.4", "A.10.1"];
 const VAULT_2022: &[&str] = &["A.8.3", "A.8.5", "A.8.24"];
+const BACKUP_2013: &[&str] = &["A.12.3.1", "A.17.1.2"];
+const BACKUP_2022: &[&str] = &["A.8.13", "A.8.14"];
 
 macro_rules! events {
     ($($name:ident = $id:literal, $sev:ident, $title:literal, $i13:expr, $i22:expr;)*) => {
@@ -139,6 +141,13 @@ events! {
     VLT_UNCLAIMED = "BWK-VLT-0012", Error, "Initialised Vault without Bulwark's custody record; it is never re-initialised", VAULT_2013, VAULT_2022;
     VLT_DRIFT_REPAIRED = "BWK-VLT-0013", Warning, "Vault binary, configuration or process drifted and was restored", VAULT_2013, VAULT_2022;
     VLT_DRIFT_DETECTED = "BWK-VLT-0014", Warning, "Vault binary, configuration or process drifted; reported, left as found", VAULT_2013, VAULT_2022;
+    VLT_SNAPSHOT_TAKEN = "BWK-VLT-0201", Notice, "Vault raft snapshot taken and written locally with its SHA-256", BACKUP_2013, BACKUP_2022;
+    VLT_SNAPSHOT_UPLOADED = "BWK-VLT-0202", Notice, "Vault snapshot uploaded off-site; the stored object's SHA-256 matched", BACKUP_2013, BACKUP_2022;
+    VLT_SNAPSHOT_FAILED = "BWK-VLT-0203", Error, "Vault snapshot or its off-site upload failed", BACKUP_2013, BACKUP_2022;
+    VLT_SNAPSHOT_PRUNED = "BWK-VLT-0204", Notice, "Vault snapshots beyond the retention removed, locally or off-site", BACKUP_2013, BACKUP_2022;
+    VLT_RESTORE_TEST_PASSED = "BWK-VLT-0205", Notice, "Vault restore test passed: the snapshot opened in a throw-away Vault and its canary matched", BACKUP_2013, BACKUP_2022;
+    VLT_RESTORE_TEST_FAILED = "BWK-VLT-0206", Error, "Vault restore test failed: the snapshot does not restore", BACKUP_2013, BACKUP_2022;
+    VLT_RESTORED = "BWK-VLT-0207", Warning, "Vault restored from a snapshot (its data replaced)", BACKUP_2013, BACKUP_2022;
     WG_PEER_ADDED = "BWK-WG-0001", Notice, "WireGuard admin peer added", PROVISION_2013, PROVISION_2022;
     WG_PEER_REMOVED = "BWK-WG-0002", Notice, "WireGuard admin peer removed", PROVISION_2013, PROVISION_2022;
     WG_PEER_EXPIRED = "BWK-WG-0003", Notice, "WireGuard admin peer expired and removed", PROVISION_2013, PROVISION_2022;

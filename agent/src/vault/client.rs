@@ -13,6 +13,8 @@ use super::VaultError;
 
 /// Longest an ordinary API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Taking or restoring a raft snapshot (a few MB, written by raft).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A key share or token. Its `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -345,6 +347,81 @@ impl Client {
             Some(json!({ "value": value })),
         )
         .map(drop)
+    }
+
+    /// `GET sys/storage/raft/snapshot`, streamed into `out`; the bytes written.
+    pub fn snapshot_into(&self, token: &Secret, out: &mut dyn std::io::Write) -> Result<u64, VaultError> {
+        let call = "GET /v1/sys/storage/raft/snapshot";
+        let mut resp = self
+            .http
+            .get(format!("{}/v1/sys/storage/raft/snapshot", self.base))
+            .header("X-Vault-Token", token.expose())
+            .timeout(SNAPSHOT_TIMEOUT)
+            .send()
+            .map_err(|e| VaultError::Api {
+                call: call.to_owned(),
+                reason: reason(&e),
+            })?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let value = serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null);
+            return Err(VaultError::Refused {
+                call: call.to_owned(),
+                status,
+                errors: errors_of(&value),
+            });
+        }
+        resp.copy_to(out).map_err(|e| VaultError::Api {
+            call: call.to_owned(),
+            reason: reason(&e),
+        })
+    }
+
+    /// `POST sys/storage/raft/snapshot-force`: replace all data with `snapshot`.
+    pub fn restore(&self, token: &Secret, snapshot: Vec<u8>) -> Result<(), VaultError> {
+        let call = "POST /v1/sys/storage/raft/snapshot-force";
+        let resp = self
+            .http
+            .post(format!("{}/v1/sys/storage/raft/snapshot-force", self.base))
+            .header("X-Vault-Token", token.expose())
+            .timeout(SNAPSHOT_TIMEOUT)
+            .body(snapshot)
+            .send()
+            .map_err(|e| VaultError::Api {
+                call: call.to_owned(),
+                reason: reason(&e),
+            })?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let value = serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null);
+        Err(VaultError::Refused {
+            call: call.to_owned(),
+            status,
+            errors: errors_of(&value),
+        })
+    }
+
+    /// `PUT sys/init` of a fresh auto-unseal Vault: its root token (the
+    /// throw-away Vault of a restore test only).
+    pub fn init_auto(&self) -> Result<Secret, VaultError> {
+        // Raft elects its leader during init: seconds on a loaded host.
+        let v = self.ok_within(
+            reqwest::Method::PUT,
+            "sys/init",
+            None,
+            Some(json!({ "recovery_shares": 1, "recovery_threshold": 1 })),
+            Duration::from_secs(60),
+        )?;
+        v["root_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(|t| Secret(t.to_owned()))
+            .ok_or_else(|| VaultError::Api {
+                call: "PUT /v1/sys/init".to_owned(),
+                reason: "no root token in the answer".to_owned(),
+            })
     }
 
     pub fn read_canary(&self, token: &Secret) -> Result<String, VaultError> {

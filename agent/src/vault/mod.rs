@@ -11,8 +11,13 @@
 //! - [`tls`]: the self-signed certificate and a client pinned to it;
 //! - [`supervise`]: running `bao server` without systemd;
 //! - [`watch`]: the seal-watch loop, health and metrics;
-//! - [`ops`]: the actions (`init`, `ack`, `unseal`, `migrate`, `status`),
-//!   and init made crash-safe for every custody.
+//! - [`ops`]: the actions (`init`, `ack`, `unseal`, `migrate`, `status`,
+//!   `snapshot`, `snapshots`, `restore`, `restore-test`), and init made
+//!   crash-safe for every custody;
+//! - [`snapshots`]: scheduled raft snapshots, their off-site copies in an
+//!   S3 bucket ([`s3`]) and retention;
+//! - [`restore_test`]: snapshots proved by restoring them into a
+//!   throw-away Vault.
 //!
 //! **Who runs the server.** When `/run/systemd/system` exists under the
 //! host root, systemd is PID 1 and the rendered `bulwark-vault.service`
@@ -26,6 +31,9 @@ pub mod custody;
 pub mod install;
 mod ops;
 pub mod render;
+mod restore_test;
+pub mod s3;
+mod snapshots;
 pub mod supervise;
 pub mod tls;
 mod watch;
@@ -141,6 +149,7 @@ pub struct Vault {
     installer: Installer,
     server: Option<Server>,
     watch: watch::Watch,
+    snap: snapshots::SnapState,
     /// The profile in force's name (it labels the rendered configuration).
     profile_name: String,
     /// The unit changed on disk (or is not linked yet): systemd must reload it.
@@ -154,6 +163,7 @@ impl Vault {
             systemctl: systemctl.into(),
             server: None,
             watch: watch::Watch::default(),
+            snap: snapshots::SnapState::default(),
             profile_name: String::new(),
             unit_dirty: false,
             host,
@@ -646,7 +656,9 @@ impl Module for Vault {
         match current.and_then(|p| p.vault.as_ref()) {
             Some(v) => {
                 let status = self.vault_status(v);
-                watch::checks(&status)
+                let mut checks = watch::checks(&status);
+                checks.extend(self.snapshot_check(v));
+                checks
             }
             None => Vec::new(),
         }
@@ -673,6 +685,7 @@ impl Module for Vault {
     fn tick(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> Option<Instant> {
         let v = current.and_then(|p| p.vault.as_ref())?;
         self.watch_once(cx, v);
+        self.snapshot_tick(cx, v);
         Some(Instant::now() + watch::INTERVAL)
     }
 
@@ -701,6 +714,7 @@ impl Module for Vault {
 
     fn register_metrics(&mut self, registry: &mut prometheus_client::registry::Registry) {
         self.watch.register(registry);
+        self.snap.register(registry);
     }
 
     fn shutdown(&mut self) {

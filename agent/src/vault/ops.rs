@@ -17,7 +17,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bulwark_model::profile::{Custody, Vault as VaultProfile};
-use bulwark_model::vault::{AckRequest, InitRequest, InitResponse, UnsealRequest, UnsealResponse};
+use bulwark_model::vault::{AckRequest, InitRequest, InitResponse, RestoreRequest, UnsealRequest, UnsealResponse};
 use serde_json::Value;
 
 use super::client::{Client, Secret};
@@ -39,6 +39,10 @@ pub const ACTIONS: &[(&str, ActionRole)] = &[
     ("ack", ActionRole::Admin),
     ("unseal", ActionRole::Admin),
     ("migrate", ActionRole::Admin),
+    ("snapshot", ActionRole::Admin),
+    ("snapshots", ActionRole::Read),
+    ("restore", ActionRole::Admin),
+    ("restore-test", ActionRole::Admin),
 ];
 
 fn now_unix() -> u64 {
@@ -95,6 +99,38 @@ impl Vault {
                 }
                 let out = self.unseal(cx, v, Secret(r.key.trim().to_owned()), migrate)?;
                 to_json(&out)
+            }
+            "snapshot" | "snapshots" | "restore" | "restore-test" => {
+                let Some(s) = v.snapshots.clone() else {
+                    return Err(VaultError::Conflict(
+                        "the profile in force has no [vault.snapshots] section".to_owned(),
+                    ));
+                };
+                match action {
+                    "snapshot" => {
+                        let _: AckRequest = body(req)?;
+                        let e = self.take_snapshot(cx, v, &s)?;
+                        to_json(&e)
+                    }
+                    "snapshots" => to_json(&self.snapshots_listing(&s)?),
+                    "restore" => {
+                        let r: RestoreRequest = body(req)?;
+                        let msg = self.restore_live(cx, v, &s, &r.snapshot, &Secret(r.token.trim().to_owned()))?;
+                        to_json(&serde_json::json!({ "restored": msg }))
+                    }
+                    _ => {
+                        let _: AckRequest = body(req)?;
+                        if v.custody != Custody::Static {
+                            return Err(VaultError::Conflict(format!(
+                                "restore tests run only under static custody; a {} Vault's snapshot opens only \
+                                 with its keys",
+                                v.custody.as_str()
+                            )));
+                        }
+                        let t = self.restore_test(cx, v, &s);
+                        to_json(&t)
+                    }
+                }
             }
             other => Err(VaultError::BadRequest(format!("no action {other:?}"))),
         }

@@ -67,6 +67,23 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL at once (a throw-away server whose data is discarded).
+    pub fn kill(&mut self) {
+        if self.alive() {
+            let _ = kill(to_pid(self.pid), Signal::SIGKILL);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while self.alive() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(c) = &mut self.child {
+                let _ = c.wait();
+            }
+        }
+        let _ = state::remove(&self.pidfile);
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();

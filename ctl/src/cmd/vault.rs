@@ -1,5 +1,5 @@
-//! `bulwarkctl vault status|init|unseal|migrate`: the Vault module's
-//! actions at `/v1/modules/vault/<action>`.
+//! `bulwarkctl vault status|init|unseal|migrate|snapshot|snapshots|restore|restore-test`:
+//! the Vault module's actions at `/v1/modules/vault/<action>`.
 //!
 //! `init` prints the keys (and root token) once and then acknowledges them,
 //! so bulwarkd forgets them; if printing fails, nothing is acknowledged and
@@ -10,11 +10,14 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
-use bulwark_model::vault::{InitResponse, UnsealRequest, UnsealResponse, VaultStatus, MODULE};
+use bulwark_model::vault::{
+    InitResponse, RestoreRequest, RestoreTest, SnapshotEntry, SnapshotsResponse, UnsealRequest, UnsealResponse,
+    VaultStatus, MODULE,
+};
 
 use super::{emit, emit_json, Ctx};
 use crate::cli::VaultCommand;
-use crate::error::OK;
+use crate::error::{FAILED, OK};
 use crate::output;
 
 fn path(action: &str) -> String {
@@ -27,7 +30,156 @@ pub fn run(ctx: &Ctx<'_>, out: &mut dyn Write, cmd: &VaultCommand) -> anyhow::Re
         VaultCommand::Init => init(ctx, out),
         VaultCommand::Unseal => shares(ctx, out, None),
         VaultCommand::Migrate { to } => shares(ctx, out, Some(to.as_str())),
+        VaultCommand::Snapshot => snapshot(ctx, out),
+        VaultCommand::Snapshots => list(ctx, out),
+        VaultCommand::Restore { snapshot, yes } => restore(ctx, out, snapshot, *yes),
+        VaultCommand::RestoreTest => restore_test(ctx, out),
     }
+}
+
+fn ago(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(now.saturating_sub(unix)))
+    )
+}
+
+fn snapshot(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let answer = ctx.client()?.post(&path("snapshot"), Some(&serde_json::json!({})))?;
+    let e: SnapshotEntry = answer.decode()?;
+    if ctx.json {
+        emit(out, &answer.pretty())?;
+    } else {
+        let remote = match (&e.uploaded, &e.upload_error) {
+            (Some(_), _) => "uploaded, read back with the same SHA-256".to_owned(),
+            (None, Some(err)) => format!("NOT uploaded (kept locally, retried): {err}"),
+            (None, None) => "local only (no s3 in the profile)".to_owned(),
+        };
+        emit(
+            out,
+            &output::key_values(&[
+                ("snapshot", e.name.clone()),
+                ("size", format!("{} bytes", e.size)),
+                ("sha256", e.sha256.clone()),
+                ("off-site", remote),
+            ]),
+        )?;
+    }
+    Ok(if e.upload_error.is_some() { FAILED } else { OK })
+}
+
+fn list(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let answer = ctx.client()?.get(&path("snapshots"))?;
+    let r: SnapshotsResponse = answer.decode()?;
+    if ctx.json {
+        emit(out, &answer.pretty())?;
+        return Ok(OK);
+    }
+    let mut text = format!("local ({}):\n", r.dir);
+    for e in r.snapshots.iter().filter(|e| e.local) {
+        let remote = match (&e.uploaded, &e.upload_error) {
+            (Some(_), _) => "off-site".to_owned(),
+            (None, Some(err)) => format!("NOT off-site: {err}"),
+            (None, None) => "local only".to_owned(),
+        };
+        text.push_str(&format!(
+            "  {}  {}  {} bytes  sha256 {}  {remote}\n",
+            e.name,
+            ago(e.taken),
+            e.size,
+            e.sha256
+        ));
+    }
+    if let Some(remote) = &r.remote {
+        text.push_str(&format!("remote ({remote}):\n"));
+        for o in &r.objects {
+            text.push_str(&format!(
+                "  {}  {}  {} bytes  sha256 {}\n",
+                o.key,
+                ago(o.modified),
+                o.size,
+                o.sha256.as_deref().unwrap_or("(not Bulwark's)")
+            ));
+        }
+    }
+    if let Some(err) = &r.remote_error {
+        text.push_str(&format!("  ! the bucket: {err}\n"));
+    }
+    if let Some(t) = &r.last_restore_test {
+        text.push_str(&format!(
+            "last restore test: {} {} ({}): {}\n",
+            if t.passed { "PASSED" } else { "FAILED" },
+            ago(t.at),
+            t.snapshot,
+            t.reason
+        ));
+    }
+    emit(out, &text)?;
+    Ok(OK)
+}
+
+fn restore(ctx: &Ctx<'_>, out: &mut dyn Write, snapshot: &str, yes: bool) -> anyhow::Result<u8> {
+    let terminal = std::io::stdin().is_terminal();
+    if !yes {
+        if !terminal {
+            bail!("restore replaces all of the Vault's data: confirm with --yes (no terminal to ask on)");
+        }
+        eprint!("Replace ALL of the Vault's data with {snapshot}? Type the snapshot's name to confirm: ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if line.trim() != snapshot {
+            bail!("not confirmed; nothing was restored");
+        }
+    }
+    let token = if terminal {
+        rpassword::prompt_password("token that may update sys/storage/raft/snapshot-force (not echoed): ")?
+    } else {
+        std::io::stdin().lock().lines().next().transpose()?.unwrap_or_default()
+    };
+    if token.trim().is_empty() {
+        bail!("no token given: type one, or pipe it in on stdin");
+    }
+    let req = RestoreRequest {
+        snapshot: snapshot.to_owned(),
+        token: token.trim().to_owned(),
+    };
+    let answer = ctx.client()?.post(&path("restore"), Some(&req))?;
+    if ctx.json {
+        emit(out, &answer.pretty())?;
+    } else {
+        let v: serde_json::Value = answer.decode()?;
+        emit(
+            out,
+            &format!("restored {}\n", v["restored"].as_str().unwrap_or(snapshot)),
+        )?;
+    }
+    Ok(OK)
+}
+
+fn restore_test(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let answer = ctx
+        .client()?
+        .post(&path("restore-test"), Some(&serde_json::json!({})))?;
+    let t: RestoreTest = answer.decode()?;
+    if ctx.json {
+        emit(out, &answer.pretty())?;
+    } else {
+        emit(
+            out,
+            &format!(
+                "restore test {} ({}, {} ms): {}\n",
+                if t.passed { "PASSED" } else { "FAILED" },
+                t.snapshot,
+                t.took_ms,
+                t.reason
+            ),
+        )?;
+    }
+    Ok(if t.passed { OK } else { FAILED })
 }
 
 fn status(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {

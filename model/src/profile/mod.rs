@@ -20,6 +20,7 @@ mod ima;
 mod k3s;
 mod monitoring;
 mod vault;
+mod vault_snapshots;
 mod wireguard;
 
 pub use fields::{
@@ -30,6 +31,7 @@ pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
 pub use vault::{CredentialStore, Custody, Implementation, Location, Source, Tls, Transit, Vault};
+pub use vault_snapshots::{S3Credentials, Snapshots, S3, S3_CREDENTIAL_NAME, SNAPSHOT_DIR};
 pub use wireguard::{
     Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN, STALE_HANDSHAKE_DEFAULT, STALE_HANDSHAKE_MIN,
 };

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Serialize;
 use toml::{Table, Value};
 
+use super::vault_snapshots::Snapshots;
 use super::wireguard::WireGuard;
 use super::{join, Checker};
 
@@ -21,6 +22,7 @@ const VAULT_KEYS: &[&str] = &[
     "credential_store",
     "transit",
     "revoke_root",
+    "snapshots",
 ];
 const SOURCE_KEYS: &[&str] = &["url", "path", "sha256"];
 const TRANSIT_KEYS: &[&str] = &["address", "key_name", "mount_path", "token_file"];
@@ -48,6 +50,8 @@ pub struct Vault {
     pub transit: Option<Transit>,
     /// Revoke the root token right after init instead of showing it.
     pub revoke_root: bool,
+    /// `[vault.snapshots]`: scheduled raft snapshots, off-site copies, restore tests.
+    pub snapshots: Option<Snapshots>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -220,6 +224,14 @@ impl Checker<'_> {
             (None, _) => None,
         };
         let revoke_root = self.bool(t, P, "revoke_root").unwrap_or(false);
+        let snapshots = match t.get("snapshots") {
+            None => Ok(None),
+            Some(Value::Table(st)) => self.vault_snapshots(st).map(Some).ok_or(()),
+            Some(v) => {
+                self.err("vault.snapshots", format!("expected a table, found {}", v.type_str()));
+                Err(())
+            }
+        };
         let custody = custody?;
         if custody == Custody::Transit && transit.is_none() {
             return None;
@@ -236,6 +248,7 @@ impl Checker<'_> {
             credential_store,
             transit,
             revoke_root,
+            snapshots: snapshots.ok()?,
         })
     }
 
@@ -510,6 +523,53 @@ mod tests {
         format!("version = \"2.7.2\"\nsource = {{ url = \"https://example.org/bao\", sha256 = \"{SHA}\" }}\n{extra}")
     }
 
+    fn snap(extra: &str) -> String {
+        let every = if extra.starts_with("every") {
+            ""
+        } else {
+            "every = \"6h\"\n"
+        };
+        format!("tls = \"off\"\ncustody = \"static\"\n[vault.snapshots]\n{every}{extra}\n")
+    }
+
+    #[test]
+    fn a_snapshots_section_with_s3_parses_and_the_defaults_hold() {
+        let text = profile(
+            &base(&snap(
+                "keep = 3\n[vault.snapshots.s3]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"vault-snaps\"\n\
+                 prefix = \"hosts/v1/\"\ncredentials = { systemd_creds = \"/etc/bulwark/s3.cred\" }",
+            )),
+            false,
+        );
+        let s = Profile::parse("p.toml", &text)
+            .unwrap()
+            .vault
+            .unwrap()
+            .snapshots
+            .unwrap();
+        assert_eq!(s.every, std::time::Duration::from_secs(6 * 3600));
+        assert_eq!(s.keep, 3);
+        assert_eq!(s.dir, crate::profile::SNAPSHOT_DIR);
+        assert_eq!(s.restore_test_every, Some(std::time::Duration::from_secs(86_400)));
+        let s3 = s.s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str(), s3.region.as_str()),
+            ("vault-snaps", "hosts/v1/", "us-east-1")
+        );
+        assert_eq!(
+            s3.credentials,
+            crate::profile::S3Credentials::SystemdCreds("/etc/bulwark/s3.cred".to_owned())
+        );
+        let off = profile(&base(&snap("restore_test_every = \"off\"")), false);
+        let s = Profile::parse("p.toml", &off)
+            .unwrap()
+            .vault
+            .unwrap()
+            .snapshots
+            .unwrap();
+        assert_eq!((s.restore_test_every, s.s3), (None, None));
+    }
+
     #[test]
     fn a_static_vault_on_the_vpn_with_its_own_tls_parses() {
         let text = profile(
@@ -543,6 +603,17 @@ mod tests {
             ("version = \"latest\"\nsource = { path = \"/opt/bao\", sha256 = \"9c5f36287c673f386e1533e9c044169a248e4ee50dd54810fa766e95bd41b788\" }\ntls = \"off\"\ncustody = \"manual\"", false, "vault.version", "not a version"),
             (&base("tls = \"off\"\ncustody = \"manual\"\nlisten = \"127.0.0.1:65535\""), false, "vault.listen", "1-65533"),
             (&base("tls = \"off\"\ncustody = \"manual\"\nshraes = 5"), false, "vault.shraes", "did you mean `shares`"),
+            (&base(&snap("every = \"1s\"")), false, "vault.snapshots.every", "outside"),
+            (&base(&snap("keep = 0")), false, "vault.snapshots.keep", "1-1000"),
+            (&base(&snap("dir = \"snaps\"")), false, "vault.snapshots.dir", "absolute"),
+            (&base(&snap("s3 = { endpoint = \"http://s3.example.org\", bucket = \"b-1\", credentials = { file = \"/etc/s3\" } }")), false, "vault.snapshots.s3.endpoint", "loopback"),
+            (&base(&snap("s3 = { endpoint = \"https://s3.example.org\", bucket = \"B_1\", credentials = { file = \"/etc/s3\" } }")), false, "vault.snapshots.s3.bucket", "not a bucket name"),
+            (&base(&snap("s3 = { endpoint = \"https://s3.example.org\", bucket = \"b-1\", prefix = \"/x\", credentials = { file = \"/etc/s3\" } }")), false, "vault.snapshots.s3.prefix", "ending in /"),
+            (&base(&snap("s3 = { endpoint = \"https://s3.example.org\", bucket = \"b-1\", credentials = \"AKIA:secret\" }")), false, "vault.snapshots.s3.credentials", "never go in the profile"),
+            (&base(&snap("s3 = { endpoint = \"https://s3.example.org\", bucket = \"b-1\" }")), false, "vault.snapshots.s3.credentials", "missing"),
+            (&base(&snap("s3 = { endpoint = \"https://s3.example.org\", bucket = \"b-1\", credentials = { file = \"/a\", systemd_creds = \"/b\" } }")), false, "vault.snapshots.s3.credentials", "exactly one"),
+            (&base(&snap("s3 = { endpoint = \"https://s3.example.org\", bucket = \"b-1\", credentials = { file = \"../s3\" } }")), false, "vault.snapshots.s3.credentials.file", "absolute"),
+            (&base(&snap("evrey = \"6h\"")), false, "vault.snapshots.evrey", "did you mean `every`"),
         ];
         for (vault, wg, path, reason) in cases {
             let errors = Profile::parse("p.toml", &profile(vault, *wg)).unwrap_err().errors;

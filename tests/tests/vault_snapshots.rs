@@ -1,0 +1,590 @@
+//! Off-site Vault snapshots and restore tests, through bulwarkd and
+//! bulwarkctl, against the real OpenBao and a real S3 server that checks
+//! SigV4 signatures (s3s-fs, whose bucket is a plain directory the test
+//! reads and corrupts from outside).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod vault_lab;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bulwark_tests::bulwark_model::vault::{RestoreTest, SnapshotEntry, SnapshotsResponse};
+use bulwark_tests::{in_ns, poll, run, run_with_stdin, Daemon, Lab};
+use vault_lab::*;
+
+const START: Duration = Duration::from_secs(90);
+const ACCESS: &str = "bwkaccess0123456789";
+const SECRET: &str = "bwk-s3-secret-6f1d0c9a8b7e4d2f";
+const BUCKET: &str = "vault-snaps";
+const PREFIX: &str = "hosts/t1/";
+const S3_PORT: u16 = 19000;
+
+/// The s3s-fs binary (`BULWARK_S3S_FS`, set by scripts/test); missing is a failure.
+fn s3s_fs() -> PathBuf {
+    let p = PathBuf::from(std::env::var("BULWARK_S3S_FS").unwrap_or_else(|_| {
+        panic!("BULWARK_S3S_FS is not set: point it at the s3s-fs 0.14.1 binary (.ci/run installs it; scripts/test sets it)")
+    }));
+    assert!(p.is_file(), "BULWARK_S3S_FS={} does not exist", p.display());
+    p
+}
+
+/// A running s3s-fs inside the vps namespace, killed by PID on drop.
+struct S3 {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl S3 {
+    fn start(ns: &str, dir: &Path) -> S3 {
+        fs::create_dir_all(dir.join(BUCKET)).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &S3_PORT.to_string()])
+            .args(["--access-key", ACCESS, "--secret-key", SECRET])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ns2 = ns.to_owned();
+        let up = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+            let ns = ns2.clone();
+            in_ns(&ns, || TcpStream::connect(("127.0.0.1", S3_PORT)).is_ok()).then_some(())
+        });
+        assert!(up.is_some(), "s3s-fs did not start");
+        S3 {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The snapshot objects in the bucket under the prefix, by name.
+    fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        let dir = self.dir.join(BUCKET).join(PREFIX);
+        let mut out: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".snap"))
+                    .map(|n| {
+                        let b = fs::read(dir.join(&n)).unwrap();
+                        (n, b)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn credentials(d: &Daemon, secret: &str) -> PathBuf {
+    let p = d.root.join("etc/bulwark/s3-credentials");
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(
+        &p,
+        format!("access_key_id = \"{ACCESS}\"\nsecret_access_key = \"{secret}\"\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+fn snapshot_profile(url: &str, keep: u32, every: &str, restore_test_every: &str) -> String {
+    profile(
+        url,
+        bao_sha256(),
+        "static",
+        "\"off\"",
+        &format!(
+            "\n[vault.snapshots]\nevery = \"{every}\"\nkeep = {keep}\nrestore_test_every = \"{restore_test_every}\"\n\
+             s3 = {{ endpoint = \"http://127.0.0.1:{S3_PORT}\", bucket = \"{BUCKET}\", prefix = \"{PREFIX}\", \
+             credentials = {{ file = \"/etc/bulwark/s3-credentials\" }} }}\n"
+        ),
+    )
+}
+
+fn sha(b: &[u8]) -> String {
+    let r = run_with_stdin(&mut Command::new("sha256sum"), b);
+    r.stdout.split_whitespace().next().unwrap().to_owned()
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn listing(d: &Daemon) -> SnapshotsResponse {
+    d.ctl_json(&["vault", "snapshots"])
+}
+
+fn local_files(d: &Daemon) -> Vec<String> {
+    let dir = d.root.join("var/lib/bulwark/vault/snapshots");
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn events(d: &Daemon) -> Vec<(String, String)> {
+    d.audit_tail(500).into_iter().map(|e| (e.event, e.message)).collect()
+}
+
+/// Bring up a static Vault with snapshots and wait until its first
+/// scheduled snapshot is taken.
+fn vault_with_snapshots(lab: &mut Lab, keep: u32, every: &str, restore_test_every: &str) {
+    let url = serve_bao(&lab.net.vps);
+    lab.daemon.start(None);
+    credentials(&lab.daemon, SECRET);
+    let p = lab
+        .daemon
+        .write_profile("snap", snapshot_profile(&url, keep, every, restore_test_every));
+    lab.daemon.apply(&p, &[]);
+    wait_for(&lab.daemon, "unsealed and claimed", START, |s| {
+        unsealed(s) && s.custody_record
+    });
+}
+
+/// `count` KV secrets written with `token` through the API, from inside the namespace.
+fn write_secrets(ns: &str, token: &str, count: usize) {
+    let token = token.to_owned();
+    in_ns(ns, move || {
+        for i in 0..count {
+            let body = format!("{{\"value\":\"secret-number-{i}-{}\"}}", "x".repeat(64));
+            let mut c = TcpStream::connect(("127.0.0.1", PORT)).unwrap();
+            write!(
+                c,
+                "POST /v1/bulwark/load/{i} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Vault-Token: {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 204"), "writing secret {i}: {answer}");
+        }
+    });
+}
+
+#[test]
+fn snapshots_land_in_the_bucket_with_their_digest_retention_prunes_both_sides_and_restore_tests_catch_corruption() {
+    let mut lab = Lab::new("vsn-s3");
+    let ns = lab.net.vps.clone();
+    let s3dir = lab.daemon.root.join("s3");
+    let s3 = S3::start(&ns, &s3dir);
+    vault_with_snapshots(&mut lab, 2, "1h", "off");
+    let d = &lab.daemon;
+    // The first one is scheduled (none yet): it comes on its own.
+    poll(START, Duration::from_millis(300), || {
+        (listing(d).snapshots.iter().any(|e| e.uploaded.is_some())).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no scheduled snapshot reached the bucket\n{}", d.logs()));
+
+    let keys = init(d);
+    let root = keys.root_token.clone().unwrap();
+    let t = Instant::now();
+    write_secrets(&ns, &root, 1000);
+    eprintln!("FIGURE writing 1,000 KV secrets: {:?}", t.elapsed());
+
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = d.ctl(&["--json", "vault", "snapshot"]);
+        assert_eq!(r.code, Some(0), "{r}\n{}", d.logs());
+        let e: SnapshotEntry = serde_json::from_str(&r.stdout).unwrap();
+        eprintln!(
+            "FIGURE snapshot with 1,000 secrets: {} bytes, snapshot {} ms, upload+read-back {} ms, whole command {:?}",
+            e.size,
+            e.took_ms,
+            e.upload_ms.unwrap(),
+            t.elapsed()
+        );
+        assert!(e.uploaded.is_some() && e.local, "{e:?}");
+        taken.push(e);
+    }
+    // Retention: the newest two, locally and in the bucket, with the recorded digests.
+    let newest: Vec<String> = taken[1..].iter().map(|e| e.name.clone()).collect();
+    assert_eq!(local_files(d), newest, "local retention");
+    let objects = s3.objects();
+    assert_eq!(
+        objects.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        newest,
+        "remote retention"
+    );
+    for ((name, bytes), e) in objects.iter().zip(&taken[1..]) {
+        assert_eq!(
+            (name, sha(bytes)),
+            (&e.name, e.sha256.clone()),
+            "the object's bytes differ"
+        );
+        let local = d.root.join("var/lib/bulwark/vault/snapshots").join(name);
+        assert_eq!(sha(&fs::read(&local).unwrap()), e.sha256);
+        assert_eq!(mode(&local), 0o600, "{}", local.display());
+    }
+    assert_eq!(mode(&d.root.join("var/lib/bulwark/vault/snapshots")), 0o700);
+    let l = listing(d);
+    assert_eq!(l.objects.len(), 2, "{l:#?}");
+    assert!(l.objects.iter().all(|o| o.sha256.is_some()), "{l:#?}");
+    let ev = events(d);
+    assert!(
+        ev.iter()
+            .any(|(e, m)| e == "BWK-VLT-0204" && m.contains(&taken[0].name)),
+        "{ev:?}"
+    );
+    assert!(ev.iter().filter(|(e, _)| e == "BWK-VLT-0202").count() >= 3, "{ev:?}");
+
+    // The restore test passes from the off-site copy.
+    let r = d.ctl(&["--json", "vault", "restore-test"]);
+    assert_eq!(r.code, Some(0), "{r}\n{}", d.logs());
+    let t: RestoreTest = serde_json::from_str(&r.stdout).unwrap();
+    assert!(t.passed && t.source == "remote" && t.snapshot == taken[2].name, "{t:?}");
+    eprintln!(
+        "FIGURE restore test with 1,000 secrets (download, throw-away bao, restore, canary): {} ms",
+        t.took_ms
+    );
+    assert!(
+        !d.root.join("run/bulwark/vault-restore-test").exists(),
+        "the throw-away Vault's directory is left"
+    );
+    assert_eq!(bao_processes(&ns).len(), 1, "the throw-away bao is left");
+    let (_, metrics) = d.http("GET", "/v1/metrics", None);
+    for g in [
+        "bulwark_vault_snapshot_local_timestamp_seconds",
+        "bulwark_vault_snapshot_remote_timestamp_seconds",
+        "bulwark_vault_restore_test_timestamp_seconds",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(g))
+            .unwrap_or_else(|| panic!("{g} missing:\n{metrics}"));
+        let v: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
+        assert!(v > 1.7e9, "{line}");
+    }
+    assert!(
+        metrics.contains("bulwark_vault_restore_test_success{module=\"vault\"} 1"),
+        "{metrics}"
+    );
+    let (level, reason) = snapshot_health(d);
+    assert_eq!(level, "ok", "{reason}");
+    assert!(reason.contains("restore test passed"), "{reason}");
+
+    // A corrupted off-site copy: the test fails loudly.
+    let (name, mut bytes) = s3.objects().pop().unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(s3dir.join(BUCKET).join(PREFIX).join(&name), &bytes).unwrap();
+    let r = d.ctl(&["--json", "vault", "restore-test"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let t: RestoreTest = serde_json::from_str(&r.stdout).unwrap();
+    assert!(!t.passed && t.reason.contains("SHA-256"), "{t:?}");
+    let h = d.ctl(&["health"]);
+    assert_eq!(h.code, Some(2), "a failed restore test must be CRITICAL:\n{h}");
+    let (level, reason) = snapshot_health(d);
+    assert_eq!(level, "critical", "{reason}");
+    assert!(reason.contains("restore test") && reason.contains(&name), "{reason}");
+    assert!(events(d).iter().any(|(e, m)| e == "BWK-VLT-0206" && m.contains(&name)));
+    assert!(metrics_now(d).contains("bulwark_vault_restore_test_success{module=\"vault\"} 0"));
+
+    // Restore: refused without --yes and a terminal; with it, the data of
+    // the snapshot replaces what came after.
+    let put = |path: &str| {
+        let r = curl(
+            &ns,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &format!("X-Vault-Token: {root}"),
+                "-d",
+                "{\"value\":\"later\"}",
+                &format!("http://127.0.0.1:{PORT}/v1/bulwark/{path}"),
+            ],
+        );
+        assert!(r.ok(), "{r}");
+    };
+    let get = |path: &str| {
+        curl(
+            &ns,
+            &[
+                "-H",
+                &format!("X-Vault-Token: {root}"),
+                &format!("http://127.0.0.1:{PORT}/v1/bulwark/{path}"),
+            ],
+        )
+        .stdout
+    };
+    put("after-the-snapshot");
+    assert!(get("after-the-snapshot").contains("later"));
+    let ctl = |args: &[&str], stdin: &str| {
+        let mut cmd = Command::new(bulwark_tests::bin("bulwarkctl"));
+        cmd.env_remove("SSH_CONNECTION")
+            .arg("--socket")
+            .arg(d.socket())
+            .args(args);
+        run_with_stdin(&mut cmd, stdin.as_bytes())
+    };
+    let r = ctl(&["vault", "restore", &taken[1].name], &format!("{root}\n"));
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("--yes"), "{r}");
+    assert!(
+        get("after-the-snapshot").contains("later"),
+        "restored without confirmation"
+    );
+    // The corrupted newest copy is refused, the intact older one restores.
+    let r = ctl(&["vault", "restore", &taken[2].name, "--yes"], &format!("{root}\n"));
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("SHA-256"), "{r}");
+    let r = ctl(&["vault", "restore", &taken[1].name, "--yes"], &format!("{root}\n"));
+    assert_eq!(r.code, Some(0), "{r}\n{}", d.logs());
+    let gone = poll(Duration::from_secs(30), Duration::from_millis(300), || {
+        let a = get("after-the-snapshot");
+        (a.contains("errors") && get("load/999").contains("secret-number-999")).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "after the restore: {} / {}",
+        get("after-the-snapshot"),
+        get("load/999")
+    );
+    wait_for(d, "unsealed after the restore", START, unsealed);
+    assert!(events(d)
+        .iter()
+        .any(|(e, m)| e == "BWK-VLT-0207" && m.contains(&taken[1].name)));
+
+    // The secret and access key: nowhere but s3s-fs's own command line.
+    let s3_pid = s3_pids(&ns);
+    let mut hay = leak_haystacks(d, &ns);
+    for args in [&["--json", "vault", "snapshots"][..], &["vault", "snapshots"]] {
+        let r = d.ctl(args);
+        hay.push((
+            format!("bulwarkctl {}", args.join(" ")),
+            format!("{}{}", r.stdout, r.stderr).into_bytes(),
+        ));
+    }
+    for secret in [SECRET, ACCESS, root.as_str()] {
+        for (place, bytes) in &hay {
+            if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
+                continue;
+            }
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} leaked into {place}"
+            );
+        }
+    }
+}
+
+/// The `vault-snapshots` health check: level and reason.
+fn snapshot_health(d: &Daemon) -> (String, String) {
+    let r = d.ctl(&["--json", "health"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+    let checks = v["checks"].as_array().unwrap_or_else(|| panic!("no checks: {v}"));
+    let c = checks
+        .iter()
+        .find(|c| c["name"] == "vault-snapshots")
+        .unwrap_or_else(|| panic!("no vault-snapshots check: {v}"));
+    (
+        c["level"].as_str().unwrap().to_lowercase(),
+        c["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The PID of the process named `comm` in namespace `ns`.
+fn pid_of(ns: &str, comm: &str) -> i32 {
+    let r = run(Command::new("ip").args(["netns", "pids", ns]));
+    r.stdout
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
+        .unwrap_or_else(|| panic!("no {comm} in {ns}"))
+}
+
+fn metrics_now(d: &Daemon) -> String {
+    d.http("GET", "/v1/metrics", None).1
+}
+
+/// The s3s-fs processes (and the `ip netns exec` that started them) in `ns`.
+fn s3_pids(ns: &str) -> Vec<String> {
+    let r = run(Command::new("ip").args(["netns", "pids", ns]));
+    r.stdout
+        .split_whitespace()
+        .filter(|p| fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(6).any(|w| w == b"s3s-fs")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn s3_down_keeps_the_snapshot_locally_with_a_warning_uploads_it_when_back_and_a_wrong_secret_is_named() {
+    let mut lab = Lab::new("vsn-down");
+    let ns = lab.net.vps.clone();
+    let s3dir = lab.daemon.root.join("s3");
+    // The server is down from the start; snapshots and restore tests on a short schedule.
+    vault_with_snapshots(&mut lab, 50, "15s", "15s");
+    let d = &lab.daemon;
+    let r = d.ctl(&["--json", "vault", "snapshot"]);
+    assert_eq!(r.code, Some(1), "an upload that failed must fail the command:\n{r}");
+    let e: SnapshotEntry = serde_json::from_str(&r.stdout).unwrap();
+    assert!(e.local && e.uploaded.is_none(), "{e:?}");
+    assert!(e.upload_error.as_deref().unwrap().contains("cannot reach"), "{e:?}");
+    assert!(local_files(d).contains(&e.name), "the local snapshot is gone");
+    let (level, reason) = snapshot_health(d);
+    assert_eq!(level, "warning", "S3 down must be WARNING: {reason}");
+    assert!(reason.contains("not off-site yet"), "{reason}");
+    let h = d.ctl(&["health"]);
+    assert_ne!(h.code, Some(0), "{h}");
+
+    // Back: the pending uploads go out on their own (backoff from 10 s).
+    let s3 = S3::start(&ns, &s3dir);
+    let t = Instant::now();
+    poll(Duration::from_secs(120), Duration::from_millis(500), || {
+        let l = listing(d);
+        (!l.snapshots.is_empty() && l.snapshots.iter().all(|e| e.uploaded.is_some())).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not uploaded after S3 came back: {:#?}\n{}", listing(d), d.logs()));
+    eprintln!("S3 back -> pending snapshots uploaded: {:?}", t.elapsed());
+    let names: Vec<String> = s3.objects().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&e.name), "{names:?}");
+    let (level, reason) = snapshot_health(d);
+    assert_eq!(level, "ok", "{reason}");
+    // The schedule: more snapshots than were asked for, and a restore test nobody asked for.
+    let l = poll(Duration::from_secs(90), Duration::from_millis(500), || {
+        let l = listing(d);
+        (l.snapshots.len() >= 3 && l.last_restore_test.is_some()).then_some(l)
+    })
+    .unwrap_or_else(|| panic!("no scheduled snapshot or restore test: {:#?}\n{}", listing(d), d.logs()));
+    let t = l.last_restore_test.unwrap();
+    assert!(t.passed && t.reason.contains("canary matched"), "{t:?}");
+
+    // A full disk: the snapshot fails naming the file, nothing half-written is left.
+    // (In bulwarkd's own mount namespace: `ip netns exec` gave it one.)
+    let snaps = d.root.join("var/lib/bulwark/vault/snapshots");
+    let mnt = format!("--mount=/proc/{}/ns/mnt", pid_of(&ns, "bulwarkd"));
+    let inside = |args: &[&str]| {
+        let r = run(Command::new("nsenter").arg(&mnt).args(args).arg(&snaps));
+        assert!(r.ok(), "{r}");
+        r
+    };
+    inside(&["mount", "-t", "tmpfs", "-o", "size=8k,mode=0700", "tmpfs"]);
+    let r = d.ctl(&["vault", "snapshot"]);
+    let listed = inside(&["ls", "-A"]).stdout;
+    inside(&["umount"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.contains("No space left") && r.stderr.contains(".bwk-tmp"),
+        "{r}"
+    );
+    assert_eq!(listed.trim(), "", "a partial snapshot was left on the full disk");
+
+    // A wrong secret: refused by the server, named clearly, the snapshot kept.
+    credentials(d, "wrong-secret-value-0123456789");
+    let r = d.ctl(&["--json", "vault", "snapshot"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let e: SnapshotEntry = serde_json::from_str(&r.stdout).unwrap();
+    let err = e.upload_error.unwrap();
+    assert!(
+        err.contains("refused the credentials") && err.contains("/etc/bulwark/s3-credentials"),
+        "{err}"
+    );
+    // A credentials file others can read is refused before anything is sent.
+    let p = credentials(d, SECRET);
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    let r = d.ctl(&["--json", "vault", "snapshot"]);
+    let e: SnapshotEntry = serde_json::from_str(&r.stdout).unwrap();
+    assert!(e.upload_error.unwrap().contains("chmod 600"), "{r}");
+
+    let s3_pid = s3_pids(&ns);
+    let mut hay = leak_haystacks(d, &ns);
+    let r = d.ctl(&["--json", "vault", "snapshots"]);
+    hay.push((
+        "bulwarkctl vault snapshots".to_owned(),
+        format!("{}{}", r.stdout, r.stderr).into_bytes(),
+    ));
+    for (place, bytes) in hay {
+        if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
+            continue;
+        }
+        for secret in [SECRET, ACCESS, "wrong-secret-value-0123456789"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} leaked into {place}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kill_9_during_the_restore_test_leaves_no_process_or_directory_after_the_restart() {
+    let mut lab = Lab::new("vsn-kill");
+    let ns = lab.net.vps.clone();
+    let s3dir = lab.daemon.root.join("s3");
+    let _s3 = S3::start(&ns, &s3dir);
+    vault_with_snapshots(&mut lab, 3, "1h", "off");
+    let test_dir = lab.daemon.root.join("run/bulwark/vault-restore-test");
+    poll(START, Duration::from_millis(300), || {
+        listing(&lab.daemon)
+            .snapshots
+            .iter()
+            .any(|e| e.uploaded.is_some())
+            .then_some(())
+    })
+    .expect("a scheduled snapshot");
+    let main = bao_pid(&lab.daemon).unwrap();
+    let mut ctl = Command::new(bulwark_tests::bin("bulwarkctl"))
+        .env_remove("SSH_CONNECTION")
+        .arg("--socket")
+        .arg(lab.daemon.socket())
+        .args(["vault", "restore-test"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the throw-away server, then kill bulwarkd mid-test.
+    let throwaway = poll(Duration::from_secs(30), Duration::from_millis(20), || {
+        bao_processes(&ns).into_iter().find(|p| *p != main)
+    })
+    .unwrap_or_else(|| panic!("no throw-away bao appeared\n{}", lab.daemon.logs()));
+    lab.daemon.kill9();
+    let _ = ctl.wait();
+    assert!(
+        test_dir.exists(),
+        "the test's directory should still be there right after the kill"
+    );
+    assert!(
+        Path::new(&format!("/proc/{throwaway}")).exists(),
+        "the throw-away bao died with bulwarkd"
+    );
+    lab.daemon.restart();
+    poll(Duration::from_secs(60), Duration::from_millis(200), || {
+        (!test_dir.exists() && !bao_processes(&ns).contains(&throwaway)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the interrupted restore test was not cleaned up\n{}", lab.daemon.logs()));
+    wait_for(&lab.daemon, "the Vault still unsealed", START, unsealed);
+    assert_eq!(bao_processes(&ns), vec![main], "only the adopted Vault runs");
+    // And the next test passes.
+    let r = lab.daemon.ctl(&["--json", "vault", "restore-test"]);
+    assert_eq!(r.code, Some(0), "{r}\n{}", lab.daemon.logs());
+    thread::sleep(Duration::from_millis(10));
+}
