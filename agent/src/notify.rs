@@ -4,7 +4,8 @@
 //! processes must not inherit the variable: spawners remove it from their
 //! environment.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
@@ -24,6 +25,19 @@ pub fn status(status: &str) {
 
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
+}
+
+/// Long but bounded work on the engine thread (a download and hash, waiting
+/// for a server, a child process with a deadline) tells systemd's watchdog
+/// the daemon is alive, at most every 5 s. Only work that cannot outlive its
+/// own bound calls this, so a hung engine still misses the watchdog.
+pub fn progress() {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else { return };
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+        *last = Some(Instant::now());
+        watchdog();
+    }
 }
 
 /// Half of `WatchdogSec`, when systemd set one for this process.

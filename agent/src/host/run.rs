@@ -195,6 +195,9 @@ impl Run {
     }
 }
 
+/// How often a wait wakes to tell the watchdog (see [`crate::notify::progress`]).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Wait for `child` until `timeout`; `None` when it was killed for taking
 /// longer. Blocks on a pidfd; where the kernel has none, polls.
 fn wait(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
@@ -206,6 +209,9 @@ fn wait(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> 
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
+        // A child bounded by its deadline is progress, not a hang (a
+        // `systemctl daemon-reload` can take 30 s on a slow host).
+        crate::notify::progress();
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             // kill() fails only when the child already exited; reap it either way.
@@ -217,7 +223,7 @@ fn wait(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> 
             Some(fd) => {
                 let fd = fd.as_fd();
                 let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-                let ts = rustix::event::Timespec::try_from(left)
+                let ts = rustix::event::Timespec::try_from(left.min(PROGRESS_EVERY))
                     .unwrap_or(rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 });
                 match rustix::event::poll(&mut fds, Some(&ts)) {
                     Ok(_) | Err(rustix::io::Errno::INTR) => {}

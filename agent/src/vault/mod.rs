@@ -504,15 +504,10 @@ impl Vault {
 }
 
 /// Long steps of this module (a 180 MB download and hash, waiting for the
-/// server) run on the engine thread; while they make progress they tell
-/// systemd's watchdog the daemon is alive, at most every few seconds.
+/// server) run on the engine thread and tell the watchdog while they make
+/// progress.
 pub(crate) fn progress() {
-    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-    let Ok(mut last) = LAST.lock() else { return };
-    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-        *last = Some(Instant::now());
-        crate::notify::watchdog();
-    }
+    crate::notify::progress();
 }
 
 fn read_file(path: &str) -> Result<String, VaultError> {
