@@ -191,6 +191,27 @@ scan finds files the policy would deny; label them first:
         command: AuditCommand,
     },
 
+    /// Write the evidence report for auditors: evidence.json and evidence.html
+    #[command(long_about = "\
+Write the evidence report for auditors into DIR: evidence.json (the
+bulwark-evidence schema of docs/evidence.md), evidence.html (one page, no
+external assets, printable) rendered from it, and SHA256SUMS with the
+SHA-256 of both (check with `sha256sum -c SHA256SUMS` in DIR).
+
+For each ISO 27001 control of the architecture (docs/controls.md): the live
+checks and their result now, the audit events of the period, the generations
+applied, the VPN access review, backups and the IMA mode. The audit chain is
+verified from its first line; a broken chain or a failing control is named
+at the top. Prints the summary table; exits 1 when the report's status is
+`fail` (the files are still written).
+
+Dates are UTC: YYYY-MM-DD (midnight) or YYYY-MM-DDTHH:MM:SSZ; --since is
+inclusive, --until exclusive, either may be left open.
+
+Example:
+  bulwarkctl evidence --since 2026-01-01 --until 2026-04-01 --out /srv/audit/q1")]
+    Evidence(EvidenceArgs),
+
     /// The host's Vault: status, init, unseal, migrate
     Vault {
         #[command(subcommand)]
@@ -221,6 +242,31 @@ Example:
         #[arg(value_name = "DIR", default_value = ".")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct EvidenceArgs {
+    /// Start of the period, inclusive (UTC)
+    #[arg(long, value_name = "DATE", value_parser = date)]
+    pub since: Option<String>,
+    /// End of the period, exclusive (UTC)
+    #[arg(long, value_name = "DATE", value_parser = date)]
+    pub until: Option<String>,
+    /// Directory to write into (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// A date as the daemon reads it: `YYYY-MM-DD` or RFC 3339 in UTC.
+fn date(text: &str) -> Result<String, String> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    humantime::parse_rfc3339(&full)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{e}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"))
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod cmd;
 mod error;
+mod evidence_html;
 mod output;
 mod ssh_guard;
 

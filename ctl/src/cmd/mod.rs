@@ -12,6 +12,7 @@ use crate::client::{Client, ClientError};
 use crate::error;
 
 mod docs;
+mod evidence;
 mod ima;
 mod peers;
 mod profile;
@@ -60,6 +61,7 @@ pub fn run(cli: &Cli) -> u8 {
         } => query::audit_verify(&ctx, &mut out),
         Command::Ima { command } => ima::run(&ctx, &mut out, command),
         Command::Vault { command } => vault::run(&ctx, &mut out, command),
+        Command::Evidence(args) => evidence::run(&ctx, &mut out, args),
         Command::Completions { shell } => docs::completions(&mut out, *shell),
         Command::Man { dir } => docs::man(&mut out, dir),
     };
