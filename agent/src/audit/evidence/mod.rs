@@ -169,12 +169,11 @@ fn chain_evidence(read: &Read) -> ChainEvidence {
         let error = w.verify.error.clone().unwrap_or_default();
         match w.first_unverified {
             Some(n) => format!(
-                "BROKEN ({error}): lines 1 to {} verified; lines {n} to {} are listed as found and are not \
-                 proven; {span}",
+                "{error}; lines 1 to {} verified; lines {n} to {} are listed as found and are not proven; {span}",
                 w.verify.events, w.lines
             ),
             None => format!(
-                "BROKEN ({error}): each of the {} lines verified, but the chain as a whole does not; {span}",
+                "{error}; each of the {} lines verified, but the chain as a whole does not; {span}",
                 w.lines
             ),
         }
@@ -253,7 +252,8 @@ fn read_trimmed(host: &Host, path: &str) -> Option<String> {
 }
 
 /// Assemble the report. Only reads: the log (beside its writer, as
-/// `audit verify` does) and two files naming the host.
+/// `audit verify` does), the kernel's hostname and `/etc/machine-id`
+/// under the root.
 pub fn assemble(host: &Host, inputs: Inputs<'_>, window: Window, now: SystemTime) -> Evidence {
     let read = read_log(host, window);
     let chain = chain_evidence(&read);
@@ -284,7 +284,11 @@ pub fn assemble(host: &Host, inputs: Inputs<'_>, window: Window, now: SystemTime
             until: window.until.map(rfc3339),
         },
         host: HostFacts {
-            hostname: read_trimmed(host, "/proc/sys/kernel/hostname").or_else(|| read_trimmed(host, "/etc/hostname")),
+            // The kernel's name for the host (its UTS namespace), whatever --root is.
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty()),
             machine_id: read_trimmed(host, "/etc/machine-id"),
             bulwarkd_version: env!("CARGO_PKG_VERSION").to_owned(),
             root: host.root().display().to_string(),
