@@ -579,4 +579,31 @@ mod tests {
         let cli = parse(&["rollback", "7"]).unwrap();
         assert!(matches!(cli.command, Command::Rollback { generation: Some(7) }));
     }
+
+    #[test]
+    fn evidence_reads_dates_in_utc_and_needs_out() {
+        let cli = parse(&[
+            "evidence",
+            "--since",
+            "2026-01-01",
+            "--until",
+            "2026-04-01T12:00:00Z",
+            "--out",
+            "q1",
+        ])
+        .unwrap();
+        let Command::Evidence(a) = cli.command else {
+            panic!("not evidence: {:?}", cli.command)
+        };
+        assert_eq!(
+            (a.since.as_deref(), a.until.as_deref(), a.out),
+            (Some("2026-01-01"), Some("2026-04-01T12:00:00Z"), PathBuf::from("q1"))
+        );
+        for bad in ["2026-13-01", "yesterday", "2026-01-01T00:00:00+02:00"] {
+            let err = parse(&["evidence", "--since", bad, "--out", "q1"]).unwrap_err();
+            assert!(err.to_string().contains("--since"), "{bad}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
+        assert!(parse(&["evidence"]).is_err(), "--out is required");
+    }
 }

@@ -376,4 +376,28 @@ fn a_tampered_audit_line_makes_the_report_say_the_chain_is_broken() {
     assert!(html[summary..].contains("audit chain: BROKEN"), "{html}");
     assert!(html.contains("NOT VERIFIED"));
     sums_verify(&dir);
+
+    // A period that cannot be read is refused, naming the bound.
+    let (code, body) = d.http("GET", "/v1/evidence?since=2026-1-1", None);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("since: \\\"2026-1-1\\\" is not a date"), "{body}");
+    let empty = artefacts("empty-period");
+    let r = d.ctl(&[
+        "evidence",
+        "--since",
+        "2026-02-01",
+        "--until",
+        "2026-01-01",
+        "--out",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr
+            .contains("until: 2026-01-01T00:00:00Z is not after since: 2026-02-01T00:00:00Z"),
+        "{r}"
+    );
+    assert!(!empty.join("evidence.json").exists(), "a refused report wrote a file");
+    let r = d.ctl(&["evidence", "--since", "last week", "--out", empty.to_str().unwrap()]);
+    assert_eq!(r.code, Some(2), "a date bulwarkctl cannot read is a usage error:\n{r}");
 }

@@ -66,6 +66,7 @@ pub async fn version() -> Json<VersionInfo> {
             "k3s",
             "metrics",
             "modules",
+            "evidence",
         ]
         .map(str::to_owned)
         .to_vec(),

@@ -382,3 +382,24 @@ fn the_docs_catalogue_of_controls_matches_the_code() {
         "docs/controls.md is stale: run BULWARK_REGEN_DOCS=1 cargo test -p bulwarkd the_docs_catalogue"
     );
 }
+
+#[test]
+fn a_period_reads_dates_and_times_in_utc_and_refuses_an_empty_one() {
+    let w = Window::parse(Some("2025-01-01"), Some("2025-02-01T00:00:00Z")).unwrap();
+    assert_eq!((w.since, w.until), (Some(t(JAN1)), Some(t(JAN1 + 31 * DAY))));
+    assert!(w.contains(t(JAN1)) && !w.contains(t(JAN1 + 31 * DAY)) && !w.contains(t(JAN1 - 1)));
+    assert_eq!(Window::parse(None, None).unwrap(), Window::default());
+    let err = Window::parse(Some("2025-1-1"), None).unwrap_err().to_string();
+    assert!(err.starts_with("since: \"2025-1-1\" is not a date"), "{err}");
+    let err = Window::parse(None, Some("2025-01-01T00:00:00+01:00"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("until: "), "{err}");
+    let err = Window::parse(Some("2025-02-01"), Some("2025-01-01"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "until: 2025-01-01T00:00:00Z is not after since: 2025-02-01T00:00:00Z: the period would be empty"
+    );
+}
