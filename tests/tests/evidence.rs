@@ -295,6 +295,25 @@ fn a_host_with_every_module_reports_each_control_its_failing_checks_and_only_the
     assert!(peers[0].expires.is_some() && peers[1].expires.is_none());
     assert!(peers[1].notes.iter().any(|n| n == "never expires"), "{peers:#?}");
     assert!(e.chain.ok && e.chain.head.is_some(), "{:#?}", e.chain);
+    assert!(e.host.hostname.is_some(), "{:#?}", e.host);
+
+    // The whole log: every event, and the generations applied with who
+    // made them and the digest of what is in force.
+    let (all, _) = evidence(d, &artefacts("full-host-whole-log"), &[]);
+    assert_eq!(all.events.len() as u64, all.chain.lines, "{:#?}", all.chain);
+    let gens = control(&all, "change").generations.as_ref().expect("generations");
+    let current = gens.iter().find(|g| g.current).expect("the generation in force");
+    assert_eq!(Some(current.digest.as_str()), all.host.digest.as_deref());
+    assert_eq!(
+        (
+            current.uid,
+            current.user.as_deref(),
+            current.reason.as_str(),
+            current.confirmation.as_str()
+        ),
+        (0, Some("root"), "apply", "none"),
+        "{gens:#?}"
+    );
 
     // The page: every control's heading, the failures at the top.
     let html = fs::read_to_string(dir.join("evidence.html")).unwrap();
