@@ -16,9 +16,9 @@ const LONG_ABOUT: &str = "\
 Control bulwarkd, the Bulwark host hardening agent.
 
 bulwarkctl talks to bulwarkd over its Unix socket. Reading state (status,
-health, generations, peers, audit) needs membership in group `bulwark`;
-changing it (apply, confirm, rollback, add-peer, remove-peer) needs root or
-group `bulwark-admin`. `validate` works offline and needs no daemon.
+health, generations, peers, audit, evidence) needs membership in group
+`bulwark`; changing it (apply, confirm, rollback, add-peer, remove-peer) needs
+root or group `bulwark-admin`. `validate` works offline and needs no daemon.
 
 A typical change:
   bulwarkctl validate /etc/bulwark/profile.toml
