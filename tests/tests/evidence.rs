@@ -2,7 +2,8 @@
 //! namespace suite can run (firewall, WireGuard, K3s through the stand-in,
 //! IMA, a real OpenBao), with K3s exposed on 0.0.0.0 and the Vault sealed;
 //! the files it writes, their digests, the period's bounds, the page as
-//! headless Chromium renders it, and a tampered audit line.
+//! headless Chromium renders and prints it (DOM, screenshot and PDF kept
+//! under target/evidence/), and a tampered audit line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../k3s-standin/lab.rs"]
@@ -178,6 +179,28 @@ fn chromium(html: &Path, keep: &Path) -> String {
         "a {} byte screenshot is a blank page",
         bytes.len()
     );
+    // Printable: Chromium's print path lays it out on pages.
+    let pdf = keep.join("evidence.pdf");
+    let mut print = Command::new("timeout");
+    print.args(["60", "chromium"]);
+    base(&mut print);
+    run_ok(
+        print
+            .arg(format!("--print-to-pdf={}", pdf.display()))
+            .arg("--no-pdf-header-footer")
+            .arg(&url),
+    );
+    let bytes = fs::read(&pdf).unwrap_or_else(|e| panic!("no PDF {}: {e}", pdf.display()));
+    assert!(bytes.starts_with(b"%PDF-"), "not a PDF");
+    // The page tree's `/Count N`: how many pages were printed.
+    let text = String::from_utf8_lossy(&bytes);
+    let pages = text
+        .split("/Count ")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(pages >= 2, "{pages} page(s) printed from a report of seven controls");
     dom
 }
 
