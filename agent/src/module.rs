@@ -39,6 +39,7 @@ use bulwark_model::api::{Change, Check, Level, ModuleStatus};
 use bulwark_model::Profile;
 
 use crate::audit::{EventKind, Outcome};
+pub use crate::converge::task::Waker;
 use crate::host::Host;
 
 /// What a generation keeps for one module: file name → content.
@@ -102,6 +103,8 @@ pub struct Cx<'a> {
     /// The caller asked to override a module's guard (`apply --force`).
     pub force: bool,
     events: Vec<Event>,
+    drift_check: bool,
+    warnings: Vec<String>,
 }
 
 impl<'a> Cx<'a> {
@@ -111,7 +114,21 @@ impl<'a> Cx<'a> {
             uid,
             force: false,
             events: Vec::new(),
+            drift_check: false,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Tell the operator something about the host that does not stop the
+    /// change (another firewall manager at work, say). From `plan`, it
+    /// reaches the answer of the apply or dry run (`warnings`).
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    /// The warnings given so far, in order (the engine drains them).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Pass the apply request's `force` on to the modules.
@@ -127,6 +144,17 @@ impl<'a> Cx<'a> {
             outcome,
             message: message.into(),
         });
+    }
+
+    /// Ask the engine to check this module for drift as soon as the call
+    /// returns (from [`Module::tick`], when a watcher saw the host change).
+    pub fn request_drift_check(&mut self) {
+        self.drift_check = true;
+    }
+
+    /// Whether [`Cx::request_drift_check`] was called.
+    pub fn drift_check_requested(&self) -> bool {
+        self.drift_check
     }
 
     /// The events asked for so far, in order (the engine drains them).
@@ -226,8 +254,16 @@ pub trait Module: Any + Send {
     /// One entry of `status.modules`.
     fn status(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus;
 
+    /// Called once when the engine thread starts: `waker` wakes it from
+    /// any thread (a watcher of the module's own), after which the engine
+    /// runs every module's [`Module::tick`] at once.
+    fn watch(&mut self, _waker: Waker) {}
+
     /// Periodic work of the module's own (expiry, schedules, watching a
-    /// service). Returns when it wants to run next; `None`: no timer.
+    /// service). Returns when it wants to run next; `None`: no timer. A
+    /// module whose watcher saw the host change calls
+    /// [`Cx::request_drift_check`]: the engine then runs its drift check
+    /// (observe, repair or report) right away.
     fn tick(&mut self, _cx: &mut Cx<'_>, _current: Option<&Profile>) -> Option<Instant> {
         None
     }

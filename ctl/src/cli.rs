@@ -8,7 +8,11 @@ use std::path::PathBuf;
 
 use bulwark_model::api::DEFAULT_SOCKET;
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 use clap_complete::Shell;
+
+use crate::complete;
+use crate::error::EXIT_CODES;
 
 const ABOUT: &str = "Control bulwarkd, the Bulwark host hardening agent";
 
@@ -24,24 +28,35 @@ A typical change:
   bulwarkctl validate /etc/bulwark/profile.toml
   bulwarkctl apply --dry-run /etc/bulwark/profile.toml
   bulwarkctl apply --confirm 120 /etc/bulwark/profile.toml
-  bulwarkctl confirm";
+  bulwarkctl confirm
+
+A fleet tool renders the profile itself and sends it on stdin:
+  bulwarkctl --json apply - --source web.toml --confirm 120 --wait < web.toml
+  bulwarkctl --json confirm --generation 7
+
+What is in force, in words: bulwarkctl show. When something looks wrong:
+bulwarkctl doctor.";
 
 /// A confirm window is for "did I just lock myself out?"; longer than a day
 /// it only leaves a revert pending that nobody remembers.
 const MAX_CONFIRM_SECS: u64 = 24 * 3600;
 /// Enough for any terminal session; the daemon bounds its answer anyway.
 const MAX_TAIL: u64 = 100_000;
+/// `apply --wait` without a value.
+const DEFAULT_WAIT_SECS: &str = "60";
+/// Longer than any module takes to settle; a wait is never open-ended.
+const MAX_WAIT_SECS: u64 = 3600;
 
 const GLOBAL: &str = "Global options";
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  refused or failed (invalid profile, apply failed, permission denied,
-     broken audit chain)
-  2  usage error
-  3  daemon unreachable
-  health: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN";
+/// What `health` and `doctor` exit with, for their own help.
+const PLUGIN_CODES: &str = "\
+Exit codes (the monitoring plug-in convention):
+  0  OK
+  1  WARNING
+  2  CRITICAL
+  3  UNKNOWN: the daemon is unreachable, its answer cannot be read, or the
+     command line is wrong (an unknown check name included)";
 
 /// Top-level arguments.
 #[derive(Debug, Parser)]
@@ -51,10 +66,16 @@ Exit codes:
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = EXIT_CODES,
-    propagate_version = true,
+    // --version is ours, so that --json can ask for it as JSON.
+    disable_version_flag = true,
+    subcommand_required = false,
     max_term_width = 80
 )]
 pub struct Cli {
+    /// Print bulwarkctl's version (with --json: as JSON) and exit
+    #[arg(short = 'V', long, help_heading = GLOBAL)]
+    pub version: bool,
+
     /// bulwarkd's API socket
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "PATH", env = "BULWARK_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -68,7 +89,7 @@ pub struct Cli {
     pub verbose: bool,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,16 +98,13 @@ pub enum Command {
     #[command(long_about = "\
 Check a profile offline, exactly as bulwarkd would.
 
-Reports every problem at once, one per line (file: path: reason), and exits 1
-if there is any. No daemon is needed.
+Reports every problem at once, one per line (file: path: reason), and exits 4
+if there is any. No daemon is needed. FILE `-` reads the profile from stdin.
 
-Example:
-  bulwarkctl validate /etc/bulwark/profile.toml")]
-    Validate {
-        /// Profile to check (TOML)
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
+Examples:
+  bulwarkctl validate /etc/bulwark/profile.toml
+  render-profile web | bulwarkctl validate - --source web.toml")]
+    Validate(ValidateArgs),
 
     /// Validate a profile, show the plan and make it the new generation
     #[command(long_about = "\
@@ -100,13 +118,40 @@ With --confirm SECS the change reverts to the previous generation after SECS
 seconds unless `bulwarkctl confirm` is run in time: use it whenever a change
 could cut you off.
 
+With --wait[=SECS], bulwarkctl returns only once the host's health is no longer
+CRITICAL (a WARNING, such as the open confirm window itself, is fine), at most
+SECS seconds (60 without a value), and exits 10 if it stays CRITICAL. With
+--json, the answer gains `health` (the last health read); on exit 10 the
+error body holds the apply's answer as `apply`, and `health`. The
+apply itself is synchronous (the firewall is read back before bulwarkd
+answers); what --wait adds is the time modules take to settle: a userspace
+WireGuard coming up, K3s restarting behind its drop-ins.
+
+FILE `-` reads the profile from stdin; --source names it in errors and in the
+generation (the file name by default, `stdin` for `-`).
+
 Examples:
   bulwarkctl apply --dry-run profile.toml
-  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm")]
+  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm
+  bulwarkctl --json apply - --source web.toml --confirm 120 --wait < web.toml")]
     Apply(ApplyArgs),
 
     /// Keep the change made by `apply --confirm` before it reverts
-    Confirm,
+    #[command(long_about = "\
+Keep the change made by `apply --confirm SECS` before its window closes.
+
+Without it, the previous generation comes back on its own when the window
+closes, even across a restart of bulwarkd. `bulwarkctl status` shows the
+deadline.
+
+With --generation N, only generation N is confirmed: if another generation
+awaits confirmation (someone else applied since), nothing is confirmed and
+bulwarkctl exits 6. Scripts should always pass the generation their apply
+answered with.
+
+Example:
+  bulwarkctl apply --confirm 120 profile.toml && bulwarkctl confirm --generation 7")]
+    Confirm(ConfirmArgs),
 
     /// Restore an earlier generation (by default the previous one)
     #[command(long_about = "\
@@ -119,24 +164,82 @@ Example:
   bulwarkctl rollback 3")]
     Rollback {
         /// Generation to restore
-        #[arg(value_name = "GEN")]
+        #[arg(value_name = "GEN", add = ArgValueCandidates::new(complete::generations))]
         generation: Option<u64>,
     },
 
-    /// List the generations bulwarkd keeps (`*` marks the one in force)
-    Generations,
+    /// List, show or compare the generations bulwarkd keeps
+    #[command(long_about = "\
+List the generations bulwarkd keeps (`*` marks the one in force), show one
+whole (its profile and what each module rendered from it), or compare two.
 
-    /// Show what bulwarkd enforces and whether the host matches it
+Every apply, rollback and revert is a new generation; `bulwarkctl rollback
+GEN` makes an old one the one in force again.
+
+Examples:
+  bulwarkctl generations
+  bulwarkctl generations show 4
+  bulwarkctl generations show 4 --artifact firewall/ruleset.json
+  bulwarkctl generations diff 3 4")]
+    Generations {
+        #[command(subcommand)]
+        command: Option<GenerationsCommand>,
+    },
+
+    /// Show bulwarkd's state: generation, pending confirmation, drift, modules
+    #[command(long_about = "\
+Show bulwarkd's state in a few lines: the generation and profile in force, a
+pending confirmation and its deadline, the drift mode, the health level, the
+last error, and one line per module.
+
+`bulwarkctl show` says what the rules do, port by port.
+
+Example:
+  bulwarkctl status")]
     Status,
 
-    /// Run health checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    /// Say what is enforced, in words: ports and their sources, VPN, K3s
     #[command(long_about = "\
+Say what the host enforces, in words: for each class of port (public, admin,
+VPN-only, cluster) which ports are open and from where, what is always
+allowed, drop logging, the VPN (interface, address, endpoint, peers), the K3s
+bind, the monitoring listener, and a line for every other module. Read from
+the generation in force and the live status, so drift shows too.
+
+Example:
+  bulwarkctl show")]
+    Show,
+
+    /// Run health checks (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    #[command(after_help = PLUGIN_CODES, long_about = "\
 Run the health checks and print each one with the overall level.
 
 The exit code follows the monitoring plug-in convention, so this can be used
-directly as a Nagios/Icinga check: 0 OK, 1 WARNING, 2 CRITICAL, and 3 UNKNOWN
-when the daemon is unreachable or its answer cannot be read.")]
-    Health,
+directly as a Nagios/Icinga check or as a rollout gate. --check keeps only the
+checks named, --ignore drops them; both repeat, and a NAME is a check name or
+a module (all its checks). A name the daemon does not report is an error.
+
+Examples:
+  bulwarkctl health
+  bulwarkctl health --check firewall --check wireguard
+  bulwarkctl health --ignore wireguard_handshakes")]
+    Health(HealthArgs),
+
+    /// Check what commonly goes wrong on this host and say how to fix it
+    #[command(after_help = PLUGIN_CODES, long_about = "\
+Check what commonly goes wrong, one line each with what to do: WireGuard in
+the kernel or wireguard-go, the nft version, other firewall managers (ufw,
+firewalld, nftables.service flushing the ruleset, legacy iptables), the API
+socket's owner, mode and your groups, whether the daemon answers, the clock,
+and IMA and Vault when the profile manages them. Works without the daemon.
+
+Example:
+  bulwarkctl doctor")]
+    Doctor {
+        /// Look for files under DIR instead of the daemon's root (or /)
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
 
     /// Onboard an admin on the VPN and print their client config (once)
     #[command(long_about = "\
@@ -154,16 +257,76 @@ Examples:
     AddPeer(AddPeerArgs),
 
     /// Remove a VPN peer; its config stops working at once
+    #[command(long_about = "\
+Remove a VPN peer: it leaves the store and the interface, and its config
+stops working at once. Asks for confirmation on a terminal; without one, only
+--yes removes. To cut a peer off for a while and keep it, use disable-peer.
+
+Example:
+  bulwarkctl remove-peer alice --yes")]
     RemovePeer {
         /// Name of the peer (see `bulwarkctl peers`)
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", add = ArgValueCandidates::new(complete::peers))]
         name: String,
         /// Do not ask for confirmation
         #[arg(long, short = 'y')]
         yes: bool,
     },
 
+    /// Give a VPN peer a new expiry, counted from now
+    #[command(long_about = "\
+Give a VPN peer a new lifetime, counted from now: --expires DURATION, or
+`never`, or by default the profile's wireguard.peer_expiry. The peer keeps its
+keys, address and sessions; only the date it is removed on changes. An expired
+peer is already gone: add it again.
+
+Examples:
+  bulwarkctl renew-peer alice
+  bulwarkctl renew-peer alice --expires 30d")]
+    RenewPeer {
+        /// Name of the peer (see `bulwarkctl peers`)
+        #[arg(value_name = "NAME", add = ArgValueCandidates::new(complete::peers))]
+        name: String,
+        /// New lifetime (e.g. 90d, 12h, or never); default: the profile's peer_expiry
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+
+    /// Take a VPN peer off the interface, keeping it for enable-peer
+    #[command(long_about = "\
+Take a VPN peer off the WireGuard interface without forgetting it: its config
+stops working at once, and `bulwarkctl enable-peer` makes the same config work
+again (same keys, same address). Expiry still applies while disabled.
+
+Example:
+  bulwarkctl disable-peer alice")]
+    DisablePeer {
+        /// Name of the peer (see `bulwarkctl peers`)
+        #[arg(value_name = "NAME", add = ArgValueCandidates::new(complete::peers))]
+        name: String,
+    },
+
+    /// Put a disabled VPN peer back on the interface
+    #[command(long_about = "\
+Put a peer taken off with disable-peer back on the WireGuard interface; its
+old config works again.
+
+Example:
+  bulwarkctl enable-peer alice")]
+    EnablePeer {
+        /// Name of the peer (see `bulwarkctl peers`)
+        #[arg(value_name = "NAME", add = ArgValueCandidates::new(complete::peers))]
+        name: String,
+    },
+
     /// List VPN peers with address, expiry, last handshake and transfer
+    #[command(long_about = "\
+List VPN peers: name, VPN address, time since the last handshake, bytes
+received and sent (in KiB, MiB, ...), expiry, and whether the peer is
+disabled. Public keys are in --json.
+
+Example:
+  bulwarkctl peers")]
     Peers,
 
     /// IMA: scan and label files for the policy Bulwark wrote
@@ -220,7 +383,11 @@ Example:
 
     /// Print a shell completion script to stdout
     #[command(long_about = "\
-Print a shell completion script to stdout.
+Print a shell completion script to stdout. The script asks bulwarkctl itself
+what to offer, so it completes subcommands and flags, and also peer names
+and generation numbers from the daemon (through BULWARK_SOCKET or the default
+socket; nothing is offered when it is unreachable). The package installs it
+for bash, zsh and fish. No --json: the output is a script.
 
 Example:
   bulwarkctl completions bash > /etc/bash_completion.d/bulwarkctl")]
@@ -232,8 +399,9 @@ Example:
 
     /// Write man pages (bulwarkctl.1 and one per subcommand) into DIR
     #[command(long_about = "\
-Write man pages into DIR: bulwarkctl.1 and one page per subcommand, such as
-bulwarkctl-apply.1.
+Write man pages into DIR: bulwarkctl.1 and one page per subcommand (such as
+bulwarkctl-apply.1). Prints the files written, one per line (with --json: a
+JSON list). The package also ships bulwarkd(8) and bulwark-profile(5).
 
 Example:
   bulwarkctl man /usr/local/share/man/man1")]
@@ -241,6 +409,57 @@ Example:
         /// Directory to write into (created if missing)
         #[arg(value_name = "DIR", default_value = ".")]
         dir: PathBuf,
+    },
+}
+
+/// `bulwarkctl health` selection.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Report only this check or module (repeatable)
+    #[arg(long = "check", value_name = "NAME")]
+    pub check: Vec<String>,
+    /// Leave out this check or module (repeatable)
+    #[arg(long = "ignore", value_name = "NAME")]
+    pub ignore: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerationsCommand {
+    /// List the generations (the default; `*` marks the one in force)
+    List,
+    /// Show one generation: who made it, when, why, its profile, its artifacts
+    #[command(long_about = "\
+Show one generation: its number, time, reason, the uid that made it, the
+profile file it came from, whether its seal verifies, the profile text, and
+the artifacts each module rendered from it (names and sizes; --artifact
+prints one).
+
+Examples:
+  bulwarkctl generations show 4
+  bulwarkctl generations show 4 --artifact firewall/ruleset.json")]
+    Show {
+        /// Generation number (see `bulwarkctl generations`)
+        #[arg(value_name = "GEN", add = ArgValueCandidates::new(complete::generations))]
+        generation: u64,
+        /// Print only this artifact, named MODULE/FILE
+        #[arg(long, value_name = "MODULE/FILE")]
+        artifact: Option<String>,
+    },
+    /// Show what changed from generation A to B: profile and artifacts
+    #[command(long_about = "\
+Show what changed from generation A to generation B as unified diffs: the
+profile text first, then every artifact that differs. Coloured on a terminal
+(NO_COLOR turns it off).
+
+Example:
+  bulwarkctl generations diff 3 4")]
+    Diff {
+        /// The older generation
+        #[arg(value_name = "A", add = ArgValueCandidates::new(complete::generations))]
+        a: u64,
+        /// The newer generation
+        #[arg(value_name = "B", add = ArgValueCandidates::new(complete::generations))]
+        b: u64,
     },
 }
 
@@ -280,7 +499,7 @@ pub struct AddPeerArgs {
     /// A specific VPN address instead of the next free one
     #[arg(long, value_name = "IP")]
     pub address: Option<std::net::Ipv4Addr>,
-    /// Remove the peer after this long (e.g. 30d, 12h); default: the profile's peer_expiry
+    /// Remove the peer after this long (e.g. 30d, 12h, or never); default: the profile's peer_expiry
     #[arg(long, value_name = "DURATION")]
     pub expires: Option<String>,
     /// Also show the config as a QR code, on stderr (never stdout, so a
@@ -294,10 +513,26 @@ pub struct AddPeerArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
-    /// Profile to apply (TOML)
+pub struct ValidateArgs {
+    /// Profile to check (TOML); `-` reads stdin
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+
+    /// Name the profile by in errors (default: FILE, or `stdin`)
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Profile to apply (TOML); `-` reads stdin
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Name the profile by in errors and in the generation (default: FILE,
+    /// or `stdin`)
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
 
     /// Validate and show the plan; change nothing
     #[arg(long)]
@@ -313,6 +548,20 @@ pub struct ApplyArgs {
     /// IMA enforce while files would be denied
     #[arg(long)]
     pub force: bool,
+
+    /// Then wait until health is not CRITICAL, at most SECS seconds
+    /// (`--wait=SECS`; default 60); exit 10 if it stays CRITICAL
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = DEFAULT_WAIT_SECS,
+          require_equals = true, conflicts_with = "dry_run",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_SECS))]
+    pub wait: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfirmArgs {
+    /// Confirm only if generation N is the one awaiting confirmation
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
 }
 
 /// Where `ima` commands read the policy.
@@ -397,9 +646,21 @@ Example:
     },
 
     /// Show IMA as bulwarkd sees it: modes, policy, what remains to do
+    #[command(long_about = "\
+Show IMA as bulwarkd sees it: the appraisal mode the profile wants and the
+one the kernel runs, the policy in force, and what remains to do.
+
+Example:
+  bulwarkctl ima status")]
     Status,
 
     /// Print the IMA policy a profile renders, checked as bulwarkd checks it
+    #[command(long_about = "\
+Print the IMA policy a profile's [ima] section renders, checked against the
+kernel's policy grammar as bulwarkd checks it. No daemon is needed.
+
+Example:
+  bulwarkctl ima policy /etc/bulwark/profile.toml")]
     Policy {
         /// Profile with an [ima] section (TOML)
         #[arg(value_name = "FILE")]
@@ -412,7 +673,10 @@ Label, in hash mode, the files of every package whose file list dpkg changed
 since the last run, so enforce mode lets later installs and upgrades run.
 /etc/dpkg/dpkg.cfg.d/bulwark-ima runs it after every dpkg run (apt's too).
 Does nothing unless /etc/ima/ima-policy is Bulwark's. Never fails the dpkg
-run: problems are printed and reported to bulwarkd.")]
+run: problems are printed and reported to bulwarkd.
+
+Example (what the hook runs):
+  bulwarkctl ima dpkg-hook")]
     DpkgHook {
         #[command(flatten)]
         policy: ImaPolicyArgs,
@@ -428,13 +692,23 @@ run: problems are printed and reported to bulwarkd.")]
 #[derive(Debug, Subcommand)]
 pub enum VaultCommand {
     /// Show the Vault: version, seal, custody, and what needs attention
+    #[command(long_about = "\
+Show the Vault bulwarkd manages: implementation and version, whether it is
+initialised and sealed, the custody of its unseal keys, and what needs the
+operator's attention (shares to give, keys not yet shown).
+
+Example:
+  bulwarkctl vault status")]
     Status,
     /// Show the Vault's keys and a root token once, then forget them
     #[command(long_about = "\
 Show the Vault's keys (the Shamir shares under manual custody, recovery keys
 otherwise) and a root token, once; then bulwarkd forgets the keys. Store each
 key with a different person. An interrupted run shows the same keys again.
-With revoke_root = true in the profile the root token is revoked instead.")]
+With revoke_root = true in the profile the root token is revoked instead.
+
+Example:
+  bulwarkctl vault init")]
     Init,
     /// Give unseal shares (typed without echo, or one per line on stdin)
     #[command(long_about = "\
@@ -478,6 +752,13 @@ Example:
     },
 
     /// Check the audit log's hash chain (exit 1 when broken)
+    #[command(long_about = "\
+Check the audit log's hash chain from the first line to audit.head: every
+line's sequence, its link to the line before and its HMAC under this host's
+integrity key. Exits 1 and names the first break when the chain is broken.
+
+Example:
+  bulwarkctl audit verify")]
     Verify,
 }
 
@@ -513,7 +794,7 @@ mod tests {
         .unwrap();
         assert!(cli.json);
         assert_eq!(cli.socket, PathBuf::from("/tmp/s"));
-        let Command::Apply(a) = cli.command else {
+        let Some(Command::Apply(a)) = cli.command else {
             panic!("not apply")
         };
         assert_eq!(a.file, PathBuf::from("p.toml"));
@@ -532,6 +813,39 @@ mod tests {
     }
 
     #[test]
+    fn fleet_flags_parse() {
+        let cli = parse(&["apply", "-", "--source", "web.toml", "--wait", "--confirm", "60"]).unwrap();
+        let Some(Command::Apply(a)) = cli.command else {
+            panic!("not apply")
+        };
+        assert_eq!(a.file, PathBuf::from("-"));
+        assert_eq!(a.source.as_deref(), Some("web.toml"));
+        assert_eq!(a.wait, Some(60), "--wait alone waits the default");
+        let Some(Command::Apply(a)) = parse(&["apply", "--wait=5", "p.toml"]).unwrap().command else {
+            panic!("not apply")
+        };
+        assert_eq!((a.wait, a.file), (Some(5), PathBuf::from("p.toml")));
+        // A bare --wait never swallows the file name that follows it.
+        let Some(Command::Apply(a)) = parse(&["apply", "--wait", "p.toml"]).unwrap().command else {
+            panic!("not apply")
+        };
+        assert_eq!((a.wait, a.file), (Some(60), PathBuf::from("p.toml")));
+        for bad in [&["apply", "p", "--wait=0"][..], &["apply", "p", "--wait=3601"]] {
+            assert_eq!(parse(bad).unwrap_err().kind(), ErrorKind::ValueValidation, "{bad:?}");
+        }
+        let err = parse(&["apply", "p", "--wait", "--dry-run"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let Some(Command::Confirm(c)) = parse(&["confirm", "--generation", "7"]).unwrap().command else {
+            panic!("not confirm")
+        };
+        assert_eq!(c.generation, Some(7));
+        let Some(Command::Validate(v)) = parse(&["validate", "-", "--source", "x.toml"]).unwrap().command else {
+            panic!("not validate")
+        };
+        assert_eq!((v.file, v.source.as_deref()), (PathBuf::from("-"), Some("x.toml")));
+    }
+
+    #[test]
     fn usage_errors_exit_2() {
         for args in [
             &["frobnicate"][..],
@@ -539,6 +853,7 @@ mod tests {
             &["rollback", "x"],
             &["audit"],
             &["completions", "cmd.exe"],
+            &["confirm", "--generation", "x"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
@@ -551,9 +866,9 @@ mod tests {
         assert!(!cli.json && !cli.verbose);
         assert!(matches!(
             cli.command,
-            Command::Audit {
+            Some(Command::Audit {
                 command: AuditCommand::Tail { n: 20 }
-            }
+            })
         ));
         // The socket default comes from BULWARK_SOCKET when set, so only
         // check it when the test environment leaves it alone.
@@ -561,9 +876,11 @@ mod tests {
             assert_eq!(cli.socket, PathBuf::from(DEFAULT_SOCKET));
         }
         let cli = parse(&["rollback"]).unwrap();
-        assert!(matches!(cli.command, Command::Rollback { generation: None }));
+        assert!(matches!(cli.command, Some(Command::Rollback { generation: None })));
         let cli = parse(&["man"]).unwrap();
-        assert!(matches!(cli.command, Command::Man { dir } if dir == Path::new(".")));
+        assert!(matches!(cli.command, Some(Command::Man { dir }) if dir == Path::new(".")));
+        let cli = parse(&["generations"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Generations { command: None })));
     }
 
     #[test]
@@ -572,12 +889,69 @@ mod tests {
         assert!(cli.verbose);
         assert!(matches!(
             cli.command,
-            Command::Audit {
+            Some(Command::Audit {
                 command: AuditCommand::Tail { n: 5 }
-            }
+            })
         ));
         let cli = parse(&["rollback", "7"]).unwrap();
-        assert!(matches!(cli.command, Command::Rollback { generation: Some(7) }));
+        assert!(matches!(cli.command, Some(Command::Rollback { generation: Some(7) })));
+    }
+
+    #[test]
+    fn health_selection_repeats() {
+        let cli = parse(&[
+            "health", "--check", "firewall", "--check", "k3s", "--ignore", "k3s_bind",
+        ])
+        .unwrap();
+        let Some(Command::Health(h)) = cli.command else {
+            panic!("not health")
+        };
+        assert_eq!(h.check, ["firewall", "k3s"]);
+        assert_eq!(h.ignore, ["k3s_bind"]);
+    }
+
+    #[test]
+    fn version_is_a_flag_of_ours_so_json_can_ask_for_it() {
+        let cli = parse(&["--version", "--json"]).unwrap();
+        assert!(cli.version && cli.json && cli.command.is_none());
+        assert!(parse(&["-V"]).unwrap().version);
+    }
+
+    #[test]
+    fn generations_show_and_diff_take_numbers() {
+        let cli = parse(&["generations", "diff", "3", "4"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Generations {
+                command: Some(GenerationsCommand::Diff { a: 3, b: 4 })
+            })
+        ));
+        assert_eq!(
+            parse(&["generations", "show", "x"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn every_subcommand_teaches_with_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.has_subcommands() {
+                    walk(sub, &name, missing);
+                    continue;
+                }
+                let long = sub.get_long_about().map(ToString::to_string).unwrap_or_default();
+                if !long.contains("Example") || !long.contains("  bulwarkctl ") {
+                    missing.push(name);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "bulwarkctl", &mut missing);
+        // `generations list` is the plain `generations` its parent shows.
+        missing.retain(|m| m != "bulwarkctl generations list");
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
     }
 
     #[test]
@@ -592,7 +966,7 @@ mod tests {
             "q1",
         ])
         .unwrap();
-        let Command::Evidence(a) = cli.command else {
+        let Some(Command::Evidence(a)) = cli.command else {
             panic!("not evidence: {:?}", cli.command)
         };
         assert_eq!(

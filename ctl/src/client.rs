@@ -80,13 +80,6 @@ fn hint(kind: Option<std::io::ErrorKind>) -> &'static str {
     }
 }
 
-impl ClientError {
-    /// The daemon was never reached, so nothing happened.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, ClientError::Unreachable { .. })
-    }
-}
-
 pub struct Client {
     http: Http,
     socket: PathBuf,
@@ -256,6 +249,20 @@ impl Answer {
     pub fn pretty(&self) -> String {
         pretty_json(&self.body)
     }
+
+    /// The answer (a JSON object) with one more field at its end, indented;
+    /// the daemon's fields keep their order.
+    pub fn pretty_with<T: Serialize>(&self, key: &str, value: &T) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let inner = text.trim_end().strip_suffix('}').map(str::trim_end);
+        match (inner, serde_json::to_string(key), serde_json::to_string(value)) {
+            (Some(inner), Ok(key), Ok(value)) => {
+                let sep = if inner.trim_start() == "{" { "" } else { "," };
+                pretty_json(format!("{inner}{sep}{key}:{value}}}").as_bytes())
+            }
+            _ => self.pretty(),
+        }
+    }
 }
 
 /// Indent JSON text without parsing it into a map, so the daemon's key order
@@ -350,6 +357,20 @@ mod tests {
     }
 
     #[test]
+    fn a_field_is_appended_in_order() {
+        let answer = |body: &str| Answer {
+            method: "POST",
+            path: "/v1/apply".into(),
+            body: body.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            answer("{\"z\":1,\"a\":2}\n").pretty_with("health", &serde_json::json!({"level": "OK"})),
+            "{\n  \"z\": 1,\n  \"a\": 2,\n  \"health\": {\n    \"level\": \"OK\"\n  }\n}\n"
+        );
+        assert_eq!(answer("{}").pretty_with("n", &1), "{\n  \"n\": 1\n}\n");
+    }
+
+    #[test]
     fn api_error_without_json_body_is_still_readable() {
         let err = api_error(502, Some("Bad Gateway"), b"upstream down\n");
         assert_eq!(err.to_string(), "bulwarkd failed (502 bad_gateway): upstream down");
@@ -380,6 +401,6 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bulwarkctl-test-{}", std::process::id()));
         let client = Client::new(&dir.join("missing.sock"), false).unwrap();
         let err = client.get("/v1/status").unwrap_err();
-        assert!(err.is_unreachable(), "{err}");
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
     }
 }

@@ -9,12 +9,54 @@
 //! and key-value lists do it for their cells), so no answer, whatever a
 //! caller once put into it, can break a line or reach the terminal as a
 //! control sequence.
+//!
+//! Colour is added here, after escaping, with [`paint`]; stdout is an
+//! `anstream` stream that strips it unless stdout is a colour terminal
+//! (`NO_COLOR` set, `TERM=dumb` or a pipe: plain text; `CLICOLOR_FORCE`:
+//! colour anyway).
+
+mod diff;
+mod show;
+
+pub use diff::{generation, generation_diff};
+pub use show::show;
 
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
+use anstyle::{AnsiColor, Style};
+
 use bulwark_model::api::{ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health, PeerInfo, Status};
 use bulwark_model::text::escape;
+
+/// `text` in colour `c` (reset after it).
+pub fn paint(text: &str, c: AnsiColor) -> String {
+    let style = Style::new().fg_color(Some(c.into()));
+    format!("{style}{text}{style:#}")
+}
+
+/// The colour of a plan or diff line by its sign.
+fn line_colour(line: &str) -> Option<AnsiColor> {
+    match line.chars().next() {
+        Some('+') => Some(AnsiColor::Green),
+        Some('-') => Some(AnsiColor::Red),
+        Some('~') | Some('@') => Some(AnsiColor::Yellow),
+        _ => None,
+    }
+}
+
+/// A plan or diff line, coloured by its sign.
+pub fn signed(line: &str) -> String {
+    match line_colour(line) {
+        Some(c) => paint(line, c),
+        None => line.to_owned(),
+    }
+}
+
+/// Traffic in binary units: `0 B`, `1.5 KiB`, `3.2 GiB`.
+pub fn bytes(n: u64) -> String {
+    bytesize::ByteSize::b(n).display().iec().to_string()
+}
 
 /// Target terminal width.
 pub const WIDTH: usize = 80;
@@ -128,14 +170,19 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 /// `key: value` lines with the values aligned and escaped; long values wrap
 /// under themselves.
 pub fn key_values(pairs: &[(&str, String)]) -> String {
+    key_values_within(pairs, WIDTH)
+}
+
+/// [`key_values`] for lines that will be indented, `width` wide at most.
+pub fn key_values_within(pairs: &[(&str, String)], width: usize) -> String {
     let key_width = pairs.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
     let indent = key_width + GAP.len();
     let mut out = String::new();
     for (k, v) in pairs {
         let key = format!("{k}:");
         let v = escape(v);
-        let parts = if WIDTH.saturating_sub(indent) >= MIN_WRAP {
-            wrap(&v, WIDTH - indent)
+        let parts = if width.saturating_sub(indent) >= MIN_WRAP {
+            wrap(&v, width - indent)
         } else {
             vec![v.into_owned()]
         };
@@ -220,22 +267,18 @@ pub fn peers(peers: &[PeerInfo], now: u64) -> String {
         ("EXPIRES", Align::Left),
     ]);
     for p in peers {
-        let ago = p.last_handshake.map_or_else(
-            || "never".to_owned(),
-            |t| {
-                format!(
-                    "{} ago",
-                    humantime::format_duration(Duration::from_secs(now.saturating_sub(t)))
-                )
-            },
-        );
+        let ago = match p.last_handshake {
+            _ if p.disabled => "disabled".to_owned(),
+            None => "never".to_owned(),
+            Some(t) => format!("{} ago", coarse(now.saturating_sub(t))),
+        };
         t.row(vec![
             p.name.clone(),
             p.address.clone(),
             ago,
-            p.rx_bytes.to_string(),
-            p.tx_bytes.to_string(),
-            p.expires.map_or_else(|| "never".to_owned(), rfc3339),
+            bytes(p.rx_bytes),
+            bytes(p.tx_bytes),
+            p.expires.map_or_else(|| "never".to_owned(), |e| deadline(e, now)),
         ]);
     }
     t.render(false)
@@ -343,7 +386,7 @@ pub fn outcome(r: &ApplyResponse, action: Action, now: u64) -> String {
     let mut out = String::new();
     if !matches!(action, Action::Confirm) {
         for c in &r.plan.changes {
-            writeln!(out, "{}", escape(&c.to_string())).ok();
+            writeln!(out, "{}", signed(&escape(&c.to_string()))).ok();
         }
     }
     let gen = r.generation.map_or_else(|| "?".to_owned(), |g| g.to_string());
@@ -374,6 +417,10 @@ pub fn outcome(r: &ApplyResponse, action: Action, now: u64) -> String {
             deadline(d, now)
         )
         .ok();
+    }
+    for w in &r.warnings {
+        let line = format!("warning: {}", escape(w));
+        writeln!(out, "{}", paint(&line, AnsiColor::Yellow)).ok();
     }
     out
 }
@@ -585,11 +632,7 @@ mod tests {
         let r = ApplyResponse {
             profile: evil.into(),
             plan: Plan {
-                changes: vec![Change {
-                    module: evil.into(),
-                    op: ChangeOp::Add,
-                    what: evil.into(),
-                }],
+                changes: vec![Change::new(evil, ChangeOp::Add, evil)],
             },
             ..ApplyResponse::default()
         };
@@ -606,6 +649,10 @@ mod tests {
             outcome(&r, Action::Apply, 0),
             audit_verify(&v),
         ] {
+            // Our own colours, exactly; anything else would be the daemon's.
+            let text = ["\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"]
+                .iter()
+                .fold(text, |t, code| t.replace(code, ""));
             let unsafe_chars: Vec<char> = text
                 .chars()
                 .filter(|c| *c != '\n' && bulwark_model::text::is_unsafe(*c))
@@ -620,14 +667,58 @@ mod tests {
         );
     }
 
+    /// What reaches a pipe: the stream strips the colour.
+    fn plain(text: &str) -> String {
+        anstream::adapter::strip_str(text).to_string()
+    }
+
+    #[test]
+    fn plan_lines_are_coloured_by_sign_and_warnings_follow() {
+        let r = ApplyResponse {
+            plan: Plan {
+                changes: vec![
+                    Change::new("firewall", ChangeOp::Add, "tcp dport 443 accept"),
+                    Change::new("firewall", ChangeOp::Remove, "tcp dport 80 accept"),
+                ],
+            },
+            dry_run: true,
+            warnings: vec!["firewall: ufw: its rules are loaded".into()],
+            ..ApplyResponse::default()
+        };
+        let text = outcome(&r, Action::Apply, 0);
+        assert!(
+            text.starts_with("\x1b[32m+ firewall: tcp dport 443 accept\x1b[0m\n"),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("\x1b[31m- firewall: tcp dport 80 accept\x1b[0m\n"),
+            "{text:?}"
+        );
+        assert!(plain(&text).ends_with("dry run: nothing changed\nwarning: firewall: ufw: its rules are loaded\n"));
+    }
+
+    #[test]
+    fn peers_show_traffic_in_binary_units_and_disabled_peers() {
+        let p = |name: &str, rx, disabled| PeerInfo {
+            name: name.into(),
+            address: "10.8.0.2".into(),
+            last_handshake: Some(1_000),
+            rx_bytes: rx,
+            tx_bytes: 2048,
+            disabled,
+            ..PeerInfo::default()
+        };
+        let text = peers(&[p("alice", 1_572_864, false), p("bob", 0, true)], 1_100);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "NAME   ADDRESS    HANDSHAKE       RX       TX  EXPIRES");
+        assert_eq!(lines[1], "alice  10.8.0.2  1m 40s ago  1.5 MiB  2.0 KiB  never");
+        assert_eq!(lines[2], "bob    10.8.0.2    disabled      0 B  2.0 KiB  never");
+    }
+
     #[test]
     fn outcome_lines() {
         let plan = Plan {
-            changes: vec![Change {
-                module: "firewall".into(),
-                op: ChangeOp::Add,
-                what: "tcp dport 443 accept".into(),
-            }],
+            changes: vec![Change::new("firewall", ChangeOp::Add, "tcp dport 443 accept")],
         };
         let applied = ApplyResponse {
             profile: "web".into(),
@@ -636,9 +727,10 @@ mod tests {
             changed: true,
             dry_run: false,
             confirm_deadline: Some(160),
+            ..ApplyResponse::default()
         };
         assert_eq!(
-            outcome(&applied, Action::Apply, 100),
+            plain(&outcome(&applied, Action::Apply, 100)),
             "+ firewall: tcp dport 443 accept\napplied generation 5 (profile web)\n\
              reverts at 1970-01-01T00:02:40Z (in 1m); keep it with `bulwarkctl confirm`\n"
         );
@@ -649,7 +741,7 @@ mod tests {
             ..applied.clone()
         };
         assert_eq!(
-            outcome(&dry, Action::Apply, 0),
+            plain(&outcome(&dry, Action::Apply, 0)),
             "+ firewall: tcp dport 443 accept\ndry run: nothing changed\n"
         );
         let empty_dry = ApplyResponse {

@@ -13,8 +13,12 @@ pub const API_VERSION: &str = "v1";
 pub const API_PREFIX: &str = "/v1";
 /// Where bulwarkd listens unless told otherwise (relative to `--root`).
 pub const DEFAULT_SOCKET: &str = "/run/bulwark/bulwarkd.sock";
-/// Largest request body the daemon accepts.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest request body the daemon accepts: 8 MiB holds a profile of
+/// 350,000 admin networks written as quoted CIDRs (about 22 bytes each once
+/// JSON-escaped). A body is read into memory whole and parsed once, so this
+/// bounds what one request can make the daemon allocate (and, with at most
+/// 64 connections served at once, all of them together: 512 MiB).
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// `GET /version`: what this daemon is and speaks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -47,6 +51,16 @@ pub struct ApplyRequest {
     pub force: bool,
 }
 
+/// `POST /v1/confirm`. An empty body confirms whatever is pending.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    /// Confirm only if this is the generation awaiting confirmation; any
+    /// other pending generation (another operator's change) is refused.
+    #[serde(default)]
+    pub generation: Option<u64>,
+}
+
 /// `POST /v1/rollback`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,13 +84,25 @@ impl Plan {
 }
 
 /// One line of a plan: a module adds, removes or changes one thing.
+///
+/// `what` names the thing; `before` and `after` are its values where the
+/// module has them (a policy, a port, a profile setting; an added rule or
+/// set element as `after` only, a removed one as `before` only). Older
+/// daemons put everything in `what` and send neither.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Module that owns the change: `firewall`, `wireguard`, ...
     pub module: String,
     pub op: ChangeOp,
-    /// What changes, in the module's own words (an nft rule, a set element, ...).
+    /// What changes, in the module's own words (an nft chain, a set, a
+    /// profile setting such as `monitoring.listen`, ...).
     pub what: String,
+    /// The value in force; absent for an addition or where the module has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    /// The value the change puts in force; absent for a removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +113,53 @@ pub enum ChangeOp {
     Change,
 }
 
+impl Change {
+    /// A change described in words only.
+    pub fn new(module: &str, op: ChangeOp, what: impl Into<String>) -> Change {
+        Change {
+            module: module.to_owned(),
+            op,
+            what: what.into(),
+            before: None,
+            after: None,
+        }
+    }
+
+    /// A change of `what` from one value to another.
+    pub fn values(
+        module: &str,
+        what: impl Into<String>,
+        before: impl Into<serde_json::Value>,
+        after: impl Into<serde_json::Value>,
+    ) -> Change {
+        Change {
+            before: Some(before.into()),
+            after: Some(after.into()),
+            ..Change::new(module, ChangeOp::Change, what)
+        }
+    }
+
+    /// `what`, then its values: `chain input policy: drop -> accept`,
+    /// `set admin_v4: 192.0.2.0/24`.
+    pub fn describe(&self) -> String {
+        match (&self.before, &self.after) {
+            (None, None) => self.what.clone(),
+            (Some(v), None) | (None, Some(v)) => format!("{}: {}", self.what, show(v)),
+            (Some(b), Some(a)) => format!("{}: {} -> {}", self.what, show(b), show(a)),
+        }
+    }
+}
+
+/// A value as people read it: strings bare, `null` as "(none)", the rest
+/// as compact JSON.
+fn show(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "(none)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sign = match self.op {
@@ -94,7 +167,7 @@ impl std::fmt::Display for Change {
             ChangeOp::Remove => '-',
             ChangeOp::Change => '~',
         };
-        write!(f, "{sign} {}: {}", self.module, self.what)
+        write!(f, "{sign} {}: {}", self.module, self.describe())
     }
 }
 
@@ -111,6 +184,13 @@ pub struct ApplyResponse {
     pub dry_run: bool,
     /// Unix time at which the apply reverts unless confirmed.
     pub confirm_deadline: Option<u64>,
+    /// SHA-256 (hex) of the profile text this answer is about: the one sent
+    /// (apply, dry run), or the generation's (rollback, confirm). Equal to
+    /// `status.digest` when exactly this text is in force.
+    pub digest: Option<String>,
+    /// What the operator should know about the host this change met, such as
+    /// another firewall manager at work; the change was made all the same.
+    pub warnings: Vec<String>,
 }
 
 /// Health levels, in the monitoring plug-in convention (exit code = value).
@@ -198,8 +278,27 @@ pub struct Status {
     pub last_error: Option<String>,
     /// SHA-256 of the profile text in force.
     pub digest: Option<String>,
+    /// `/etc/bulwark/profile.toml` compared with what is in force; absent
+    /// when there is no such file.
+    pub boot_profile: Option<BootProfile>,
     /// One entry per module, in the order the engine converges them.
     pub modules: Vec<ModuleStatus>,
+}
+
+/// The boot profile on disk against the generation in force: an edited
+/// file takes effect only through `bulwarkctl apply`, so a difference is
+/// worth knowing before the next host rebuild.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BootProfile {
+    /// Where the file is (under the daemon's `--root`).
+    pub path: String,
+    /// SHA-256 of its text.
+    pub digest: String,
+    /// Its settings differ from those in force, or it is not a valid profile.
+    pub differs: bool,
+    /// One line: how it compares.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -256,6 +355,24 @@ pub struct GenerationInfo {
     pub current: bool,
     /// SHA-256 of the profile text it was made from.
     pub digest: String,
+}
+
+/// `GET /v1/generations/{n}`: one generation whole, as kept on disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationDetail {
+    pub info: GenerationInfo,
+    /// The file the profile came from, as the operator named it.
+    pub source: String,
+    /// The bulwarkd version that wrote it.
+    pub version: String,
+    /// Whether its seal verifies with this host's integrity key. One that
+    /// does not was edited or damaged on disk and is never installed.
+    pub sealed: bool,
+    /// The profile text as applied.
+    pub profile: String,
+    /// Module → file name → content: what each module rendered from the profile.
+    pub artifacts: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 /// One line of the audit log (`GET /v1/audit`).
@@ -327,6 +444,26 @@ pub struct RemovePeerRequest {
     pub name: String,
 }
 
+/// `renew-peer`: give a peer a new lifetime, counted from now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewPeerRequest {
+    /// Name of the peer.
+    pub name: String,
+    /// New lifetime such as "90d", or "never"; the profile's `peer_expiry`
+    /// when absent.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+/// `disable-peer` and `enable-peer`: the peer named.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRef {
+    /// Name of the peer.
+    pub name: String,
+}
+
 /// Response of `POST /v1/peers`: the only time the client config is shown.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -358,6 +495,10 @@ pub struct PeerInfo {
     pub created: u64,
     pub expires: Option<u64>,
     pub last_handshake: Option<u64>,
+    /// Bytes received from and sent to the peer since its session began.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Kept in the store but off the interface: its config does not work
+    /// until `enable-peer`.
+    pub disabled: bool,
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cidr;
+pub mod coexist;
 pub mod evidence;
 pub mod ima;
 pub mod profile;

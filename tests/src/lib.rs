@@ -34,6 +34,8 @@ pub use bulwark_model;
 pub use serde_json;
 
 /// Addresses of the topology. `vps` has one leg towards each neighbour.
+pub mod wg;
+
 pub mod addr {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

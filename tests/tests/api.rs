@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bulwark_model::api::{ErrorBody, VersionInfo};
+use bulwark_model::api::{ErrorBody, VersionInfo, MAX_BODY_BYTES};
 use bulwark_tests::{run, Daemon, Lab, ADMIN_GID, OTHER_GID, READ_GID};
 
 const A: &str = include_str!("../fixtures/a.toml");
@@ -52,11 +52,11 @@ fn read_group_may_read_but_apply_is_forbidden_and_audited() {
     assert_eq!(r.code, Some(0), "a member of the read group may read health:\n{r}");
 
     let r = d.ctl_as(READER, READER, &[READ_GID], &["apply", b.to_str().unwrap()]);
-    assert_eq!(r.code, Some(1), "apply by a reader must be refused with exit 1:\n{r}");
+    assert_eq!(r.code, Some(5), "apply by a reader must be refused with exit 5:\n{r}");
     assert!(forbidden(&r.stderr), "the refusal should say forbidden/403:\n{r}");
     for change in [&["confirm"][..], &["rollback"]] {
         let r = d.ctl_as(READER, READER, &[READ_GID], change);
-        assert_eq!(r.code, Some(1), "{change:?} by a reader must be refused:\n{r}");
+        assert_eq!(r.code, Some(5), "{change:?} by a reader must be refused:\n{r}");
         assert!(forbidden(&r.stderr), "the refusal should say forbidden/403:\n{r}");
     }
     assert_eq!(
@@ -97,15 +97,15 @@ fn uid_in_neither_group_is_refused_and_changes_nothing() {
     let d = &lab.daemon;
     let (rules, gens) = (d.ruleset_present(), d.generations().len());
 
-    // Refused either at connect time (socket mode: exit 3) or by the API (403: exit 1).
+    // Refused either at connect time (socket mode: exit 3) or by the API (403: exit 5).
     for args in [&["status"][..], &["apply", b.to_str().unwrap()], &["rollback"]] {
         let r = d.ctl_as(STRANGER, STRANGER, &[OTHER_GID], args);
         assert!(
-            matches!(r.code, Some(1) | Some(3)),
+            matches!(r.code, Some(5) | Some(3)),
             "{args:?} by a uid in neither group must be refused:\n{r}"
         );
-        if r.code == Some(1) {
-            assert!(forbidden(&r.stderr), "exit 1 should be a 403:\n{r}");
+        if r.code == Some(5) {
+            assert!(forbidden(&r.stderr), "exit 5 should be a 403:\n{r}");
         }
     }
     assert_eq!(
@@ -195,17 +195,22 @@ fn oversized_body_is_refused_with_413_and_changes_nothing() {
     let d = &lab.daemon;
     let (rules, gens) = (d.ruleset_present(), d.generations().len());
 
-    let big = apply_body(d, "big.json", 1024 * 1024 + 100 * 1024, false);
+    let big = apply_body(d, "big.json", MAX_BODY_BYTES + 100 * 1024, false);
     let (code, body) = d.http("POST", "/v1/apply", Some(&big));
-    assert_eq!(code, 413, "an apply body over 1 MiB: {body}\n{}", d.logs());
+    assert_eq!(
+        code,
+        413,
+        "an apply body over {MAX_BODY_BYTES} bytes: {body}\n{}",
+        d.logs()
+    );
     let err: ErrorBody =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("413 body is not an ErrorBody ({e}): {body}"));
     assert_eq!(err.kind, "too_large", "{err:?}");
 
     // Just under the limit is a normal (dry-run) request.
-    let fits = apply_body(d, "fits.json", 900 * 1024, true);
+    let fits = apply_body(d, "fits.json", MAX_BODY_BYTES - 100 * 1024, true);
     let (code, body) = d.http("POST", "/v1/apply", Some(&fits));
-    assert_eq!(code, 200, "a 900 KiB dry-run apply: {body}");
+    assert_eq!(code, 200, "a dry-run apply just under the limit: {body}");
 
     d.ctl_ok(&["status"]);
     assert_eq!(d.ruleset().as_deref(), Some(rules.as_str()));

@@ -121,7 +121,7 @@ fn a_source_with_newline_and_escape_bytes_is_one_escaped_line_everywhere() {
     // bulwarkctl's own errors quote a file name the same way.
     let bad = d.write_profile("bad\n\u{1b}[2Jname", invalid);
     let r = d.ctl(&["apply", bad.to_str().unwrap()]);
-    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.code, Some(4), "{r}");
     assert!(controls(&r.stderr).is_empty(), "{:?}\n{r}", controls(&r.stderr));
     assert!(r.stderr.contains("bad\\n\\x1b[2Jname.toml"), "{r}");
 }

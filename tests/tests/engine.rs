@@ -151,7 +151,10 @@ fn a_settings_only_change_is_planned_and_becomes_a_generation() {
     let r = d.apply(&d.write_profile("a-report", changed), &[]);
     assert!(r.changed, "a drift-mode change was planned as no change: {r:?}");
     assert!(
-        r.plan.changes.iter().any(|c| c.what.starts_with("drift:")),
+        r.plan.changes.iter().any(|c| c.module == "profile"
+            && c.what == "profile.drift"
+            && c.before == Some("repair".into())
+            && c.after == Some("report".into())),
         "{:?}",
         r.plan
     );
@@ -190,7 +193,7 @@ fn confirmed_apply_stays_in_force() {
     assert_eq!(current(&d.generations()).profile, "gen-b");
     // Nothing left to confirm.
     let r = d.ctl(&["confirm"]);
-    assert_eq!(r.code, Some(1), "a second confirm has nothing to confirm (409):\n{r}");
+    assert_eq!(r.code, Some(6), "a second confirm has nothing to confirm (409):\n{r}");
 }
 
 #[test]
@@ -249,7 +252,7 @@ fn rollback_restores_a_generations_ruleset_and_generations_lists_them() {
 
     // An unknown generation is refused and changes nothing.
     let r = d.ctl(&["rollback", "999999"]);
-    assert_eq!(r.code, Some(1), "rollback to a generation that does not exist:\n{r}");
+    assert_eq!(r.code, Some(7), "rollback to a generation that does not exist:\n{r}");
     assert_eq!(
         d.ruleset().as_deref(),
         Some(rules_b.as_str()),
@@ -280,16 +283,22 @@ fn deleted_table_is_restored_under_drift_repair_with_an_audit_event() {
     }
 
     // A changed table (rules flushed, table still there) is drift as well.
+    // The repair follows the flush's nf_tables event within milliseconds, so
+    // it is counted rather than caught in between.
+    let repairs = d.status().firewall.drift_repairs;
     let r = d.nft(&["flush", "table", "inet", "bulwark"]);
     assert!(r.ok(), "{r}");
-    assert_ne!(
-        d.ruleset().as_deref(),
-        Some(ours.as_str()),
-        "flushing changed nothing visible"
-    );
     if let Err(last) = d.wait_ruleset(Some(&ours), Duration::from_secs(10)) {
         panic!("flushed table not restored within 10 s; live:\n{last:?}\n{}", d.logs());
     }
+    let counted = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        (d.status().firewall.drift_repairs > repairs).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "the flushed table was not repaired as drift\n{}",
+        d.logs()
+    );
 
     let events = d.audit_tail(50);
     assert!(

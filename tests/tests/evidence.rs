@@ -433,7 +433,7 @@ fn a_tampered_audit_line_makes_the_report_say_the_chain_is_broken() {
         "--out",
         empty.to_str().unwrap(),
     ]);
-    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.code, Some(4), "a period the daemon refuses is invalid input:\n{r}");
     assert!(
         r.stderr
             .contains("until: 2026-01-01T00:00:00Z is not after since: 2026-02-01T00:00:00Z"),

@@ -103,7 +103,7 @@ fn a_bad_extra_rule_is_refused_with_its_line_and_nothing_is_written() {
     let file = dir.path().join("bad.toml");
     fs::write(&file, BAD_EXTRA).unwrap();
     let r = ctl(&["validate", file.to_str().unwrap()]);
-    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.code, Some(4), "an invalid profile exits 4:\n{r}");
     assert!(r.stderr.contains("ima.extra_rules[1]: policy line "), "{r}");
     assert!(r.stderr.contains("`appraise_type=imasig|modsig`"), "{r}");
     assert!(r.stderr.contains("CONFIG_IMA_APPRAISE_MODSIG"), "{r}");
@@ -115,7 +115,7 @@ fn a_bad_extra_rule_is_refused_with_its_line_and_nothing_is_written() {
     let gens = d.generations().len();
     let bad = d.write_profile("bad", BAD_EXTRA);
     let r = d.ctl(&["apply", bad.to_str().unwrap()]);
-    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.code, Some(4), "an invalid profile exits 4:\n{r}");
     assert!(r.stderr.contains("ima.extra_rules[1]"), "{r}");
     assert!(
         !d.root.join("etc/ima/ima-policy").exists(),
@@ -372,7 +372,7 @@ fn bulwarkd_loads_the_policy_now_guards_enforce_and_audits_label_runs() {
     let enforce = d.write_profile("enforce", ENFORCE_SSH);
     let gens = d.generations().len();
     let r = d.ctl(&["apply", enforce.to_str().unwrap()]);
-    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.code, Some(6), "the daemon's refusal (409) exits 6:\n{r}");
     assert!(r.stderr.contains("moving to IMA enforce refused"), "{r}");
     assert!(r.stderr.contains("/usr/local/bin/tool (missing"), "{r}");
     assert_eq!(d.generations().len(), gens, "a refused apply made a generation");
@@ -437,7 +437,7 @@ fn bulwarkd_loads_the_policy_now_guards_enforce_and_audits_label_runs() {
         ENFORCE_SSH.replace("mode = \"enforce\"", "mode = \"enforce\"\nmeasure = true"),
     );
     let r = d.ctl(&["apply", enforce2.to_str().unwrap()]);
-    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(r.code, Some(6), "the daemon's refusal (409) exits 6:\n{r}");
     let r = d.ctl(&["apply", "--force", enforce2.to_str().unwrap()]);
     assert!(r.ok(), "{r}\n{}", d.logs());
     assert!(d.audit_tail(20).iter().any(|e| e.event == "BWK-IMA-0007"));

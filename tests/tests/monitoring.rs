@@ -191,11 +191,11 @@ fn a_public_monitoring_listen_is_refused_by_validate() {
         run(Command::new(bin("bulwarkctl")).arg("validate").arg(&file))
     };
     let r = validate("203.0.113.1:9469");
-    assert_eq!(r.code, Some(1), "a public listen address must be refused:\n{r}");
+    assert_eq!(r.code, Some(4), "a public listen address must be refused:\n{r}");
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(all.contains("monitoring.listen") && all.contains("203.0.113.1"), "{r}");
     let r = validate("0.0.0.0:9469");
-    assert_eq!(r.code, Some(1), "the wildcard address must be refused:\n{r}");
+    assert_eq!(r.code, Some(4), "the wildcard address must be refused:\n{r}");
     for ok in [
         format!("{VPN_IP}:9469"),
         "127.0.0.1:9469".to_owned(),

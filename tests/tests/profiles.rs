@@ -290,9 +290,9 @@ fn malformed_profiles_are_refused_with_the_field_named_and_the_ruleset_untouched
     let mut failures = Vec::new();
     for (file, b) in write_all(&lab) {
         let r = d.ctl(&["apply", file.to_str().unwrap()]);
-        if r.code != Some(1) || !names(&r.stderr, b.names) {
+        if r.code != Some(4) || !names(&r.stderr, b.names) {
             failures.push(format!(
-                "[{}] expected exit 1 and stderr naming `{}`:\n{r}",
+                "[{}] expected exit 4 (invalid input) and stderr naming `{}`:\n{r}",
                 b.name, b.names
             ));
         }
@@ -375,7 +375,7 @@ fn all_errors_of_a_profile_are_reported_together() {
         d.ctl(&["apply", file.to_str().unwrap()]),
         d.ctl(&["validate", file.to_str().unwrap()]),
     ] {
-        assert_eq!(r.code, Some(1), "{r}");
+        assert_eq!(r.code, Some(4), "{r}");
         for w in want {
             assert!(r.stderr.contains(w), "`{w}` missing from the errors:\n{r}");
         }
@@ -412,9 +412,9 @@ fn validate_refuses_malformed_profiles_offline() {
         let file = dir.path().join(format!("{}.toml", b.name));
         std::fs::write(&file, b.text).unwrap();
         let r = ctl(&file);
-        if r.code != Some(1) || !names(&r.stderr, b.names) {
+        if r.code != Some(4) || !names(&r.stderr, b.names) {
             failures.push(format!(
-                "[{}] expected exit 1 and stderr naming `{}`:\n{r}",
+                "[{}] expected exit 4 (invalid input) and stderr naming `{}`:\n{r}",
                 b.name, b.names
             ));
         }

@@ -246,7 +246,7 @@ fn bulwarkd_refuses_an_apply_that_trusts_its_uplink_and_keeps_the_firewall() {
         assert!(d.ctl(&["validate", file]).ok(), "{name}: the profile itself is valid");
         for args in [vec!["apply", file], vec!["apply", "--dry-run", file]] {
             let r = d.ctl(&args);
-            assert_eq!(r.code, Some(1), "{name}: {args:?} must be refused:\n{r}");
+            assert_eq!(r.code, Some(6), "{name}: {args:?} must be refused (409, exit 6):\n{r}");
             for w in &want {
                 assert!(r.stderr.contains(w), "{name}: {args:?}: {w:?} missing:\n{r}");
             }

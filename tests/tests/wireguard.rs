@@ -286,8 +286,12 @@ fn start(lab: &mut Lab, iface: &str) -> Reaper {
     reaper
 }
 
+/// The peer store: its snapshot and the journal of changes since.
 fn store_bytes(d: &Daemon) -> Vec<u8> {
-    fs::read(d.state_dir().join("wireguard/peers.json")).unwrap_or_default()
+    let dir = d.state_dir().join("wireguard");
+    let mut bytes = fs::read(dir.join("peers.json")).unwrap_or_default();
+    bytes.extend(fs::read(dir.join("peers.journal")).unwrap_or_default());
+    bytes
 }
 
 #[test]

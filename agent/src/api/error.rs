@@ -46,9 +46,9 @@ impl IntoResponse for ApiError {
         let (status, kind) = match &self {
             ApiError::Engine(e) => match e {
                 EngineError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_profile"),
-                EngineError::ConfirmPending { .. } | EngineError::NothingToConfirm => {
-                    (StatusCode::CONFLICT, "conflict")
-                }
+                EngineError::ConfirmPending { .. }
+                | EngineError::NothingToConfirm
+                | EngineError::ConfirmOther { .. } => (StatusCode::CONFLICT, "conflict"),
                 EngineError::ConfirmWindow { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
                 EngineError::NoSuchGeneration { .. }
                 | EngineError::NoEarlierGeneration

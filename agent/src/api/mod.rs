@@ -120,6 +120,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/status", get(routes::status))
         .route("/health", get(routes::health))
         .route("/generations", get(routes::generations))
+        .route("/generations/{number}", get(routes::generation))
         .route("/audit", get(routes::audit_tail))
         .route("/audit/verify", get(routes::audit_verify))
         .route("/metrics", get(metrics::metrics))

@@ -6,8 +6,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::Json;
 use bulwark_model::api::{
-    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, GenerationInfo, Health,
-    PeerInfo, RollbackRequest, Status, VersionInfo, API_VERSION, MAX_BODY_BYTES,
+    AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, ConfirmRequest,
+    GenerationDetail, GenerationInfo, Health, PeerInfo, RollbackRequest, Status, VersionInfo, API_VERSION,
+    MAX_BODY_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -85,6 +86,19 @@ pub async fn generations(State(ctx): State<Ctx>) -> Json<Vec<GenerationInfo>> {
     Json(ctx.view.current().await.generations.clone())
 }
 
+/// `GET /v1/generations/{n}`: read from disk on a blocking thread, like the
+/// audit log, so it never queues behind the engine.
+pub async fn generation(State(ctx): State<Ctx>, Path(number): Path<u64>) -> Result<Json<GenerationDetail>, ApiError> {
+    let found = read_audit(&ctx, move |host| {
+        crate::converge::generations::inspect(&host.state_dir(), number)
+    })
+    .await?;
+    match found.map_err(crate::converge::EngineError::from)? {
+        Some(g) => Ok(Json(g)),
+        None => Err(crate::converge::EngineError::NoSuchGeneration { number }.into()),
+    }
+}
+
 pub async fn peers(State(ctx): State<Ctx>) -> Json<Vec<PeerInfo>> {
     Json(ctx.view.current().await.peers.clone())
 }
@@ -101,8 +115,9 @@ fn default_tail() -> usize {
     20
 }
 
-/// Run a read of the audit log on a blocking thread, a few at a time: the
-/// engine keeps writing meanwhile (see `audit::chain` on why that is safe).
+/// Run a read of the audit log (or of a generation) on a blocking thread, a
+/// few at a time: the engine keeps writing meanwhile (see `audit::chain` on
+/// why that is safe; a generation is renamed into place whole).
 async fn read_audit<T: Send + 'static>(
     ctx: &Ctx,
     read: impl FnOnce(&crate::host::Host) -> T + Send + 'static,
@@ -222,8 +237,17 @@ pub async fn remove_peer(
     )?))
 }
 
-pub async fn confirm(State(ctx): State<Ctx>, caller: Caller) -> Result<Json<ApplyResponse>, ApiError> {
-    Ok(Json(ctx.engine.call(|r| Command::Confirm(caller.0.uid, r)).await??))
+/// An empty body confirms whatever is pending; `{"generation": N}` only N.
+pub async fn confirm(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    Body(req): Body<ConfirmRequest>,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    Ok(Json(
+        ctx.engine
+            .call(|r| Command::Confirm(caller.0.uid, req.generation, r))
+            .await??,
+    ))
 }
 
 pub async fn rollback(

@@ -89,6 +89,7 @@ impl View {
     pub async fn scrape(&self) -> &Metrics {
         let view = self.current().await;
         self.metrics.set_checks(&self.health_of(&view).checks);
+        self.metrics.set_up(up(&view));
         &self.metrics
     }
 
@@ -123,6 +124,17 @@ impl View {
             .copied()
     }
 }
+
+/// `bulwark_up`: the engine published within [`ENGINE_SILENT`] (it runs and
+/// is not stuck) and a generation is in force (not the failsafe).
+fn up(view: &Published) -> bool {
+    let fresh = view.at.elapsed().is_ok_and(|age| age <= ENGINE_SILENT);
+    fresh && view.status.generation.is_some()
+}
+
+/// An engine that has published nothing for this long (it refreshes every
+/// 10 s, and applies of 50,000 CIDRs take about a second) is stuck or gone.
+const ENGINE_SILENT: Duration = Duration::from_secs(60);
 
 /// The resource checks, on a blocking thread (sysinfo reads /proc and
 /// statfs); the K3s ones only when the profile manages K3s.

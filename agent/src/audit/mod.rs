@@ -148,6 +148,9 @@ events! {
     WG_KEY_CREATED = "BWK-WG-0004", Notice, "WireGuard server key created", PROVISION_2013, PROVISION_2022;
     WG_DRIFT_REPAIRED = "BWK-WG-0005", Warning, "WireGuard interface or peers drifted and were restored", PROVISION_2013, PROVISION_2022;
     WG_DRIFT_DETECTED = "BWK-WG-0006", Warning, "WireGuard interface or peers drifted; reported, left as found", PROVISION_2013, PROVISION_2022;
+    WG_PEER_RENEWED = "BWK-WG-0007", Notice, "WireGuard admin peer given a new expiry", PROVISION_2013, PROVISION_2022;
+    WG_PEER_DISABLED = "BWK-WG-0008", Notice, "WireGuard admin peer disabled: off the interface, kept in the store", PROVISION_2013, PROVISION_2022;
+    WG_PEER_ENABLED = "BWK-WG-0009", Notice, "WireGuard admin peer enabled again", PROVISION_2013, PROVISION_2022;
 }
 
 /// The catalogue as a Markdown table (docs/audit-events.md is this output).

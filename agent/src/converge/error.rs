@@ -18,6 +18,8 @@ pub enum EngineError {
     ConfirmWindow { secs: u64, max: u64 },
     #[error("no apply is waiting for confirmation")]
     NothingToConfirm,
+    #[error("generation {pending} awaits confirmation, not generation {asked}; nothing was confirmed (see `bulwarkctl status`)")]
+    ConfirmOther { asked: u64, pending: u64 },
     #[error("generation {number} does not exist; see `bulwarkctl generations`")]
     NoSuchGeneration { number: u64 },
     #[error("there is no earlier generation to roll back to")]

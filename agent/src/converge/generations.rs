@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bulwark_model::api::GenerationInfo;
+use bulwark_model::api::{GenerationDetail, GenerationInfo};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -250,6 +250,31 @@ impl Store {
         Ok(removed)
     }
 
+    /// Generation `number` whole, for an operator to read: whether its seal
+    /// verifies is part of the answer, not a refusal (installing is what a
+    /// broken seal forbids; reading it is how the damage is found).
+    fn detail(&self, number: u64) -> Result<Option<GenerationDetail>, StateError> {
+        let current = self.latest()?;
+        let Some(g) = self.read(number)? else { return Ok(None) };
+        let sealed = g.verify(&self.key);
+        Ok(Some(GenerationDetail {
+            info: GenerationInfo {
+                number: g.meta.number,
+                profile: g.meta.profile.clone(),
+                created: g.meta.created,
+                uid: g.meta.uid,
+                reason: g.meta.reason.clone(),
+                current: Some(number) == current,
+                digest: g.meta.digest.clone(),
+            },
+            source: g.meta.source,
+            version: g.meta.version,
+            sealed,
+            profile: g.profile_text,
+            artifacts: g.artifacts,
+        }))
+    }
+
     pub fn list(&self) -> Result<Vec<GenerationInfo>, StateError> {
         let numbers = self.numbers()?;
         let current = numbers.last().copied();
@@ -270,6 +295,24 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Generation `number` under `state_dir`, read without the engine (and
+/// without writing anything, unlike [`Store::open`]), its seal checked with
+/// the host's integrity key. `None`: no such generation.
+pub fn inspect(state_dir: &Path, number: u64) -> Result<Option<GenerationDetail>, StateError> {
+    let key = IntegrityKey::load(state_dir)?.ok_or_else(|| StateError::Corrupt {
+        path: IntegrityKey::path(state_dir),
+        reason: "missing: no generation can be verified without it".to_owned(),
+    })?;
+    let store = Store {
+        dir: state_dir.join("generations"),
+        key,
+    };
+    if !store.dir.is_dir() {
+        return Ok(None);
+    }
+    store.detail(number)
 }
 
 #[cfg(test)]
@@ -330,6 +373,23 @@ mod tests {
             let e = s.load(1).unwrap_err();
             assert!(e.to_string().contains("seal does not match"), "{file}: {e}");
         }
+    }
+
+    #[test]
+    fn inspect_reads_a_generation_whole_and_says_whether_its_seal_holds() {
+        let (dir, s) = store();
+        s.commit(&mut generation(1)).unwrap();
+        s.commit(&mut generation(2)).unwrap();
+        let g = inspect(dir.path(), 1).unwrap().unwrap();
+        assert!(g.sealed && !g.info.current);
+        assert_eq!(g.profile, "[profile]\nname = \"p\"\n");
+        assert_eq!(g.artifacts["firewall"]["ruleset.json"], "{\"policy\":\"drop\"}");
+        assert!(inspect(dir.path(), 2).unwrap().unwrap().info.current);
+        assert!(inspect(dir.path(), 3).unwrap().is_none());
+        fs::write(s.path(1).join("firewall/ruleset.json"), "{\"policy\":\"accept\"}").unwrap();
+        let g = inspect(dir.path(), 1).unwrap().unwrap();
+        assert!(!g.sealed);
+        assert_eq!(g.artifacts["firewall"]["ruleset.json"], "{\"policy\":\"accept\"}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use bulwark_model::api::{ApplyRequest, ApplyResponse, Change, ChangeOp, Check, PendingConfirm, Plan};
+use bulwark_model::api::{ApplyRequest, ApplyResponse, BootProfile, Change, ChangeOp, Check, PendingConfirm, Plan};
 use bulwark_model::Profile;
 
 use crate::audit::{self, AuditLog, EventKind, Outcome};
@@ -41,7 +41,7 @@ use crate::integrity::IntegrityKey;
 use crate::module::{Cx, Module, ModuleError};
 use crate::state;
 pub use error::EngineError;
-use generations::{Generation, Meta, Store};
+use generations::{profile_digest, Generation, Meta, Store};
 pub use startup::{failsafe_first, Failsafe};
 
 /// The profile applied when a host has neither a generation nor a boot profile.
@@ -120,6 +120,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// The monitoring listener address the daemon should serve.
     monitor: watch::Sender<Option<SocketAddr>>,
+    /// Warnings modules gave during the request being handled.
+    warnings: Vec<String>,
 }
 
 /// What the engine is built from, besides the host paths.
@@ -198,6 +200,7 @@ impl Engine {
             notes: Vec::new(),
             metrics,
             monitor,
+            warnings: Vec::new(),
         };
         for (module, message) in failsafe.installed {
             engine.record(
@@ -255,6 +258,11 @@ impl Engine {
         for e in cx.take_events() {
             self.record(e.kind, uid, e.outcome, &e.message);
         }
+        let name = self.slots[i].module.name();
+        for w in cx.take_warnings() {
+            log::warn!(module = name; "{w}");
+            self.warnings.push(format!("{name}: {w}"));
+        }
         out
     }
 
@@ -290,7 +298,15 @@ impl Engine {
 
     pub fn apply(&mut self, req: ApplyRequest, uid: u32) -> Result<ApplyResponse, EngineError> {
         let source = req.source.clone().unwrap_or_else(|| "profile".to_owned());
-        let profile = match Profile::parse(&source, &req.profile) {
+        // The text in force was validated when it was applied: the same text
+        // again is not parsed a second time (200,000 networks take a while).
+        let digest = generations::profile_digest(&req.profile);
+        let same = self.current.as_ref().filter(|c| c.meta.digest == digest);
+        let parsed = match same {
+            Some(c) => Ok(c.profile.clone()),
+            None => Profile::parse(&source, &req.profile),
+        };
+        let profile = match parsed {
             Ok(p) => p,
             Err(errors) => {
                 if !req.dry_run {
@@ -341,6 +357,7 @@ impl Engine {
                 generation: p.generation,
             });
         }
+        self.warnings.clear();
         let plan = self.plan(&profile)?;
         let mut response = ApplyResponse {
             profile: profile.name.clone(),
@@ -349,6 +366,8 @@ impl Engine {
             changed: false,
             dry_run: req.dry_run,
             confirm_deadline: None,
+            digest: Some(profile_digest(&req.profile)),
+            warnings: std::mem::take(&mut self.warnings),
         };
         if req.dry_run {
             for i in 0..self.slots.len() {
@@ -431,6 +450,7 @@ impl Engine {
     }
 
     fn failed_change(&mut self, uid: u32, message: String) {
+        self.metrics.set_last_change(now_unix(), false);
         self.record(&audit::CHG_FAILED, uid, Outcome::Failure, &message);
         self.last = Some(LastChange { ok: false, message });
     }
@@ -496,6 +516,7 @@ impl Engine {
 
     fn make_current(&mut self, meta: Meta, profile: Profile) {
         self.metrics.set_generation(meta.number);
+        self.metrics.set_last_change(meta.created, true);
         self.monitor
             .send_if_modified(|listen| std::mem::replace(listen, profile.monitoring.listen) != *listen);
         let keep = profile.keep_generations;
@@ -551,22 +572,74 @@ impl Engine {
         Ok(Plan { changes })
     }
 
-    pub fn confirm(&mut self, uid: u32) -> Result<ApplyResponse, EngineError> {
-        let Some(pending) = self.pending.take() else {
+    /// Keep the pending generation. With `expected`, only when that is
+    /// the one pending: an operator confirms their own change, never one
+    /// made by someone else in the meantime.
+    pub fn confirm(&mut self, uid: u32, expected: Option<u64>) -> Result<ApplyResponse, EngineError> {
+        let Some(pending) = self.pending.clone() else {
             return Err(EngineError::NothingToConfirm);
         };
+        if let Some(asked) = expected.filter(|n| *n != pending.generation) {
+            return Err(EngineError::ConfirmOther {
+                asked,
+                pending: pending.generation,
+            });
+        }
         state::remove(&self.pending_path())?;
+        self.pending = None;
         let msg = format!("generation {} confirmed", pending.generation);
         self.record(&audit::CHG_CONFIRMED, uid, Outcome::Success, &msg);
         self.notify_status();
+        let current = self.current.as_ref();
         Ok(ApplyResponse {
-            profile: self
-                .current
-                .as_ref()
-                .map(|c| c.profile.name.clone())
-                .unwrap_or_default(),
+            profile: current.map(|c| c.profile.name.clone()).unwrap_or_default(),
             generation: Some(pending.generation),
+            digest: current.map(|c| c.meta.digest.clone()),
             ..ApplyResponse::default()
+        })
+    }
+
+    /// The boot profile (`/etc/bulwark/profile.toml` under the root)
+    /// against the profile in force; `None` when there is no such file.
+    fn boot_profile(&self) -> Option<BootProfile> {
+        let path = self.host.default_profile();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                return Some(BootProfile {
+                    path: path.display().to_string(),
+                    digest: String::new(),
+                    differs: true,
+                    reason: format!("cannot be read: {e}"),
+                })
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let digest = profile_digest(&text);
+        let (differs, reason) = match (&self.current, Profile::parse(&path.display().to_string(), &text)) {
+            (_, Err(v)) => (true, format!("not a valid profile ({} error(s))", v.errors.len())),
+            (None, Ok(_)) => (true, "no generation is in force".to_owned()),
+            (Some(c), Ok(_)) if c.meta.digest == digest => {
+                (false, format!("the text of generation {}", c.meta.number))
+            }
+            (Some(c), Ok(p)) if p == c.profile => (
+                false,
+                format!("the settings of generation {} (the text differs)", c.meta.number),
+            ),
+            (Some(c), Ok(p)) => (
+                true,
+                format!(
+                    "profile {} differs from generation {} (profile {}); it takes effect only through `bulwarkctl apply`",
+                    p.name, c.meta.number, c.profile.name
+                ),
+            ),
+        };
+        Some(BootProfile {
+            path: path.display().to_string(),
+            digest,
+            differs,
+            reason,
         })
     }
 
@@ -620,6 +693,7 @@ impl Engine {
             .load(target)?
             .ok_or(EngineError::NoSuchGeneration { number: target })?;
         let profile = Profile::parse(&old.meta.source, &old.profile_text)?;
+        self.warnings.clear();
         let plan = self.plan(&profile)?;
         let number = self.store.latest()?.map_or(1, |n| n + 1);
         let generation = self.generation(number, &profile, old.profile_text, Some(old.meta.source), uid, reason);
@@ -630,6 +704,8 @@ impl Engine {
             generation: Some(number),
             plan,
             changed: true,
+            digest: self.current.as_ref().map(|c| c.meta.digest.clone()),
+            warnings: std::mem::take(&mut self.warnings),
             ..ApplyResponse::default()
         })
     }
@@ -734,22 +810,57 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 /// Profile settings that changed outside the sections whose module already
 /// planned a change (its own diff says it better), so no change (a new
 /// `[monitoring] listen`, a WireGuard endpoint) is ever planned as "no
-/// changes".
+/// changes". One change per setting, named by its path in the profile
+/// model (`monitoring.listen`, `profile.drift`), with both values.
 fn setting_changes(old: &Profile, new: &Profile, planned: &[&str]) -> Vec<Change> {
+    // Serialising a profile of 50,000 networks costs more than the rest of a
+    // no-op apply together.
+    if old == new {
+        return Vec::new();
+    }
     let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
         (serde_json::to_value(old), serde_json::to_value(new))
     else {
         return Vec::new();
     };
-    new.iter()
-        .filter(|(key, value)| !planned.contains(&key.as_str()) && old.get(key.as_str()) != Some(value))
-        .map(|(key, value)| Change {
-            module: "profile".to_owned(),
-            op: ChangeOp::Change,
-            what: format!(
-                "{key}: {} -> {value}",
-                old.get(key.as_str()).unwrap_or(&serde_json::Value::Null)
-            ),
-        })
-        .collect()
+    let mut out = Vec::new();
+    let null = serde_json::Value::Null;
+    for (key, value) in &new {
+        if planned.contains(&key.as_str()) {
+            continue;
+        }
+        // `[profile]` keys sit at the top of the model.
+        let path = if value.is_object() || old.get(key).is_some_and(serde_json::Value::is_object) {
+            key.clone()
+        } else {
+            format!("profile.{key}")
+        };
+        leaf_changes(&path, old.get(key).unwrap_or(&null), value, &mut out);
+    }
+    out
+}
+
+/// The settings under `path` that differ, down to values that are not
+/// tables (a list is one value). A section that appears or goes is one
+/// change with the whole section on one side.
+fn leaf_changes(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<Change>) {
+    use serde_json::Value;
+    match (old, new) {
+        _ if old == new => {}
+        (Value::Object(o), Value::Object(n)) => {
+            for key in n.keys().chain(o.keys().filter(|k| !n.contains_key(*k))) {
+                let (a, b) = (o.get(key).unwrap_or(&Value::Null), n.get(key).unwrap_or(&Value::Null));
+                leaf_changes(&format!("{path}.{key}"), a, b, out);
+            }
+        }
+        (Value::Null, _) => out.push(Change {
+            after: Some(new.clone()),
+            ..Change::new("profile", ChangeOp::Add, path)
+        }),
+        (_, Value::Null) => out.push(Change {
+            before: Some(old.clone()),
+            ..Change::new("profile", ChangeOp::Remove, path)
+        }),
+        _ => out.push(Change::values("profile", path, old.clone(), new.clone())),
+    }
 }

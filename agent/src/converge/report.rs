@@ -46,7 +46,7 @@ impl Engine {
         // The fields before `modules` stay filled for older clients.
         let firewall = detail("firewall").cloned().unwrap_or_default();
         let wireguard: Option<WireGuardStatus> =
-            detail("wireguard").and_then(|d| serde_json::from_value(d.clone()).ok());
+            detail("wireguard").and_then(|d| serde::Deserialize::deserialize(d).ok());
         let cur = self.current.as_ref();
         Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -68,6 +68,7 @@ impl Engine {
             wireguard,
             health: modules.iter().map(|m| m.level).max().unwrap_or_default(),
             last_error: self.last.as_ref().filter(|l| !l.ok).map(|l| l.message.clone()),
+            boot_profile: self.boot_profile(),
             modules,
         }
     }

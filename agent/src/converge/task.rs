@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use bulwark_model::api::{ApplyRequest, ApplyResponse};
+use bulwark_model::api::{ApplyRequest, ApplyResponse, GenerationInfo};
 use tokio::sync::{oneshot, watch};
 
 use super::published::{Published, Reader, REFRESH};
@@ -26,7 +26,8 @@ type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 #[derive(Debug)]
 pub enum Command {
     Apply(ApplyRequest, u32, Reply<ApplyResponse>),
-    Confirm(u32, Reply<ApplyResponse>),
+    /// The caller's uid and the generation they expect to be pending.
+    Confirm(u32, Option<u64>, Reply<ApplyResponse>),
     Rollback(Option<u64>, u32, Reply<ApplyResponse>),
     /// `module`, `action`, its JSON body, the caller's uid.
     Action(String, String, serde_json::Value, u32, Reply<serde_json::Value>),
@@ -34,6 +35,47 @@ pub enum Command {
     Refresh,
     /// Record an event that happened outside the engine (a refused request).
     Record(&'static EventKind, u32, Outcome, String),
+    /// Run the timers and the modules' ticks now (see [`Waker`]).
+    Wake,
+}
+
+/// Wakes the engine thread from another thread, typically a module's own
+/// watcher: the engine then runs its timers and every module's tick at
+/// once. Wake-ups that arrive while one is pending are merged.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    tx: mpsc::Sender<Command>,
+    pending: Arc<AtomicBool>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // An engine that stopped has nothing left to wake.
+            let _ = self.tx.send(Command::Wake);
+        }
+    }
+
+    /// A waker and the channel it sends to (tests of a module on its own).
+    #[cfg(test)]
+    pub fn for_test() -> (Waker, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel();
+        (
+            Waker {
+                tx,
+                pending: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// A waker whose engine is gone (tests of a module on its own).
+    pub fn detached() -> Waker {
+        Waker {
+            tx: mpsc::channel().0,
+            pending: Arc::default(),
+        }
+    }
 }
 
 /// Cheap, cloneable access to the engine thread.
@@ -99,15 +141,33 @@ impl EngineHandle {
 /// Also returns the reader of what the engine publishes.
 pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<(EngineHandle, Reader)> {
     let (tx, rx) = mpsc::channel::<Command>();
-    let (publish, reader) = watch::channel(Arc::new(engine.published()));
+    let (publish, reader) = watch::channel(Arc::new(engine.published(None)));
     let refreshing = Arc::new(AtomicBool::new(false));
     let flag = refreshing.clone();
+    let waker = Waker {
+        tx: tx.clone(),
+        pending: Arc::default(),
+    };
+    let woken = waker.pending.clone();
     std::thread::Builder::new().name("converge".to_owned()).spawn(move || {
+        engine.hand_waker(&waker);
+        drop(waker);
         let mut next_ping = Instant::now();
         let mut next_publish = Instant::now() + REFRESH;
-        let publish_now = |engine: &mut Engine| {
+        // Generations change only through a command or a timer that records
+        // an audit event (revert, prune): a refresh without either reuses the
+        // list instead of reading every generation's metadata again.
+        let mut generations: Option<(u64, Vec<GenerationInfo>)> = None;
+        let mut publish_now = |engine: &mut Engine, command: bool| {
             flag.store(false, Ordering::Release);
-            publish.send_replace(Arc::new(engine.published()));
+            let seq = engine.audit().seq();
+            let cached = generations
+                .take()
+                .filter(|(at, _)| *at == seq && !command)
+                .map(|(_, g)| g);
+            let view = engine.published(cached);
+            generations = Some((seq, view.generations.clone()));
+            publish.send_replace(Arc::new(view));
             Instant::now() + REFRESH
         };
         loop {
@@ -116,7 +176,7 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
             // A timer that changed something (a revert, a repair) is
             // visible at once, like a command.
             if Instant::now() >= next_publish || engine.audit().seq() != events {
-                next_publish = publish_now(&mut engine);
+                next_publish = publish_now(&mut engine, false);
             }
             wait = wait.min(next_publish.saturating_duration_since(Instant::now()));
             if let Some(interval) = watchdog {
@@ -127,12 +187,22 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                 wait = wait.min(next_ping.saturating_duration_since(Instant::now()));
             }
             match rx.recv_timeout(wait) {
+                // The loop's next turn runs the timers and ticks.
+                Ok(Command::Wake) => woken.store(false, Ordering::Release),
                 Ok(cmd) => {
                     // Whatever a command changed is published before its caller
                     // hears back, so its next read already sees it.
+                    let command = !matches!(cmd, Command::Refresh);
+                    let big = matches!(cmd, Command::Apply(..) | Command::Rollback(..));
                     if let Some(reply) = handle(&mut engine, cmd) {
-                        next_publish = publish_now(&mut engine);
+                        next_publish = publish_now(&mut engine, command);
                         reply();
+                    }
+                    if big {
+                        // A profile of 200,000 networks is tens of megabytes
+                        // while it is parsed, planned and rendered; give
+                        // them back once the request is done.
+                        crate::firewall::trim_heap();
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -147,22 +217,33 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
 }
 
 impl Engine {
-    /// The view readers get until the next change or refresh.
-    pub fn published(&mut self) -> Published {
+    /// Give every module the engine thread's waker.
+    fn hand_waker(&mut self, waker: &Waker) {
+        for slot in &mut self.slots {
+            slot.module.watch(waker.clone());
+        }
+    }
+
+    /// The view readers get until the next change or refresh; `generations`
+    /// is the list when it is known not to have changed since it was read.
+    pub fn published(&mut self, generations: Option<Vec<GenerationInfo>>) -> Published {
         let status = self.status();
         // The VPN module lists its peers in its status details.
         let peers = status
             .modules
             .iter()
             .find_map(|m| m.details.get("peer_list"))
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            // Read in place: a list of 5,000 peers is costly to copy.
+            .and_then(|v| serde::Deserialize::deserialize(v).ok())
             .unwrap_or_default();
         Published {
             status,
             health: self.health(),
-            generations: self.generations().unwrap_or_else(|e| {
-                log::error!(error:display = e; "cannot list generations");
-                Vec::new()
+            generations: generations.unwrap_or_else(|| {
+                self.generations().unwrap_or_else(|e| {
+                    log::error!(error:display = e; "cannot list generations");
+                    Vec::new()
+                })
             }),
             peers,
             actions: Arc::new(self.actions()),
@@ -185,10 +266,11 @@ fn deliver<T: Send + 'static>(reply: Reply<T>, result: Result<T, EngineError>) -
 fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
     match cmd {
         Command::Apply(req, uid, reply) => deliver(reply, engine.apply(req, uid)),
-        Command::Confirm(uid, reply) => deliver(reply, engine.confirm(uid)),
+        Command::Confirm(uid, expected, reply) => deliver(reply, engine.confirm(uid, expected)),
         Command::Rollback(target, uid, reply) => deliver(reply, engine.rollback(target, uid)),
         Command::Action(module, action, body, uid, reply) => deliver(reply, engine.action(&module, &action, body, uid)),
         Command::Refresh => Some(Box::new(|| {})),
+        Command::Wake => None,
         Command::Record(kind, uid, outcome, message) => {
             if let Err(e) = engine.audit_mut().record(kind, uid, outcome, &message) {
                 log::error!(error:display = e; "could not write audit event {}", kind.id);

@@ -62,11 +62,11 @@ impl Module for Fake {
         Ok(if self.state.as_deref() == Some(profile.name.as_str()) {
             Vec::new()
         } else {
-            vec![Change {
-                module: self.name.to_owned(),
-                op: ChangeOp::Change,
-                what: format!("{:?} -> {}", self.state, profile.name),
-            }]
+            vec![Change::new(
+                self.name,
+                ChangeOp::Change,
+                format!("{:?} -> {}", self.state, profile.name),
+            )]
         })
     }
 
@@ -425,4 +425,99 @@ fn retention_keeps_the_newest_and_the_one_a_pending_confirmation_needs() {
     }
     assert_eq!(e.store.numbers().unwrap(), [5, 6, 7]);
     assert_eq!(e.pending.as_ref().and_then(|p| p.revert_to), Some(6));
+}
+
+#[test]
+fn confirm_with_a_generation_keeps_only_that_one() {
+    let rig = Rig::new();
+    let mut e = rig.engine("p1");
+    let resp = e
+        .apply(
+            ApplyRequest {
+                profile: profile("p2"),
+                source: None,
+                dry_run: false,
+                confirm_secs: Some(600),
+                force: false,
+            },
+            0,
+        )
+        .unwrap();
+    let pending = resp.generation.unwrap();
+    let err = e.confirm(0, Some(pending + 1)).unwrap_err();
+    assert!(
+        matches!(err, EngineError::ConfirmOther { asked, pending: p } if asked == pending + 1 && p == pending),
+        "{err}"
+    );
+    assert!(e.pending.is_some(), "a refused confirm must leave the window open");
+    assert!(rig.host.state_dir().join("pending-confirm.json").exists());
+    let ok = e.confirm(0, Some(pending)).unwrap();
+    assert_eq!(ok.generation, Some(pending));
+    assert_eq!(ok.digest.as_deref(), Some(profile_digest(&profile("p2")).as_str()));
+    assert!(e.pending.is_none());
+    assert!(matches!(
+        e.confirm(0, Some(pending)),
+        Err(EngineError::NothingToConfirm)
+    ));
+}
+
+#[test]
+fn apply_answers_with_the_digest_of_the_text_it_was_sent() {
+    let rig = Rig::new();
+    let mut e = rig.engine("p1");
+    let resp = apply(&mut e, "p2").unwrap();
+    let digest = profile_digest(&profile("p2"));
+    assert_eq!(resp.digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(e.status().digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(e.generations().unwrap().last().unwrap().digest, digest);
+}
+
+#[test]
+fn settings_are_planned_one_by_one_with_both_values() {
+    let old = Profile::parse("a", "[profile]\nname = \"a\"\n").unwrap();
+    let new = Profile::parse(
+        "b",
+        "[profile]\nname = \"b\"\ndrift = \"report\"\n[monitoring]\nlisten = \"127.0.0.1:9100\"\n",
+    )
+    .unwrap();
+    let changes = setting_changes(&old, &new, &[]);
+    let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    // In the model's key order (alphabetical).
+    assert_eq!(
+        lines,
+        [
+            "~ profile: profile.drift: repair -> report",
+            "+ profile: monitoring.listen: 127.0.0.1:9100",
+            "~ profile: profile.name: a -> b",
+        ]
+    );
+    assert_eq!(changes[0].before, Some(serde_json::json!("repair")));
+    assert_eq!(changes[1].op, ChangeOp::Add);
+    assert_eq!(changes[1].after, Some(serde_json::json!("127.0.0.1:9100")));
+    // Sections a module already planned are left to its own diff.
+    assert!(setting_changes(&old, &new, &["monitoring", "profile"])
+        .iter()
+        .all(|c| c.what.starts_with("profile.")));
+}
+
+#[test]
+fn the_boot_profile_is_compared_with_what_is_in_force() {
+    let rig = Rig::new();
+    let mut e = rig.engine("p1");
+    assert_eq!(e.status().boot_profile, None, "no file, no entry");
+    let path = rig.host.default_profile();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // The boot profile was given as text; the file is what an operator edits.
+    std::fs::write(&path, profile("p1")).unwrap();
+    let b = e.status().boot_profile.unwrap();
+    assert!(!b.differs, "{b:?}");
+    std::fs::write(&path, format!("# a comment\n{}", profile("p1"))).unwrap();
+    let b = e.status().boot_profile.unwrap();
+    assert!(!b.differs && b.reason.contains("text differs"), "{b:?}");
+    std::fs::write(&path, profile("p9")).unwrap();
+    let b = e.status().boot_profile.unwrap();
+    assert!(b.differs && b.reason.contains("p9"), "{b:?}");
+    assert_eq!(b.digest, profile_digest(&profile("p9")));
+    std::fs::write(&path, "[profile]\nnom = 1\n").unwrap();
+    assert!(e.status().boot_profile.unwrap().differs);
 }

@@ -32,13 +32,21 @@ impl Engine {
         }
         let current = self.current.as_ref().map(|c| c.profile.clone());
         let mut next = Instant::now() + IDLE;
+        let mut asked = Vec::new();
         for i in 0..self.slots.len() {
             if self.slots[i].broken.is_some() {
                 continue;
             }
-            if let Some(t) = self.with_module(i, 0, |m, cx| m.tick(cx, current.as_ref())) {
+            let (t, check) = self.with_module(i, 0, |m, cx| (m.tick(cx, current.as_ref()), cx.drift_check_requested()));
+            if let Some(t) = t {
                 next = next.min(t);
             }
+            if check {
+                asked.push(i);
+            }
+        }
+        if !asked.is_empty() {
+            self.check_drift_of(&asked);
         }
         let mut wait = next.saturating_duration_since(Instant::now());
         if let Some(p) = &self.pending {
@@ -90,11 +98,18 @@ impl Engine {
     /// Ask every module what differs from the generation in force; repair
     /// the modules that drifted (`repair`) or report them once (`report`).
     pub(super) fn check_drift(&mut self) {
+        let all: Vec<usize> = (0..self.slots.len()).collect();
+        self.check_drift_of(&all);
+    }
+
+    /// [`Engine::check_drift`] of the modules at `which` only (those whose
+    /// watcher saw a change).
+    fn check_drift_of(&mut self, which: &[usize]) {
         let Some(profile) = self.current.as_ref().map(|c| c.profile.clone()) else {
             return;
         };
         let number = self.current_number().unwrap_or(0);
-        for i in 0..self.slots.len() {
+        for &i in which {
             if self.slots[i].broken.is_some() {
                 continue;
             }

@@ -80,6 +80,8 @@ pub enum FirewallError {
     },
     #[error("nft reported success, but table inet bulwark in the kernel is not what was sent: {what}")]
     Mismatch { what: String },
+    #[error("cannot read or change table inet bulwark over netlink")]
+    Netlink(#[from] super::netlink::NetlinkError),
 }
 
 /// The `nft` binary Bulwark drives.
@@ -161,6 +163,20 @@ impl Nft {
             Err(FirewallError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `nft -j list chains`: every chain of every table, without their
+    /// rules (cheap whatever the size of the sets).
+    pub fn list_chains(&self) -> Result<serde_json::Value, FirewallError> {
+        let text = self.run(NftOp::List, &["-j", "list", "chains"], None)?;
+        serde_json::from_str(&text).map_err(|source| FirewallError::Listing { source })
+    }
+
+    /// `nft -j list table FAMILY NAME` of another manager's table, read only
+    /// to tell whether its rules are in force.
+    pub fn list_other_table(&self, family: &str, name: &str) -> Result<serde_json::Value, FirewallError> {
+        let text = self.run(NftOp::List, &["-j", "list", "table", family, name], None)?;
+        serde_json::from_str(&text).map_err(|source| FirewallError::Listing { source })
     }
 
     /// Run nft with `args`, feeding `input` on stdin; stdout on success.

@@ -37,11 +37,27 @@ pub fn plan(desired: &Ruleset, previous: Option<&Ruleset>) -> Vec<Change> {
 }
 
 fn change(op: ChangeOp, what: String) -> Change {
-    Change {
-        module: MODULE.to_owned(),
-        op,
-        what,
+    Change::new(MODULE, op, what)
+}
+
+/// An item (a set element, a rule, a chain header) added to or removed
+/// from `what`: the item is the value.
+fn item(op: ChangeOp, what: String, item: String) -> Change {
+    let value = Some(serde_json::Value::String(item));
+    match op {
+        ChangeOp::Remove => Change {
+            before: value,
+            ..change(op, what)
+        },
+        _ => Change {
+            after: value,
+            ..change(op, what)
+        },
     }
+}
+
+fn values(what: String, before: String, after: String) -> Change {
+    Change::values(MODULE, what, before, after)
 }
 
 fn sets(out: &mut Vec<Change>, desired: &[NamedSet], previous: &[NamedSet]) {
@@ -59,8 +75,8 @@ fn sets(out: &mut Vec<Change>, desired: &[NamedSet], previous: &[NamedSet]) {
             }
             Some(old) => {
                 if old.family != set.family {
-                    let what = format!("set {}: type {} -> {}", set.name, old.family, set.family);
-                    out.push(change(ChangeOp::Change, what));
+                    let what = format!("set {} type", set.name);
+                    out.push(values(what, old.family.to_string(), set.family.to_string()));
                 }
                 elements(out, &set.name, &set.elements, &old.elements);
             }
@@ -74,11 +90,28 @@ fn sets(out: &mut Vec<Change>, desired: &[NamedSet], previous: &[NamedSet]) {
     }
 }
 
+fn sorted(nets: &[IpNet]) -> bool {
+    nets.windows(2).all(|w| w[0] < w[1])
+}
+
 /// Element changes of one set, in the sets' own order.
 fn elements(out: &mut Vec<Change>, set: &str, desired: &[IpNet], previous: &[IpNet]) {
-    let (old, new): (HashSet<&IpNet>, HashSet<&IpNet>) = (previous.iter().collect(), desired.iter().collect());
-    let added: Vec<&IpNet> = desired.iter().filter(|n| !old.contains(n)).collect();
-    let removed: Vec<&IpNet> = previous.iter().filter(|n| !new.contains(n)).collect();
+    if desired == previous {
+        return;
+    }
+    let (added, removed) = if sorted(desired) && sorted(previous) {
+        // Profiles hold their networks merged and sorted: no hashing needed.
+        let missing = |a: &'_ [IpNet], b: &[IpNet]| -> Vec<IpNet> {
+            a.iter().filter(|n| b.binary_search(n).is_err()).copied().collect()
+        };
+        (missing(desired, previous), missing(previous, desired))
+    } else {
+        let (old, new): (HashSet<&IpNet>, HashSet<&IpNet>) = (previous.iter().collect(), desired.iter().collect());
+        (
+            desired.iter().filter(|n| !old.contains(n)).copied().collect(),
+            previous.iter().filter(|n| !new.contains(n)).copied().collect(),
+        )
+    };
     let total = added.len() + removed.len();
     let shown = if total > LIST_LIMIT {
         let what = format!(
@@ -92,10 +125,10 @@ fn elements(out: &mut Vec<Change>, set: &str, desired: &[IpNet], previous: &[IpN
         total
     };
     for net in added.iter().take(shown) {
-        out.push(change(ChangeOp::Add, format!("set {set}: {net}")));
+        out.push(item(ChangeOp::Add, format!("set {set}"), net.to_string()));
     }
     for net in removed.iter().take(shown) {
-        out.push(change(ChangeOp::Remove, format!("set {set}: {net}")));
+        out.push(item(ChangeOp::Remove, format!("set {set}"), net.to_string()));
     }
 }
 
@@ -103,19 +136,15 @@ fn chains(out: &mut Vec<Change>, desired: &[Chain], previous: &[Chain]) {
     for chain in desired {
         match previous.iter().find(|p| p.name == chain.name) {
             None => {
-                out.push(change(
-                    ChangeOp::Add,
-                    format!("chain {}: {}", chain.name, chain.header()),
-                ));
+                out.push(item(ChangeOp::Add, format!("chain {}", chain.name), chain.header()));
                 rules(out, &chain.name, &chain.rules, &[]);
             }
             Some(old) => {
                 if (old.hook, old.priority) != (chain.hook, chain.priority) {
-                    let what = format!("chain {}: {} -> {}", chain.name, old.header(), chain.header());
-                    out.push(change(ChangeOp::Change, what));
+                    out.push(values(format!("chain {}", chain.name), old.header(), chain.header()));
                 } else if old.policy != chain.policy {
-                    let what = format!("chain {}: policy {} -> {}", chain.name, old.policy, chain.policy);
-                    out.push(change(ChangeOp::Change, what));
+                    let what = format!("chain {} policy", chain.name);
+                    out.push(values(what, old.policy.to_string(), chain.policy.to_string()));
                 }
                 rules(out, &chain.name, &chain.rules, &old.rules);
             }
@@ -142,11 +171,11 @@ fn rules(out: &mut Vec<Change>, chain: &str, desired: &[Rule], previous: &[Rule]
         }
     }
     for rule in &removed {
-        out.push(change(ChangeOp::Remove, format!("chain {chain}: {rule}")));
+        out.push(item(ChangeOp::Remove, format!("chain {chain}"), rule.to_string()));
     }
     let added: Vec<&Rule> = unmatched.into_iter().flatten().collect();
     for rule in &added {
-        out.push(change(ChangeOp::Add, format!("chain {chain}: {rule}")));
+        out.push(item(ChangeOp::Add, format!("chain {chain}"), rule.to_string()));
     }
     if added.is_empty() && removed.is_empty() && desired != previous {
         out.push(change(ChangeOp::Change, format!("chain {chain}: rules reordered")));
@@ -236,7 +265,7 @@ mod tests {
         after.chains[0].policy = Policy::Accept;
         assert_eq!(
             lines(&plan(&after, Some(&before))),
-            ["~ firewall: chain input: policy drop -> accept"]
+            ["~ firewall: chain input policy: drop -> accept"]
         );
     }
 

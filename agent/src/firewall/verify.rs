@@ -1,5 +1,5 @@
-//! Reading the table back: is what the kernel holds what was sent, and what
-//! changed since.
+//! Comparing the table read back with what was sent, and with what it was
+//! before.
 //!
 //! nft lists a table differently from how it was sent (dependencies dropped,
 //! prefixes normalised, sets printed in its own order), so the comparison is
@@ -33,8 +33,9 @@ pub struct ChainSummary {
     pub policy: String,
     /// `accept`, `drop` or `log` for each rule, in order.
     pub verdicts: Vec<String>,
-    /// The rules as listed (listings only; empty for a sent ruleset).
-    pub rules: Vec<Value>,
+    /// Each rule as read back, encoded (read-backs only; empty for a sent
+    /// ruleset): equal encodings mean equal rules.
+    pub rules: Vec<Vec<u8>>,
 }
 
 impl Summary {
@@ -112,7 +113,7 @@ impl Summary {
                     .unwrap_or_default();
                 let entry = out.chains.entry(chain.to_owned()).or_default();
                 entry.verdicts.push(verdict);
-                entry.rules.push(Value::Array(expr));
+                entry.rules.push(serde_json::to_vec(&expr).unwrap_or_default());
             }
         }
         Ok(out)

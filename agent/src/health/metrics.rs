@@ -35,6 +35,9 @@ pub struct Metrics {
     generation: Gauge,
     converge_duration: Histogram,
     drift_repairs: Counter,
+    up: Gauge,
+    last_change: Gauge,
+    last_change_ok: Gauge,
     /// Label values currently exported, so vanished checks are dropped
     /// instead of reporting their last value forever.
     checks_seen: Mutex<Vec<CheckLabel>>,
@@ -72,8 +75,12 @@ impl Metrics {
         registry.register("build_info", "bulwarkd version (always 1)", build_info);
 
         let up = Gauge::<i64>::default();
-        up.set(1);
-        registry.register("up", "1 while bulwarkd serves metrics", up);
+        registry.register(
+            "up",
+            "1 while the converge engine runs and a generation is in force; 0 when the engine has stopped or \
+             hangs, or the host has no generation (the failsafe ruleset)",
+            up.clone(),
+        );
 
         let check_status = Family::<CheckLabel, Gauge>::default();
         registry.register(
@@ -106,12 +113,30 @@ impl Metrics {
             drift_repairs.clone(),
         );
 
+        let last_change = Gauge::default();
+        registry.register_with_unit(
+            "last_apply_timestamp",
+            "Unix time of the last apply, rollback or revert, successful or not (after a start: when the generation \
+             in force was made; 0 with none)",
+            Unit::Seconds,
+            last_change.clone(),
+        );
+        let last_change_ok = Gauge::default();
+        registry.register(
+            "last_apply_success",
+            "1 when the last apply, rollback or revert succeeded, 0 when it failed",
+            last_change_ok.clone(),
+        );
+
         Metrics {
             registry,
             check_status,
             generation,
             converge_duration,
             drift_repairs,
+            up,
+            last_change,
+            last_change_ok,
             checks_seen: Mutex::new(Vec::new()),
         }
     }
@@ -145,6 +170,17 @@ impl Metrics {
 
     pub fn inc_drift_repairs(&self) {
         self.drift_repairs.inc();
+    }
+
+    /// `bulwark_up`: whether the engine runs and a generation is in force.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
+
+    /// The last apply, rollback or revert: when, and whether it succeeded.
+    pub fn set_last_change(&self, unix: u64, ok: bool) {
+        self.last_change.set(i64::try_from(unix).unwrap_or(i64::MAX));
+        self.last_change_ok.set(i64::from(ok));
     }
 
     /// Where module `module` registers its own metrics: every series it
@@ -232,7 +268,16 @@ mod tests {
         let text = m.encode();
         let version = format!("bulwark_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
         assert_eq!(sample(&text, &version), Some("1"), "{text}");
+        assert_eq!(sample(&text, "bulwark_up"), Some("0"), "no view taken yet");
+        m.set_up(true);
+        m.set_last_change(1_714_557_600, false);
+        let text = m.encode();
         assert_eq!(sample(&text, "bulwark_up"), Some("1"));
+        assert_eq!(
+            sample(&text, "bulwark_last_apply_timestamp_seconds"),
+            Some("1714557600")
+        );
+        assert_eq!(sample(&text, "bulwark_last_apply_success"), Some("0"));
         assert_eq!(sample(&text, "bulwark_generation"), Some("7"));
         assert_eq!(sample(&text, "bulwark_drift_repairs_total"), Some("1"));
         assert_eq!(

@@ -133,11 +133,7 @@ pub struct Ima {
 }
 
 fn change(op: ChangeOp, what: String) -> Change {
-    Change {
-        module: MODULE.to_owned(),
-        op,
-        what,
-    }
+    Change::new(MODULE, op, what)
 }
 
 fn as_i64(v: u64) -> i64 {

@@ -155,18 +155,10 @@ impl K3s {
                 (UNIT_DROPIN, Some(_)) => format!("{host_path} (After=bulwarkd.service)"),
                 _ => host_path.to_owned(),
             };
-            changes.push(Change {
-                module: "k3s".to_owned(),
-                op,
-                what,
-            });
+            changes.push(Change::new("k3s", op, what));
         }
         if !changes.is_empty() && desired.is_some_and(|d| d.restart) {
-            changes.push(Change {
-                module: "k3s".to_owned(),
-                op: ChangeOp::Change,
-                what: "restart k3s.service".to_owned(),
-            });
+            changes.push(Change::new("k3s", ChangeOp::Change, "restart k3s.service"));
         }
         changes
     }

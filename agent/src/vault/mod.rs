@@ -521,11 +521,7 @@ fn tail(path: &Path, n: usize) -> String {
 }
 
 fn change(op: ChangeOp, what: impl Into<String>) -> Change {
-    Change {
-        module: MODULE.to_owned(),
-        op,
-        what: what.into(),
-    }
+    Change::new(MODULE, op, what)
 }
 
 impl Module for Vault {

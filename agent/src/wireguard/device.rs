@@ -9,7 +9,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_model::api::{Change, ChangeOp};
 use futures_util::stream::TryStreamExt;
@@ -130,6 +131,39 @@ pub fn read(iface: &str, kind: Kind) -> Result<Option<Live>, WgError> {
     }
 }
 
+/// Reads for status, health and metrics this close together share one:
+/// the engine publishes after every command, and reading 5,000 peers over
+/// the UAPI socket each time would cost more than the command.
+const REPORT_TTL: Duration = Duration::from_secs(1);
+
+type Reading = (String, Kind, Instant, Option<Live>, Option<Link>);
+
+/// The last reading for reports; dropped by every change this daemon makes.
+static REPORT: Mutex<Option<Reading>> = Mutex::new(None);
+
+fn forget_report() {
+    *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+}
+
+/// The device and its link for status and health: a reading at most
+/// [`REPORT_TTL`] old, taken after this daemon's last change to it. Plans,
+/// drift checks and applies read the device itself ([`read`], [`link`]).
+pub fn read_for_report(iface: &str, kind: Kind) -> Result<(Option<Live>, Option<Link>), WgError> {
+    {
+        let cached = REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((i, k, at, live, link)) = cached.as_ref() {
+            if i == iface && *k == kind && at.elapsed() < REPORT_TTL {
+                return Ok((live.clone(), link.clone()));
+            }
+        }
+    }
+    let live = read(iface, kind)?;
+    let link = link(iface)?;
+    *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some((iface.to_owned(), kind, Instant::now(), live.clone(), link.clone()));
+    Ok((live, link))
+}
+
 /// Differences between the desired and the live device.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Diff {
@@ -219,15 +253,47 @@ pub fn send(desired: &Desired<'_>, d: &Diff, kind: Kind) -> Result<(), WgError> 
 
 /// Add one peer, or remove peers by key, without reading the device first.
 pub fn add_peer(iface: &str, peer: &DesiredPeer, kind: Kind) -> Result<(), WgError> {
-    apply_update(iface, DeviceUpdate::new().add_peer(peer_builder(peer)), kind)
+    let reading = take_report(iface, kind);
+    apply_update(iface, DeviceUpdate::new().add_peer(peer_builder(peer)), kind)?;
+    // The device took exactly this peer: the reading for reports stays
+    // true with it added, and is not read again for 5,000 peers.
+    put_report(reading, |live| {
+        live.peers.push(LivePeer {
+            public_key: peer.public_key.clone(),
+            preshared_key: Some(peer.preshared_key.clone()),
+            allowed_ips: BTreeSet::from([(IpAddr::V4(peer.address), 32)]),
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        })
+    });
+    Ok(())
 }
 
 pub fn remove_peers(iface: &str, keys: &[Key], kind: Kind) -> Result<(), WgError> {
+    let reading = take_report(iface, kind);
     let update = keys.iter().fold(DeviceUpdate::new(), |u, k| u.remove_peer_by_key(k));
-    apply_update(iface, update, kind)
+    apply_update(iface, update, kind)?;
+    put_report(reading, |live| live.peers.retain(|p| !keys.contains(&p.public_key)));
+    Ok(())
+}
+
+/// The reading for reports of `iface`, taken out (a failed change leaves
+/// none, so the next report reads the device).
+fn take_report(iface: &str, kind: Kind) -> Option<Reading> {
+    let mut cached = REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    cached.take().filter(|(i, k, ..)| i == iface && *k == kind)
+}
+
+fn put_report(reading: Option<Reading>, change: impl FnOnce(&mut Live)) {
+    if let Some((iface, kind, at, Some(mut live), link)) = reading {
+        change(&mut live);
+        *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((iface, kind, at, Some(live), link));
+    }
 }
 
 fn apply_update(iface: &str, update: DeviceUpdate, kind: Kind) -> Result<(), WgError> {
+    forget_report();
     let name = backend::iface_name(iface)?;
     // With no socket, wireguard-control would launch a wireguard-go of its
     // own that nobody supervises; refuse instead.
@@ -259,11 +325,7 @@ pub fn plan(
     names: &HashMap<String, String>,
 ) -> Vec<Change> {
     let iface = desired.iface;
-    let ch = |op, what: String| Change {
-        module: "wireguard".to_owned(),
-        op,
-        what,
-    };
+    let ch = |op, what: String| Change::new("wireguard", op, what);
     let mut out = Vec::new();
     if live.is_none() || link.is_none() {
         out.push(ch(ChangeOp::Add, format!("interface {iface}")));
@@ -289,8 +351,12 @@ pub fn plan(
     };
     let d = diff(desired, live.unwrap_or(&none));
     if let Some((from, to)) = d.listen_port {
-        let was = from.map(|p| format!(" (was {p})")).unwrap_or_default();
-        out.push(ch(ChangeOp::Change, format!("{iface} listen port {to}{was}")));
+        out.push(Change::values(
+            "wireguard",
+            format!("{iface} listen port"),
+            from.map_or(serde_json::Value::Null, Into::into),
+            to,
+        ));
     }
     if d.private_key {
         out.push(ch(
@@ -397,6 +463,7 @@ pub fn link(iface: &str) -> Result<Option<Link>, WgError> {
 
 /// Delete interface `iface` (a kernel WireGuard device); Ok when it is gone.
 pub fn delete_link(iface: &str) -> Result<(), WgError> {
+    forget_report();
     netlink(iface, "delete", |h| async move {
         if let Some((index, _)) = query(&h, iface).await? {
             h.link().del(index).execute().await?;
@@ -408,6 +475,7 @@ pub fn delete_link(iface: &str) -> Result<(), WgError> {
 /// Give `iface` exactly `address` (IPv4; other IPv4 addresses go) and set it up.
 /// The kernel adds the subnet route with the address.
 pub fn ensure_link(iface: &str, address: Ipv4Net) -> Result<(), WgError> {
+    forget_report();
     let found = netlink(iface, "configure", |h| async move {
         let Some((index, link)) = query(&h, iface).await? else {
             return Ok(false);
@@ -557,7 +625,7 @@ mod tests {
         assert_eq!(lines[0], "+ wireguard: interface wg0");
         assert_eq!(lines[1], "+ wireguard: wg0 address 10.8.0.1/24");
         assert_eq!(lines[2], "~ wireguard: wg0 link up");
-        assert_eq!(lines[3], "~ wireguard: wg0 listen port 51820");
+        assert_eq!(lines[3], "~ wireguard: wg0 listen port: (none) -> 51820");
         assert!(lines[4].starts_with("~ wireguard: wg0 private key (public key "));
         assert!(lines[5].starts_with("+ wireguard: wg0 peer alice 10.8.0.2/32 "));
         assert_eq!(lines.len(), 6);

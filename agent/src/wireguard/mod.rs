@@ -37,10 +37,6 @@ use device::{Desired, DesiredPeer, Live};
 use keys::Secret;
 use peers::{PeerStore, StoredPeer};
 
-/// A peer whose last handshake is older than this is reported as stale.
-/// WireGuard re-handshakes every two minutes while traffic (or keepalive) flows.
-pub const STALE_HANDSHAKE_SECS: u64 = 180;
-
 #[derive(Debug, thiserror::Error)]
 pub enum WgError {
     #[error("WireGuard state: {0}")]
@@ -159,6 +155,9 @@ impl WgError {
 
 use crate::clock::now_unix;
 
+/// The device (with the backend serving it) and its link, for reports.
+type Report = (Option<(Kind, Live)>, Option<device::Link>);
+
 /// The WireGuard module: server key, peer store, backend and wireguard-go.
 #[derive(Debug)]
 pub struct WireGuard {
@@ -209,6 +208,7 @@ impl WireGuard {
             .store
             .all()
             .iter()
+            .filter(|s| !s.disabled)
             .filter_map(|s| {
                 // The store validated every key when it was loaded or inserted.
                 Some(DesiredPeer {
@@ -241,6 +241,18 @@ impl WireGuard {
         Ok(device::read(iface, Kind::Userspace)?.map(|l| (Kind::Userspace, l)))
     }
 
+    /// The device and its link for status and health (a reading shared by
+    /// reports close together, see [`device::read_for_report`]).
+    fn observe_report(&self, iface: &str) -> Result<Report, WgError> {
+        match self.backend {
+            Some(kind) => {
+                let (live, link) = device::read_for_report(iface, kind)?;
+                Ok((live.map(|l| (kind, l)), link))
+            }
+            None => Ok((self.observe(iface)?, device::link(iface)?)),
+        }
+    }
+
     fn changes(&self, p: &Profile) -> Result<Vec<Change>, WgError> {
         let want = self.desired(p);
         let live = self.observe(&p.interface)?;
@@ -258,11 +270,12 @@ impl WireGuard {
                 (_, Wanted::Auto) | (Kind::Kernel, Wanted::Kernel) | (Kind::Userspace, Wanted::Userspace)
             );
             if !fits {
-                out.push(Change {
-                    module: "wireguard".to_owned(),
-                    op: bulwark_model::api::ChangeOp::Change,
-                    what: format!("{} backend {} → {}", p.interface, kind.as_str(), wanted_str(p.backend)),
-                });
+                out.push(Change::values(
+                    "wireguard",
+                    format!("{} backend", p.interface),
+                    kind.as_str(),
+                    wanted_str(p.backend),
+                ));
             }
         }
         Ok(out)
@@ -323,9 +336,9 @@ impl WireGuard {
                 bulwark_model::api::ChangeOp::Change => "differs",
             };
             if more == 0 {
-                format!("{sign}: {}", c.what)
+                format!("{sign}: {}", c.describe())
             } else {
-                format!("{sign}: {} (and {more} more difference(s))", c.what)
+                format!("{sign}: {} (and {more} more difference(s))", c.describe())
             }
         }))
     }
@@ -368,6 +381,7 @@ impl WireGuard {
             address,
             created: now,
             expires,
+            disabled: false,
         };
         // Persisted before the device: a crash from here on leaves a peer the
         // next start restores, never a device peer the store does not know.
@@ -453,15 +467,81 @@ impl WireGuard {
             .ok_or_else(|| WgError::PeerNotFound { name: name.to_owned() })
     }
 
+    /// Give peer `name` a new lifetime from now: `expires` ("90d", "never")
+    /// or the profile's `peer_expiry`. Only the store changes; the device
+    /// carries no expiry.
+    pub fn renew_peer(&mut self, desired: &Profile, name: &str, expires: Option<&str>) -> Result<PeerInfo, WgError> {
+        if expires.is_none() && desired.peer_expiry.is_none() {
+            return Err(WgError::InvalidExpiry {
+                value: String::new(),
+                reason: "no lifetime given and wireguard.peer_expiry is not set; pass --expires 90d (or never)"
+                    .to_owned(),
+            });
+        }
+        let until = peers::expiry(expires, desired.peer_expiry, now_unix())?;
+        let renewed = self
+            .store
+            .update(name, |p| p.expires = until)?
+            .ok_or_else(|| WgError::PeerNotFound { name: name.to_owned() })?;
+        log::info!(iface = desired.interface.as_str(), peer = name; "WireGuard peer renewed");
+        Ok(renewed.info())
+    }
+
+    /// Take peer `name` off the interface (`disabled`) or put it back,
+    /// keeping its keys and address, so its config works again once enabled.
+    pub fn set_disabled(&mut self, desired: &Profile, name: &str, disabled: bool) -> Result<PeerInfo, WgError> {
+        let before = self
+            .store
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WgError::PeerNotFound { name: name.to_owned() })?;
+        if before.disabled == disabled {
+            return Ok(before.info());
+        }
+        let changed = self
+            .store
+            .update(name, |p| p.disabled = disabled)?
+            .ok_or_else(|| WgError::PeerNotFound { name: name.to_owned() })?;
+        let on_device = if disabled {
+            self.revoke(desired, std::slice::from_ref(&changed))
+        } else {
+            match (Key::from_base64(&changed.public_key), changed.preshared()) {
+                (Ok(public_key), Some(preshared_key)) => {
+                    let peer = DesiredPeer {
+                        name: changed.name.clone(),
+                        public_key,
+                        preshared_key,
+                        address: changed.address,
+                    };
+                    self.install_peer(desired, &peer)
+                }
+                _ => self.apply(desired),
+            }
+        };
+        if let Err(e) = on_device {
+            // Keep the store and the device telling the same story.
+            if let Err(undo) = self.store.update(name, |p| p.disabled = before.disabled) {
+                log::error!(peer = name, error:display = undo; "cannot undo the peer's state in the store");
+            }
+            return Err(e);
+        }
+        let what = if disabled { "disabled" } else { "enabled" };
+        log::info!(iface = desired.interface.as_str(), peer = name; "WireGuard peer {what}");
+        Ok(changed.info())
+    }
+
     /// Every stored peer, with last handshake and transfer from the live
     /// device when there is one.
     pub fn peers(&self, desired: Option<&Profile>) -> Result<Vec<PeerInfo>, WgError> {
         let mut out: Vec<PeerInfo> = self.store.all().iter().map(StoredPeer::info).collect();
         let live = match desired {
-            Some(p) => self.observe(&p.interface).unwrap_or_else(|e| {
-                log::warn!(iface = p.interface.as_str(), error:display = e; "cannot read peer statistics");
-                None
-            }),
+            Some(p) => self
+                .observe_report(&p.interface)
+                .map(|(live, _)| live)
+                .unwrap_or_else(|e| {
+                    log::warn!(iface = p.interface.as_str(), error:display = e; "cannot read peer statistics");
+                    None
+                }),
             None => None,
         };
         if let Some((_, live)) = live {
@@ -537,8 +617,10 @@ impl WireGuard {
             level,
             reason,
         };
-        let live = self.observe(iface);
-        let link = device::link(iface);
+        let (live, link): (Result<_, String>, Result<_, String>) = match self.observe_report(iface) {
+            Ok((live, link)) => (Ok(live), Ok(link)),
+            Err(e) => (Err(e.to_string()), Err(e.to_string())),
+        };
         let backend = self.backend_in_use().unwrap_or("no");
         let mut checks = vec![match (&live, &link) {
             (Err(e), _) | (_, Err(e)) => check("wireguard", Level::Critical, format!("{iface}: {e}")),
@@ -561,17 +643,23 @@ impl WireGuard {
         let Ok(Some((_, live))) = live else { return checks };
         let by_key: HashMap<String, &device::LivePeer> =
             live.peers.iter().map(|p| (p.public_key.to_base64(), p)).collect();
-        let stored = self.store.all();
+        let stored: Vec<&StoredPeer> = self.store.all().iter().filter(|p| !p.disabled).collect();
+        let disabled = self.store.all().len() - stored.len();
         let missing: Vec<&str> = stored
             .iter()
             .filter(|p| !by_key.contains_key(&p.public_key))
             .map(|p| p.name.as_str())
             .collect();
+        let off = if disabled > 0 {
+            format!(" ({disabled} disabled, off the interface)")
+        } else {
+            String::new()
+        };
         checks.push(if missing.is_empty() {
             check(
                 "wireguard_peers",
                 Level::Ok,
-                format!("{} peer(s) on {iface}", stored.len()),
+                format!("{} peer(s) on {iface}{off}", stored.len()),
             )
         } else {
             check(
@@ -584,34 +672,50 @@ impl WireGuard {
                 ),
             )
         });
-        let now = now_unix();
-        let stale: Vec<&str> = stored
-            .iter()
-            .filter(|p| {
-                let last = by_key.get(&p.public_key).and_then(|l| l.handshake_unix());
-                match last {
-                    Some(t) => now.saturating_sub(t) > STALE_HANDSHAKE_SECS,
-                    // A peer just added has not had the chance to connect yet.
-                    None => now.saturating_sub(p.created) > STALE_HANDSHAKE_SECS,
-                }
-            })
-            .map(|p| p.name.as_str())
-            .collect();
+        let after = humantime::format_duration(desired.stale_handshake);
+        let stale = stale_peers(
+            &stored,
+            |p| by_key.get(&p.public_key).and_then(|l| l.handshake_unix()),
+            now_unix(),
+            desired.stale_handshake.as_secs(),
+        );
         checks.push(if stale.is_empty() {
             check(
                 "wireguard_handshakes",
                 Level::Ok,
-                format!("every peer handshook within {STALE_HANDSHAKE_SECS} s"),
+                format!("every enabled peer handshook within {after} (wireguard.stale_handshake)"),
             )
         } else {
             check(
                 "wireguard_handshakes",
                 Level::Warning,
-                format!("no handshake within {STALE_HANDSHAKE_SECS} s: {}", short_list(&stale)),
+                format!(
+                    "no handshake within {after} (wireguard.stale_handshake): {}",
+                    short_list(&stale)
+                ),
             )
         });
         checks
     }
+}
+
+/// The peers whose last handshake (or, never having had one, whose
+/// creation) is more than `limit` seconds before `now`.
+fn stale_peers<'a>(
+    stored: &[&'a StoredPeer],
+    last_handshake: impl Fn(&StoredPeer) -> Option<u64>,
+    now: u64,
+    limit: u64,
+) -> Vec<&'a str> {
+    stored
+        .iter()
+        .filter(|p| {
+            // A peer just added has not had the chance to connect yet.
+            let since = last_handshake(p).unwrap_or(p.created);
+            now.saturating_sub(since) > limit
+        })
+        .map(|p| p.name.as_str())
+        .collect()
 }
 
 fn short_list(names: &[&str]) -> String {

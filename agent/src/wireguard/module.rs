@@ -10,10 +10,12 @@ use std::any::Any;
 use std::time::{Duration, Instant};
 
 use bulwark_model::api::{
-    AddPeerRequest, Change, ChangeOp, Check, Level, ModuleStatus, RemovePeerRequest, WireGuardStatus,
+    AddPeerRequest, Change, ChangeOp, Check, Level, ModuleStatus, PeerRef, RemovePeerRequest, RenewPeerRequest,
+    WireGuardStatus,
 };
 use bulwark_model::Profile;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -55,6 +57,8 @@ pub struct WireGuardModule {
     next_expiry: Option<Instant>,
     peers_gauge: Gauge,
     handshake: Family<PeerLabel, Gauge>,
+    received: Family<PeerLabel, Counter>,
+    sent: Family<PeerLabel, Counter>,
 }
 
 impl WireGuardModule {
@@ -90,6 +94,10 @@ impl WireGuardModule {
 
     fn peer_message(p: &bulwark_model::api::PeerInfo) -> String {
         format!("peer {} {} key {}", p.name, p.address, p.public_key)
+    }
+
+    fn expiry_text(p: &bulwark_model::api::PeerInfo) -> String {
+        p.expires.map_or_else(|| "never".to_owned(), |t| t.to_string())
     }
 }
 
@@ -139,11 +147,11 @@ impl Module for WireGuardModule {
         let mut changes = wg.plan(want);
         if let Some(old) = old.filter(|o| want.is_none_or(|w| w.interface != *o)) {
             if wg.interface_exists(&old) {
-                changes.push(Change {
-                    module: NAME.to_owned(),
-                    op: ChangeOp::Remove,
-                    what: format!("interface {old} (unmanaged now; the server key and peers stay stored)"),
-                });
+                changes.push(Change::new(
+                    NAME,
+                    ChangeOp::Remove,
+                    format!("interface {old} (unmanaged now; the server key and peers stay stored)"),
+                ));
             }
         }
         Ok(changes)
@@ -216,15 +224,22 @@ impl Module for WireGuardModule {
         };
         let peer_list = wg.peers(Some(w)).unwrap_or_default();
         self.peers_gauge.set(i64::try_from(peer_list.len()).unwrap_or(i64::MAX));
-        // A peer that never completed a handshake has no sample.
+        // A peer that never completed a handshake has no sample; a removed
+        // or disabled one has none of these series.
         self.handshake.clear();
-        for p in &peer_list {
+        self.received.clear();
+        self.sent.clear();
+        for p in peer_list.iter().filter(|p| !p.disabled) {
+            let label = PeerLabel { peer: p.name.clone() };
             if let Some(t) = p.last_handshake {
-                let label = PeerLabel { peer: p.name.clone() };
                 self.handshake
                     .get_or_create(&label)
                     .set(i64::try_from(t).unwrap_or(i64::MAX));
             }
+            // WireGuard's own counters: they restart with the peer's session
+            // on the device, which Prometheus's rate() reads as a reset.
+            self.received.get_or_create(&label).inc_by(p.rx_bytes);
+            self.sent.get_or_create(&label).inc_by(p.tx_bytes);
         }
         let detail = WireGuardStatus {
             interface: w.interface.clone(),
@@ -272,6 +287,9 @@ impl Module for WireGuardModule {
             ("peers", ActionRole::Read),
             ("add-peer", ActionRole::Admin),
             ("remove-peer", ActionRole::Admin),
+            ("renew-peer", ActionRole::Admin),
+            ("disable-peer", ActionRole::Admin),
+            ("enable-peer", ActionRole::Admin),
         ]
     }
 
@@ -303,6 +321,39 @@ impl Module for WireGuardModule {
                 cx.event(&audit::WG_PEER_REMOVED, Outcome::Success, Self::peer_message(&removed));
                 Ok(serde_json::to_value(removed).unwrap_or_default())
             }
+            "renew-peer" => {
+                let req: RenewPeerRequest = serde_json::from_value(body).map_err(bad)?;
+                let w = Self::section(current)?;
+                let renewed = self.wg()?.renew_peer(w, &req.name, req.expires.as_deref())?;
+                let msg = format!(
+                    "{}; expires {}",
+                    Self::peer_message(&renewed),
+                    Self::expiry_text(&renewed)
+                );
+                cx.event(&audit::WG_PEER_RENEWED, Outcome::Success, msg);
+                Ok(serde_json::to_value(renewed).unwrap_or_default())
+            }
+            "disable-peer" | "enable-peer" => {
+                let req: PeerRef = serde_json::from_value(body).map_err(bad)?;
+                let w = Self::section(current)?;
+                let disable = action == "disable-peer";
+                let was = self
+                    .wg()?
+                    .peers(None)?
+                    .into_iter()
+                    .find(|p| p.name == req.name)
+                    .map(|p| p.disabled);
+                let peer = self.wg()?.set_disabled(w, &req.name, disable)?;
+                if was != Some(disable) {
+                    let kind = if disable {
+                        &audit::WG_PEER_DISABLED
+                    } else {
+                        &audit::WG_PEER_ENABLED
+                    };
+                    cx.event(kind, Outcome::Success, Self::peer_message(&peer));
+                }
+                Ok(serde_json::to_value(peer).unwrap_or_default())
+            }
             _ => Err(ModuleError::new(
                 NAME,
                 ErrorClass::NotFound,
@@ -318,6 +369,18 @@ impl Module for WireGuardModule {
             "Unix time of the peer's last WireGuard handshake (absent: none yet)",
             Unit::Seconds,
             self.handshake.clone(),
+        );
+        registry.register_with_unit(
+            "wireguard_peer_received",
+            "Bytes received from the peer (WireGuard's counter; resets when its session on the device restarts)",
+            Unit::Bytes,
+            self.received.clone(),
+        );
+        registry.register_with_unit(
+            "wireguard_peer_sent",
+            "Bytes sent to the peer (WireGuard's counter; resets when its session on the device restarts)",
+            Unit::Bytes,
+            self.sent.clone(),
         );
     }
 

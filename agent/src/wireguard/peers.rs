@@ -1,14 +1,26 @@
 //! The peer store, peer names and VPN address allocation.
 //!
-//! Peers are Bulwark state, not profile: `<state>/wireguard/peers.json`
-//! (0600: it holds the preshared keys), rewritten atomically on every change.
+//! Peers are Bulwark state, not profile: a snapshot,
+//! `<state>/wireguard/peers.json`, and the changes since it, one JSON line
+//! each in `peers.journal` (both 0600: they hold the preshared keys). A
+//! change appends one line and fsyncs it before it counts, so its cost does
+//! not grow with the number of peers; once the journal holds as many lines
+//! as there are peers (at least [`COMPACT_MIN`]), it is folded into a new
+//! snapshot, written atomically, and emptied. Each line carries a sequence
+//! number and the snapshot the last one it holds, so a crash between the
+//! two steps replays nothing twice; a last line cut short by a crash was
+//! never acknowledged and is dropped.
+//!
 //! The store is written before the device is touched, so after a crash the
 //! store is the truth and the next apply converges the device to it.
-//! Everything here is pure apart from [`PeerStore::load`] and [`PeerStore::save`].
+//! Everything here is pure apart from [`PeerStore::load`] and the writes.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
@@ -38,6 +50,9 @@ pub struct StoredPeer {
     /// Unix times.
     pub created: u64,
     pub expires: Option<u64>,
+    /// Kept here but taken off the interface (`disable-peer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl fmt::Debug for StoredPeer {
@@ -49,6 +64,7 @@ impl fmt::Debug for StoredPeer {
             .field("address", &self.address)
             .field("created", &self.created)
             .field("expires", &self.expires)
+            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -68,6 +84,7 @@ impl StoredPeer {
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            disabled: self.disabled,
         }
     }
 }
@@ -76,68 +93,212 @@ impl StoredPeer {
 #[serde(deny_unknown_fields)]
 struct StoreFile {
     version: u32,
+    /// Sequence number of the last journal line folded in.
+    #[serde(default)]
+    seq: u64,
     peers: Vec<StoredPeer>,
 }
 
 const STORE_VERSION: u32 = 1;
+/// The journal beside the snapshot.
+const JOURNAL: &str = "peers.journal";
+/// Fewest journal lines that trigger a compaction.
+pub const COMPACT_MIN: usize = 256;
+
+/// One change, as a journal line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    seq: u64,
+    change: Change,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Change {
+    Add(StoredPeer),
+    Remove(Vec<String>),
+}
 
 /// All peers, in the order they were added.
 #[derive(Debug)]
 pub struct PeerStore {
     path: PathBuf,
+    journal: PathBuf,
     peers: Vec<StoredPeer>,
+    /// Sequence number of the last change.
+    seq: u64,
+    /// Lines in the journal now.
+    pending: usize,
+    /// The journal, open for appending once written to.
+    writer: Option<File>,
 }
 
 impl PeerStore {
-    /// Load the store; a missing file is an empty store. A store that breaks
-    /// its own invariants (duplicate names, keys or addresses) is refused
-    /// rather than half-applied.
+    /// Load the snapshot and replay the journal; missing files are an empty
+    /// store. A store that breaks its own invariants (duplicate names, keys
+    /// or addresses, a gap in the journal) is refused rather than
+    /// half-applied.
     pub fn load(path: &Path) -> Result<PeerStore, WgError> {
         let file: StoreFile = state::read_json(path)?.unwrap_or(StoreFile {
             version: STORE_VERSION,
+            seq: 0,
             peers: Vec::new(),
         });
-        let corrupt = |reason: String| StateError::Corrupt {
+        let corrupt = |path: &Path, reason: String| StateError::Corrupt {
             path: path.to_owned(),
             reason,
         };
         if file.version != STORE_VERSION {
-            return Err(corrupt(format!(
-                "unsupported version {} (expected {STORE_VERSION})",
-                file.version
-            ))
+            return Err(corrupt(
+                path,
+                format!("unsupported version {} (expected {STORE_VERSION})", file.version),
+            )
             .into());
         }
+        let journal = path.with_file_name(JOURNAL);
+        let mut store = PeerStore {
+            path: path.to_owned(),
+            journal: journal.clone(),
+            peers: file.peers,
+            seq: file.seq,
+            pending: 0,
+            writer: None,
+        };
+        store.replay().map_err(|reason| corrupt(&journal, reason))?;
         let (mut names, mut keys, mut addrs) = (HashSet::new(), HashSet::new(), HashSet::new());
-        for p in &file.peers {
-            validate_name(&p.name).map_err(|e| corrupt(e.to_string()))?;
+        for p in &store.peers {
+            let bad = |reason: String| WgError::from(corrupt(path, reason));
+            validate_name(&p.name).map_err(|e| bad(e.to_string()))?;
             if !names.insert(p.name.as_str()) {
-                return Err(corrupt(format!("peer name {:?} appears twice", p.name)).into());
+                return Err(bad(format!("peer name {:?} appears twice", p.name)));
             }
             if !keys.insert(p.public_key.as_str()) {
-                return Err(corrupt(format!("public key of {:?} appears twice", p.name)).into());
+                return Err(bad(format!("public key of {:?} appears twice", p.name)));
             }
             if !addrs.insert(p.address) {
-                return Err(corrupt(format!("address {} appears twice", p.address)).into());
+                return Err(bad(format!("address {} appears twice", p.address)));
             }
-            super::keys::parse_public_key(&p.public_key).map_err(|e| corrupt(format!("peer {:?}: {e}", p.name)))?;
+            super::keys::parse_public_key(&p.public_key).map_err(|e| bad(format!("peer {:?}: {e}", p.name)))?;
             if p.preshared().is_none() {
-                return Err(corrupt(format!("peer {:?}: bad preshared key", p.name)).into());
+                return Err(bad(format!("peer {:?}: bad preshared key", p.name)));
             }
         }
-        Ok(PeerStore {
-            path: path.to_owned(),
-            peers: file.peers,
-        })
+        Ok(store)
     }
 
-    /// Write the whole store atomically (0600).
-    pub fn save(&self) -> Result<(), WgError> {
+    /// Apply the journal's lines after the snapshot's; cut off a last line
+    /// a crash left unfinished (it was never acknowledged).
+    fn replay(&mut self) -> Result<(), String> {
+        let bytes = match std::fs::read(&self.journal) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("cannot read it: {e}")),
+        };
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < bytes.len() {
+            log::warn!(path:display = self.journal.display(); "dropping an unfinished last line of the peer journal (a crash while it was written)");
+            let f = OpenOptions::new().write(true).open(&self.journal);
+            f.and_then(|f| f.set_len(complete as u64).and_then(|()| f.sync_all()))
+                .map_err(|e| format!("cannot cut off the unfinished last line: {e}"))?;
+        }
+        for (n, text) in bytes[..complete]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let line: Line = serde_json::from_slice(text).map_err(|e| format!("line {}: {e}", n + 1))?;
+            self.pending += 1;
+            if line.seq <= self.seq {
+                continue; // folded into the snapshot before a crash emptied the journal
+            }
+            if line.seq != self.seq + 1 {
+                return Err(format!(
+                    "line {}: change {} follows change {}",
+                    n + 1,
+                    line.seq,
+                    self.seq
+                ));
+            }
+            self.seq = line.seq;
+            match line.change {
+                Change::Add(p) => self.peers.push(p),
+                Change::Remove(names) => self.peers.retain(|p| !names.contains(&p.name)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Append one change and fsync it.
+    fn append(&mut self, change: Change) -> Result<(), WgError> {
+        let line = Line {
+            seq: self.seq + 1,
+            change,
+        };
+        let mut text = serde_json::to_vec(&line).map_err(|e| StateError::Corrupt {
+            path: self.journal.clone(),
+            reason: format!("cannot encode a change: {e}"),
+        })?;
+        text.push(b'\n');
+        let journal = self.journal.clone();
+        if self.writer.is_none() {
+            let created = !journal.exists();
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&journal)
+                .map_err(state::io("open", &journal))?;
+            if created {
+                state::sync_dir(journal.parent().unwrap_or(Path::new("/")))?;
+            }
+            self.writer = Some(f);
+        }
+        let f = self.writer.as_mut().ok_or_else(|| StateError::Corrupt {
+            path: journal.clone(),
+            reason: "journal not open".to_owned(),
+        })?;
+        let before = f.metadata().map_err(state::io("stat", &journal))?.len();
+        if let Err(e) = f.write_all(&text).and_then(|()| f.sync_data()) {
+            // Part of the line may be there: cut it off, so the next append
+            // starts a line of its own (failing that, the next load refuses
+            // the journal loudly rather than guess).
+            let _ = f.set_len(before);
+            self.writer = None;
+            return Err(state::io("append to", &journal)(e).into());
+        }
+        self.seq = line.seq;
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Fold the journal into the snapshot once it is as long as the store.
+    fn maybe_compact(&mut self) {
+        if self.pending >= self.peers.len().max(COMPACT_MIN) {
+            if let Err(e) = self.save() {
+                log::error!(error:display = e; "could not compact the peer journal; changes stay in it");
+            }
+        }
+    }
+
+    /// Write the whole store as a new snapshot (atomically, 0600), then
+    /// empty the journal.
+    pub fn save(&mut self) -> Result<(), WgError> {
         let file = StoreFile {
             version: STORE_VERSION,
+            seq: self.seq,
             peers: self.peers.clone(),
         };
-        Ok(state::write_json(&self.path, &file)?)
+        state::write_json(&self.path, &file)?;
+        self.writer = None;
+        let emptied = match File::options().write(true).open(&self.journal) {
+            Ok(f) => f.set_len(0).and_then(|()| f.sync_all()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        emptied.map_err(state::io("empty", &self.journal))?;
+        self.pending = 0;
+        Ok(())
     }
 
     pub fn all(&self) -> &[StoredPeer] {
@@ -156,28 +317,45 @@ impl PeerStore {
         self.peers.iter().map(|p| p.address)
     }
 
-    /// Add and persist; on a write failure the in-memory store is unchanged.
+    /// Add and persist (durable when this returns); on a write failure
+    /// the store is unchanged.
     pub fn insert(&mut self, peer: StoredPeer) -> Result<(), WgError> {
+        self.append(Change::Add(peer.clone()))?;
         self.peers.push(peer);
+        self.maybe_compact();
+        Ok(())
+    }
+
+    /// Change the named peer and persist; on a write failure the store is
+    /// unchanged. Returns the peer as changed, or `None` when there is none
+    /// of that name.
+    pub fn update(&mut self, name: &str, change: impl FnOnce(&mut StoredPeer)) -> Result<Option<StoredPeer>, WgError> {
+        let Some(i) = self.peers.iter().position(|p| p.name == name) else {
+            return Ok(None);
+        };
+        let before = self.peers[i].clone();
+        change(&mut self.peers[i]);
         if let Err(e) = self.save() {
-            self.peers.pop();
+            self.peers[i] = before;
             return Err(e);
         }
-        Ok(())
+        Ok(Some(self.peers[i].clone()))
     }
 
     /// Remove the named peers and persist once; returns the removed ones.
     pub fn remove(&mut self, names: &[&str]) -> Result<Vec<StoredPeer>, WgError> {
-        let before = self.peers.clone();
-        let (gone, kept): (Vec<_>, Vec<_>) = before.iter().cloned().partition(|p| names.contains(&p.name.as_str()));
+        let gone: Vec<StoredPeer> = self
+            .peers
+            .iter()
+            .filter(|p| names.contains(&p.name.as_str()))
+            .cloned()
+            .collect();
         if gone.is_empty() {
             return Ok(gone);
         }
-        self.peers = kept;
-        if let Err(e) = self.save() {
-            self.peers = before;
-            return Err(e);
-        }
+        self.append(Change::Remove(gone.iter().map(|p| p.name.clone()).collect()))?;
+        self.peers.retain(|p| !names.contains(&p.name.as_str()));
+        self.maybe_compact();
         Ok(gone)
     }
 }
@@ -255,6 +433,7 @@ pub fn allocate(server: Ipv4Net, taken: &HashSet<Ipv4Addr>, requested: Option<Ip
 /// the profile's default, else none.
 pub fn expiry(requested: Option<&str>, default: Option<std::time::Duration>, now: u64) -> Result<Option<u64>, WgError> {
     let lifetime = match requested.map(str::trim) {
+        Some("never") => None,
         Some(text) => {
             let d = humantime::parse_duration(text).map_err(|e| WgError::InvalidExpiry {
                 value: text.to_owned(),
@@ -391,6 +570,7 @@ mod tests {
             address: ip(addr),
             created: 1,
             expires: None,
+            disabled: false,
         }
     }
 
@@ -411,6 +591,89 @@ mod tests {
         dup.save().unwrap();
         let err = PeerStore::load(&path).unwrap_err().to_string();
         assert!(err.contains("appears twice"), "{err}");
+    }
+
+    fn journal_lines(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join(JOURNAL)).map_or(0, |t| t.lines().count())
+    }
+
+    #[test]
+    fn a_change_appends_one_line_and_compaction_folds_the_journal_into_the_snapshot() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.json");
+        let mut s = PeerStore::load(&path).unwrap();
+        s.insert(peer("alice", "10.8.0.2")).unwrap();
+        assert!(!path.exists(), "the first change rewrote the snapshot");
+        assert_eq!(journal_lines(dir.path()), 1);
+        let mode = std::fs::metadata(dir.path().join(JOURNAL))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        s.remove(&["alice"]).unwrap();
+        assert_eq!(journal_lines(dir.path()), 2);
+        assert!(PeerStore::load(&path).unwrap().all().is_empty());
+
+        for i in 0..COMPACT_MIN {
+            s.insert(peer(&format!("p{i}"), &format!("10.8.{}.{}", i / 200, i % 200 + 2)))
+                .unwrap();
+        }
+        assert!(
+            journal_lines(dir.path()) < COMPACT_MIN,
+            "the journal was never compacted"
+        );
+        let loaded = PeerStore::load(&path).unwrap();
+        assert_eq!(loaded.all(), s.all());
+        assert_eq!(loaded.all().len(), COMPACT_MIN);
+    }
+
+    #[test]
+    fn a_crash_between_snapshot_and_emptying_the_journal_replays_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.json");
+        let mut s = PeerStore::load(&path).unwrap();
+        s.insert(peer("alice", "10.8.0.2")).unwrap();
+        s.insert(peer("bob", "10.8.0.3")).unwrap();
+        let journal = std::fs::read(dir.path().join(JOURNAL)).unwrap();
+        s.save().unwrap();
+        // As if the crash came after the snapshot's rename, before the truncate.
+        std::fs::write(dir.path().join(JOURNAL), &journal).unwrap();
+        let loaded = PeerStore::load(&path).unwrap();
+        assert_eq!(loaded.all(), s.all());
+        // And the next change follows on.
+        let mut loaded = loaded;
+        loaded.insert(peer("carol", "10.8.0.4")).unwrap();
+        assert_eq!(PeerStore::load(&path).unwrap().all().len(), 3);
+    }
+
+    #[test]
+    fn an_unfinished_last_line_is_dropped_and_a_broken_journal_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.json");
+        let mut s = PeerStore::load(&path).unwrap();
+        s.insert(peer("alice", "10.8.0.2")).unwrap();
+        let jpath = dir.path().join(JOURNAL);
+        let whole = std::fs::read(&jpath).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[..whole.len() / 2]);
+        std::fs::write(&jpath, &torn).unwrap();
+        let mut loaded = PeerStore::load(&path).unwrap();
+        assert_eq!(loaded.all().len(), 1);
+        assert_eq!(std::fs::read(&jpath).unwrap(), whole, "the torn line was not cut off");
+        loaded.insert(peer("bob", "10.8.0.3")).unwrap();
+        assert_eq!(PeerStore::load(&path).unwrap().all().len(), 2);
+
+        // A complete line that does not parse, or a gap, is corruption.
+        let mut bad = std::fs::read(&jpath).unwrap();
+        bad.splice(0..0, b"{not json}\n".iter().copied());
+        std::fs::write(&jpath, &bad).unwrap();
+        let err = PeerStore::load(&path).unwrap_err().to_string();
+        assert!(err.contains("peers.journal") && err.contains("line 1"), "{err}");
+        let text = String::from_utf8(whole).unwrap().replace("\"seq\":1", "\"seq\":7");
+        std::fs::write(&jpath, text).unwrap();
+        let err = PeerStore::load(&path).unwrap_err().to_string();
+        assert!(err.contains("change 7 follows change 0"), "{err}");
     }
 
     #[test]

@@ -7,16 +7,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::cli::{AuditCommand, Cli, Command};
+use clap::CommandFactory as _;
+
+use crate::cli::{AuditCommand, Cli, Command, GenerationsCommand};
 use crate::client::{Client, ClientError};
 use crate::error;
 
 mod docs;
+mod doctor;
 mod evidence;
 mod ima;
 mod peers;
 mod profile;
 mod query;
+mod show;
 mod vault;
 
 /// Settings every command sees.
@@ -40,19 +44,40 @@ pub fn run(cli: &Cli) -> u8 {
         json: cli.json,
         verbose: cli.verbose,
     };
-    let mut out = io::stdout().lock();
-    let result = match &cli.command {
-        // health maps its own errors: every failure there is UNKNOWN.
-        Command::Health => return query::health(&ctx, &mut out),
-        Command::Validate { file } => profile::validate(&ctx, &mut out, file),
+    // Colour written by `output` reaches only a colour terminal: the stream
+    // strips it for pipes, files, TERM=dumb and NO_COLOR.
+    let mut out = anstream::stdout().lock();
+    let Some(command) = &cli.command else {
+        if cli.version {
+            return docs::version(&mut out, cli.json);
+        }
+        // No command is a usage error: the help goes where errors go.
+        let _ = Cli::command().write_help(&mut io::stderr());
+        return USAGE;
+    };
+    let result = match command {
+        // health and doctor map their own errors: every failure is UNKNOWN.
+        Command::Health(args) => return query::health(&ctx, &mut out, args),
+        Command::Doctor { root } => return doctor::run(&ctx, &mut out, root.as_deref()),
+        Command::Validate(args) => profile::validate(&ctx, &mut out, args),
         Command::Apply(args) => profile::apply(&ctx, &mut out, args),
-        Command::Confirm => profile::confirm(&ctx, &mut out),
+        Command::Confirm(args) => profile::confirm(&ctx, &mut out, args),
         Command::Rollback { generation } => profile::rollback(&ctx, &mut out, *generation),
         Command::AddPeer(args) => peers::add(&ctx, &mut out, args),
         Command::RemovePeer { name, yes } => peers::remove(&ctx, &mut out, name, *yes),
+        Command::RenewPeer { name, expires } => peers::renew(&ctx, &mut out, name, expires.as_deref()),
+        Command::DisablePeer { name } => peers::set_enabled(&ctx, &mut out, name, false),
+        Command::EnablePeer { name } => peers::set_enabled(&ctx, &mut out, name, true),
         Command::Peers => peers::list(&ctx, &mut out),
-        Command::Generations => query::generations(&ctx, &mut out),
+        Command::Generations { command } => match command {
+            None | Some(GenerationsCommand::List) => query::generations(&ctx, &mut out),
+            Some(GenerationsCommand::Show { generation, artifact }) => {
+                show::generation(&ctx, &mut out, *generation, artifact.as_deref())
+            }
+            Some(GenerationsCommand::Diff { a, b }) => show::diff(&ctx, &mut out, *a, *b),
+        },
         Command::Status => query::status(&ctx, &mut out),
+        Command::Show => show::show(&ctx, &mut out),
         Command::Audit {
             command: AuditCommand::Tail { n },
         } => query::audit_tail(&ctx, &mut out, *n),
@@ -62,8 +87,8 @@ pub fn run(cli: &Cli) -> u8 {
         Command::Ima { command } => ima::run(&ctx, &mut out, command),
         Command::Vault { command } => vault::run(&ctx, &mut out, command),
         Command::Evidence(args) => evidence::run(&ctx, &mut out, args),
-        Command::Completions { shell } => docs::completions(&mut out, *shell),
-        Command::Man { dir } => docs::man(&mut out, dir),
+        Command::Completions { shell } => docs::completions(&mut out, *shell, cli.json),
+        Command::Man { dir } => docs::man(&mut out, dir, cli.json),
     };
     let result = result.and_then(|code| out.flush().map(|()| code).map_err(Into::into));
     match result {
@@ -74,6 +99,9 @@ pub fn run(cli: &Cli) -> u8 {
         }
     }
 }
+
+/// A usage error, as clap reports its own.
+pub const USAGE: u8 = 2;
 
 /// Write text to stdout; a failure (a closed pipe) surfaces as an error
 /// that `error` knows how to treat.

@@ -1,9 +1,10 @@
-//! VPN peers: add-peer, remove-peer, peers.
+//! VPN peers: add-peer, remove-peer, renew-peer, disable-peer, enable-peer,
+//! peers.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
-use bulwark_model::api::{AddPeerRequest, AddPeerResponse, PeerInfo};
+use bulwark_model::api::{AddPeerRequest, AddPeerResponse, PeerInfo, PeerRef, RenewPeerRequest};
 use bulwark_model::text::escape;
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
@@ -130,6 +131,61 @@ fn confirmed(name: &str) -> anyhow::Result<bool> {
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
     Ok(matches!(line.trim(), "y" | "yes"))
+}
+
+/// Run a WireGuard module action on one peer and say what it did.
+fn peer_action<B: serde::Serialize>(
+    ctx: &Ctx<'_>,
+    out: &mut dyn Write,
+    action: &str,
+    body: &B,
+    say: impl FnOnce(&PeerInfo) -> String,
+) -> anyhow::Result<u8> {
+    let answer = ctx
+        .client()?
+        .post(&format!("/v1/modules/wireguard/{action}"), Some(body))?;
+    let peer: PeerInfo = answer.decode()?;
+    if ctx.json {
+        emit(out, &answer.pretty())?;
+    } else {
+        emit(out, &format!("{}\n", say(&peer)))?;
+    }
+    Ok(OK)
+}
+
+pub fn renew(ctx: &Ctx<'_>, out: &mut dyn Write, name: &str, expires: Option<&str>) -> anyhow::Result<u8> {
+    let req = RenewPeerRequest {
+        name: name.to_owned(),
+        expires: expires.map(str::to_owned),
+    };
+    let now = now();
+    peer_action(ctx, out, "renew-peer", &req, |p| {
+        let until = p
+            .expires
+            .map_or_else(|| "never".to_owned(), |t| output::deadline(t, now));
+        format!("renewed peer {}: expires {until}", escape(&p.name))
+    })
+}
+
+pub fn set_enabled(ctx: &Ctx<'_>, out: &mut dyn Write, name: &str, enabled: bool) -> anyhow::Result<u8> {
+    let req = PeerRef { name: name.to_owned() };
+    let action = if enabled { "enable-peer" } else { "disable-peer" };
+    peer_action(ctx, out, action, &req, |p| {
+        if enabled {
+            format!(
+                "enabled peer {} ({}): its config works again",
+                escape(&p.name),
+                escape(&p.address)
+            )
+        } else {
+            format!(
+                "disabled peer {} ({}): off the interface until `bulwarkctl enable-peer {}`",
+                escape(&p.name),
+                escape(&p.address),
+                escape(&p.name)
+            )
+        }
+    })
 }
 
 pub fn list(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {

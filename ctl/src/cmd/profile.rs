@@ -1,30 +1,47 @@
 //! Commands that read or change the profile in force: validate, apply,
 //! confirm, rollback.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
-use bulwark_model::api::{ApplyRequest, ApplyResponse, RollbackRequest, MAX_BODY_BYTES};
+use bulwark_model::api::{ApplyRequest, ApplyResponse, ConfirmRequest, Health, Level, RollbackRequest, MAX_BODY_BYTES};
 use bulwark_model::Profile;
 
 use super::{emit, emit_json, now, Ctx};
-use crate::cli::ApplyArgs;
-use crate::client::Answer;
-use crate::error::{self, InvalidProfile, FAILED, OK};
+use crate::cli::{ApplyArgs, ConfirmArgs, ValidateArgs};
+use crate::client::{Answer, Client};
+use crate::error::{self, CtlError, InvalidProfile, INVALID, OK};
 use crate::output::{self, Action};
 use crate::ssh_guard::{self, Verdict};
 
-/// Read a profile file; errors are labelled with the path as the operator
-/// typed it, which is also what labels validation errors.
-fn read_profile(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read profile {name}"))?;
-    Ok((name, bytes))
+/// How often `apply --wait` asks for health.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// Read a profile from a file or, for `-`, from stdin. It is named by
+/// `source` when given, else by the path as the operator typed it (or
+/// `stdin`): that name labels validation errors and the generation.
+fn read_profile(path: &Path, source: Option<&str>) -> Result<(String, Vec<u8>), CtlError> {
+    let stdin = path == Path::new("-");
+    let name = match source {
+        Some(s) => s.to_owned(),
+        None if stdin => "stdin".to_owned(),
+        None => path.display().to_string(),
+    };
+    let read = if stdin {
+        let mut bytes = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut bytes).map(|_| bytes)
+    } else {
+        std::fs::read(path)
+    };
+    match read {
+        Ok(bytes) => Ok((name, bytes)),
+        Err(source) => Err(CtlError::ReadProfile { name, source }),
+    }
 }
 
-pub fn validate(ctx: &Ctx<'_>, out: &mut dyn Write, file: &Path) -> anyhow::Result<u8> {
-    let (name, bytes) = read_profile(file)?;
+pub fn validate(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ValidateArgs) -> anyhow::Result<u8> {
+    let (name, bytes) = read_profile(&args.file, args.source.as_deref())?;
     match Profile::parse_bytes(&name, &bytes) {
         Ok(profile) if ctx.json => emit_json(out, &profile).map(|()| OK),
         Ok(profile) => {
@@ -46,13 +63,13 @@ pub fn validate(ctx: &Ctx<'_>, out: &mut dyn Write, file: &Path) -> anyhow::Resu
             // The error lines are the whole report; stderr going away is no
             // reason to change the exit code.
             let _ = std::io::stderr().write_all(text.as_bytes());
-            Ok(FAILED)
+            Ok(INVALID)
         }
     }
 }
 
 pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Result<u8> {
-    let (name, bytes) = read_profile(&args.file)?;
+    let (name, bytes) = read_profile(&args.file, args.source.as_deref())?;
     // Validate here first: errors then read the same whether or not the
     // daemon is reachable, and the SSH guard needs the parsed profile.
     let profile = Profile::parse_bytes(&name, &bytes).map_err(|v| InvalidProfile {
@@ -60,10 +77,12 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         errors: v.errors,
     })?;
     if bytes.len() > MAX_BODY_BYTES {
-        bail!(
-            "{name} is {} bytes; bulwarkd accepts profiles up to {MAX_BODY_BYTES} bytes",
-            bytes.len()
-        );
+        return Err(CtlError::TooLarge {
+            name,
+            size: bytes.len(),
+            max: MAX_BODY_BYTES,
+        }
+        .into());
     }
     let flags = ssh_guard::Flags {
         force: args.force,
@@ -73,9 +92,12 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
     match ssh_guard::decide(ssh_guard::ssh_connection().as_deref(), &profile.firewall, flags) {
         Verdict::Proceed => {}
         Verdict::Warn(msg) => error::warn(&msg),
-        Verdict::Refuse(msg) => return Err(anyhow!(msg)),
+        Verdict::Refuse(msg) => return Err(CtlError::SshLockout(msg).into()),
     }
-    let text = String::from_utf8(bytes).with_context(|| format!("{name} is not UTF-8"))?;
+    let text = String::from_utf8(bytes).map_err(|source| CtlError::NotUtf8 {
+        name: name.clone(),
+        source,
+    })?;
     let req = ApplyRequest {
         profile: text,
         source: Some(name),
@@ -84,12 +106,59 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         force: args.force,
     };
     super::ima::enforce_preflight(ctx, &profile, &req)?;
-    let answer = ctx.client()?.post("/v1/apply", Some(&req))?;
-    finish(ctx, out, &answer, Action::Apply)
+    let client = ctx.client()?;
+    let answer = client.post("/v1/apply", Some(&req))?;
+    let Some(secs) = args.wait else {
+        return finish(ctx, out, &answer, Action::Apply);
+    };
+    let resp: ApplyResponse = answer.decode()?;
+    let started = Instant::now();
+    let health = wait_not_critical(&client, Duration::from_secs(secs))?;
+    if health.level == Level::Critical {
+        let critical: Vec<String> = health
+            .checks
+            .iter()
+            .filter(|c| c.level == Level::Critical)
+            .map(|c| format!("{}: {}", c.name, c.reason))
+            .collect();
+        return Err(CtlError::WaitTimeout {
+            generation: resp.generation,
+            secs,
+            critical: critical.join("; "),
+            pending: resp.confirm_deadline.is_some(),
+            apply: answer.decode()?,
+            health: Some(health),
+        }
+        .into());
+    }
+    if ctx.json {
+        emit(out, &answer.pretty_with("health", &health))?;
+    } else {
+        emit(out, &output::outcome(&resp, Action::Apply, now()))?;
+        let waited = started.elapsed().as_secs_f64();
+        emit(out, &format!("health {} after {waited:.1}s\n", health.level))?;
+    }
+    Ok(OK)
 }
 
-pub fn confirm(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let answer = ctx.client()?.post("/v1/confirm", None::<&()>)?;
+/// Poll health until it is not CRITICAL or `limit` has passed; returns the
+/// last answer either way.
+fn wait_not_critical(client: &Client, limit: Duration) -> anyhow::Result<Health> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let health: Health = client.get("/v1/health")?.decode()?;
+        if health.level != Level::Critical || Instant::now() >= deadline {
+            return Ok(health);
+        }
+        std::thread::sleep(WAIT_POLL.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+pub fn confirm(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ConfirmArgs) -> anyhow::Result<u8> {
+    let req = ConfirmRequest {
+        generation: args.generation,
+    };
+    let answer = ctx.client()?.post("/v1/confirm", Some(&req))?;
     finish(ctx, out, &answer, Action::Confirm)
 }
 

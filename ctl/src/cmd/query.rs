@@ -2,12 +2,49 @@
 
 use std::io::Write;
 
-use bulwark_model::api::{AuditEvent, GenerationInfo, Health, Status};
+use bulwark_model::api::{AuditEvent, Check, GenerationInfo, Health, Status};
 use serde::de::DeserializeOwned;
 
-use super::{emit, now, Ctx};
+use super::{emit, emit_json, now, Ctx};
+use crate::cli::HealthArgs;
 use crate::error::{self, FAILED, OK};
 use crate::output;
+
+/// `health --check`/`--ignore` named something the daemon does not report.
+#[derive(Debug, thiserror::Error)]
+#[error("usage: {flag} {name:?}: no check or module of that name on this host (it reports: {known})")]
+pub struct UnknownCheck {
+    flag: &'static str,
+    name: String,
+    known: String,
+}
+
+/// Keep the checks `keep` names (all when empty), then drop those `drop`
+/// names; a name is a check's or a module's. The level is the worst of
+/// what is left.
+pub fn select(h: Health, keep: &[String], drop: &[String]) -> Result<Health, UnknownCheck> {
+    let matches = |c: &Check, n: &str| c.name == n || c.module == n;
+    for (flag, names) in [("--check", keep), ("--ignore", drop)] {
+        if let Some(name) = names.iter().find(|n| !h.checks.iter().any(|c| matches(c, n))) {
+            let mut known: Vec<&str> = h.checks.iter().map(|c| c.name.as_str()).collect();
+            known.extend(h.checks.iter().map(|c| c.module.as_str()).filter(|m| !m.is_empty()));
+            known.sort_unstable();
+            known.dedup();
+            return Err(UnknownCheck {
+                flag,
+                name: name.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    let checks = h
+        .checks
+        .into_iter()
+        .filter(|c| keep.is_empty() || keep.iter().any(|n| matches(c, n)))
+        .filter(|c| !drop.iter().any(|n| matches(c, n)))
+        .collect();
+    Ok(Health::from_checks(checks))
+}
 
 /// GET `path` and print it: the raw answer with `--json`, else `human` of
 /// the typed view. Returns the typed view for the exit code.
@@ -54,12 +91,25 @@ pub fn audit_verify(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
 }
 
 /// `health` reports every failure as UNKNOWN (3), including on the first
-/// line of stdout, which is what monitoring systems show.
-pub fn health(ctx: &Ctx<'_>, out: &mut dyn Write) -> u8 {
-    let result = show(ctx, out, "/v1/health", output::health).and_then(|h: Health| {
+/// line of stdout, which is what monitoring systems show. With a selection
+/// (`--check`, `--ignore`), `--json` prints the selected checks in the API's
+/// shape.
+pub fn health(ctx: &Ctx<'_>, out: &mut dyn Write, args: &HealthArgs) -> u8 {
+    let result = (|| -> anyhow::Result<u8> {
+        let answer = ctx.client()?.get("/v1/health")?;
+        let all: Health = answer.decode()?;
+        let selecting = !(args.check.is_empty() && args.ignore.is_empty());
+        let h = select(all, &args.check, &args.ignore)?;
+        if ctx.json && !selecting {
+            emit(out, &answer.pretty())?;
+        } else if ctx.json {
+            emit_json(out, &h)?;
+        } else {
+            emit(out, &output::health(&h))?;
+        }
         out.flush()?;
         Ok(health_code(&h))
-    });
+    })();
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -83,6 +133,43 @@ fn health_code(h: &Health) -> u8 {
 mod tests {
     use super::*;
     use bulwark_model::api::{Check, Level};
+
+    fn named(name: &str, module: &str, level: Level) -> Check {
+        Check {
+            module: module.into(),
+            name: name.into(),
+            level,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn health_selection_by_check_or_module_recomputes_the_level() {
+        let all = || {
+            Health::from_checks(vec![
+                named("firewall", "firewall", Level::Ok),
+                named("wireguard", "wireguard", Level::Ok),
+                named("wireguard_handshakes", "wireguard", Level::Warning),
+                named("k3s_bind", "k3s", Level::Critical),
+            ])
+        };
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let h = select(all(), &s(&["firewall", "wireguard"]), &s(&["wireguard_handshakes"])).unwrap();
+        let names: Vec<&str> = h.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["firewall", "wireguard"]);
+        assert_eq!(health_code(&h), 0);
+        let h = select(all(), &[], &s(&["k3s"])).unwrap();
+        assert_eq!(h.level, Level::Warning);
+        let e = select(all(), &s(&["firewal"]), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("--check \"firewal\"") && e.contains("firewall, k3s, k3s_bind"),
+            "{e}"
+        );
+        assert!(select(all(), &[], &s(&["nope"]))
+            .unwrap_err()
+            .to_string()
+            .contains("--ignore"));
+    }
 
     #[test]
     fn health_exit_code_is_the_worst_level() {

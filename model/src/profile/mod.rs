@@ -30,7 +30,9 @@ pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
 pub use k3s::{K3s, K3sBind};
 pub use monitoring::Monitoring;
 pub use vault::{CredentialStore, Custody, Implementation, Location, Source, Tls, Transit, Vault};
-pub use wireguard::{Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN};
+pub use wireguard::{
+    Backend, WireGuard, PEER_EXPIRY_MAX, PEER_EXPIRY_MIN, STALE_HANDSHAKE_DEFAULT, STALE_HANDSHAKE_MIN,
+};
 
 /// Top-level tables a profile may contain.
 const SECTIONS: &[&str] = &["profile", "firewall", "wireguard", "k3s", "monitoring", "ima", "vault"];

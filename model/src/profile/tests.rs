@@ -581,3 +581,23 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn stale_handshake_defaults_to_a_day_and_refuses_less_than_wireguard_rekeys() {
+    let w = accepted(&wg("10.8.0.1/24")).wireguard.unwrap();
+    assert_eq!(w.stale_handshake, std::time::Duration::from_secs(86400));
+    let w = accepted(&format!("{}stale_handshake = \"7d\"\n", wg("10.8.0.1/24")))
+        .wireguard
+        .unwrap();
+    assert_eq!(w.stale_handshake, std::time::Duration::from_secs(7 * 86400));
+    refused(
+        &format!("{}stale_handshake = \"60s\"\n", wg("10.8.0.1/24")),
+        "wireguard.stale_handshake",
+        "outside 3m",
+    );
+    refused(
+        &format!("{}stale_handshake = 3600\n", wg("10.8.0.1/24")),
+        "wireguard.stale_handshake",
+        "expected a duration string",
+    );
+}

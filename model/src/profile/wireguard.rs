@@ -16,6 +16,15 @@ use super::{humantime_opt, Checker};
 pub const PEER_EXPIRY_MIN: Duration = Duration::from_secs(60);
 pub const PEER_EXPIRY_MAX: Duration = Duration::from_secs(3650 * 86400);
 
+/// How long a peer may go without a handshake before health warns, unless
+/// the profile says otherwise: a day, like the alert rule Bulwark ships. An
+/// admin's laptop closed overnight is no incident; one silent for longer
+/// may be lost, or its key due for revocation.
+pub const STALE_HANDSHAKE_DEFAULT: Duration = Duration::from_secs(86400);
+/// Below three minutes WireGuard's own rekeying (every two, while traffic
+/// flows) would make live peers look stale.
+pub const STALE_HANDSHAKE_MIN: Duration = Duration::from_secs(180);
+
 const WIREGUARD_KEYS: &[&str] = &[
     "interface",
     "address",
@@ -25,6 +34,7 @@ const WIREGUARD_KEYS: &[&str] = &[
     "client_allowed_ips",
     "keepalive",
     "peer_expiry",
+    "stale_handshake",
 ];
 
 /// `[wireguard]`: the interface admins reach the host through.
@@ -45,6 +55,10 @@ pub struct WireGuard {
     /// Default lifetime of new peers; `None` = no expiry.
     #[serde(with = "humantime_opt")]
     pub peer_expiry: Option<Duration>,
+    /// A peer without a handshake for longer than this is a WARNING in
+    /// health (`wireguard_handshakes`).
+    #[serde(with = "super::humantime_secs")]
+    pub stale_handshake: Duration,
 }
 
 /// How the WireGuard interface is provided.
@@ -117,6 +131,9 @@ impl Checker<'_> {
             }
         };
         let peer_expiry = self.duration(t, P, "peer_expiry", PEER_EXPIRY_MIN, PEER_EXPIRY_MAX);
+        let stale_handshake = self
+            .duration(t, P, "stale_handshake", STALE_HANDSHAKE_MIN, PEER_EXPIRY_MAX)
+            .unwrap_or(STALE_HANDSHAKE_DEFAULT);
         let parts = VpnParts {
             interface: interface.clone(),
             address,
@@ -132,6 +149,7 @@ impl Checker<'_> {
                 client_allowed_ips,
                 keepalive,
                 peer_expiry,
+                stale_handshake,
             }),
             _ => None,
         };

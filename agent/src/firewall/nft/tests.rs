@@ -1,7 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::File;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,6 +9,7 @@ use bulwark_model::profile::Firewall;
 use ipnet::Ipv4Net;
 
 use super::super::render::render;
+use super::super::testns::Netns;
 use super::*;
 
 /// A stand-in for nft: a shell script that records its arguments and stdin
@@ -153,51 +153,6 @@ fn a_missing_nft_is_a_spawn_error() {
     let err = Nft::new("/nonexistent/nft").list().unwrap_err();
     assert!(matches!(err, FirewallError::Spawn { .. }), "{err:?}");
     assert!(err.to_string().contains("/nonexistent/nft"));
-}
-
-/// A network namespace that exists for as long as the guard does, so a
-/// failing test never leaves it behind.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create() -> Netns {
-        let name = format!("bwk-fwtest-{}", std::process::id());
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(status.success(), "ip netns add {name} failed: {status}");
-        Netns { name }
-    }
-
-    /// Run `f` on a thread that has entered the namespace; the nft processes
-    /// it starts inherit the thread's namespace, the rest of the test process
-    /// (and the host's ruleset) is untouched.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        thread::scope(|s| {
-            let handle = s.spawn(|| {
-                let ns = File::open(&path).expect("open namespace");
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                let own = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
-                let process = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-                assert_ne!(own, process, "thread is still in the host's network namespace");
-                f()
-            });
-            match handle.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
 }
 
 fn nft_cli(args: &[&str]) -> std::process::Output {

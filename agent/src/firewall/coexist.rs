@@ -1,0 +1,80 @@
+//! What else manages the firewall on this host, observed for
+//! [`bulwark_model::coexist::findings`]: files under the host root, the
+//! chains nftables holds, and the legacy iptables tables of bulwarkd's own
+//! network namespace. Read at every plan (apply, dry run, rollback) and at
+//! most every [`EVERY`] in the drift loop; health reports the last result.
+
+use std::time::{Duration, Instant};
+
+use bulwark_model::coexist::{self, Finding, Observed};
+
+use super::Nft;
+use crate::host::Host;
+
+/// Longest interval between two looks from the drift loop.
+pub const EVERY: Duration = Duration::from_secs(60);
+
+/// The last look and when it was taken.
+#[derive(Debug, Default)]
+pub struct Coexistence {
+    pub findings: Vec<Finding>,
+    at: Option<Instant>,
+}
+
+impl Coexistence {
+    /// Look again now.
+    pub fn refresh(&mut self, host: &Host, nft: &Nft) -> &[Finding] {
+        self.findings = coexist::findings(&observe(host, nft));
+        self.at = Some(Instant::now());
+        &self.findings
+    }
+
+    /// Look again when the last look is older than [`EVERY`].
+    pub fn refresh_due(&mut self, host: &Host, nft: &Nft) {
+        if self.at.is_none_or(|t| t.elapsed() >= EVERY) {
+            self.refresh(host, nft);
+        }
+    }
+}
+
+fn observe(host: &Host, nft: &Nft) -> Observed {
+    let read = |p: &str| std::fs::read_to_string(host.path(p)).ok();
+    let chains = match nft.list_chains() {
+        Ok(listing) => coexist::chains_of_listing(&listing),
+        Err(e) => {
+            log::warn!(error:display = e; "cannot list nftables chains to look for other firewall managers");
+            Vec::new()
+        }
+    };
+    // Only the tables ufw uses, and only when it has chains: small listings.
+    let ufw_rules = coexist::ufw_tables(&chains)
+        .iter()
+        .filter_map(|(family, table)| nft.list_other_table(family, table).ok())
+        .map(|listing| coexist::ufw_rules_of_listing(&listing))
+        .sum();
+    // Per network namespace, like the rules: not under the host root.
+    let legacy_tables = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Observed {
+        ufw_conf: read("/etc/ufw/ufw.conf"),
+        nftables_conf: read("/etc/nftables.conf"),
+        nftables_enabled: host
+            .path("/etc/systemd/system/sysinit.target.wants/nftables.service")
+            .exists(),
+        firewalld_enabled: host
+            .path("/etc/systemd/system/multi-user.target.wants/firewalld.service")
+            .exists(),
+        chains,
+        ufw_rules,
+        legacy_tables,
+    }
+}
