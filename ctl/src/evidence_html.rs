@@ -182,6 +182,7 @@ fn records(out: &mut String, c: &Control) {
                     by,
                     opt(&p.expires),
                     opt(&p.last_handshake),
+                    if p.disabled { "disabled" } else { "enabled" }.to_owned(),
                     p.notes.join("; "),
                 ]
             })
@@ -196,6 +197,7 @@ fn records(out: &mut String, c: &Control) {
                 "Added by",
                 "Expires",
                 "Last handshake",
+                "State",
                 "Review notes",
             ],
             &rows,

@@ -231,6 +231,8 @@ pub struct PeerReview {
     pub expires: Option<String>,
     /// Absent: no handshake yet.
     pub last_handshake: Option<String>,
+    /// Kept in the store but off the interface (`disable-peer`).
+    pub disabled: bool,
     /// What a reviewer should look at, one line each (no expiry, never
     /// connected, no audit record of who added it).
     pub notes: Vec<String>,

@@ -244,6 +244,7 @@ fn a_host_with_every_module_reports_each_control_its_failing_checks_and_only_the
     d.ctl_ok(&["add-peer", "alice", "--expires", "30d", "--output", &conf("alice")]);
     std::thread::sleep(Duration::from_millis(1100));
     d.ctl_ok(&["add-peer", "bob", "--output", &conf("bob")]);
+    d.ctl_ok(&["disable-peer", "bob"]);
     let events = d.audit_tail(1000);
     let added = |name: &str| {
         events
@@ -317,6 +318,7 @@ fn a_host_with_every_module_reports_each_control_its_failing_checks_and_only_the
     assert_eq!(peers[0].added_by.as_deref(), Some("root"));
     assert!(peers[0].expires.is_some() && peers[1].expires.is_none());
     assert!(peers[1].notes.iter().any(|n| n == "never expires"), "{peers:#?}");
+    assert!(!peers[0].disabled && peers[1].disabled, "{peers:#?}");
     assert!(e.chain.ok && e.chain.head.is_some(), "{:#?}", e.chain);
     assert!(e.host.hostname.is_some(), "{:#?}", e.host);
 

@@ -135,6 +135,9 @@ pub fn peers(peers: &[PeerInfo], history: &History, users: &mut Users, now: Syst
                 Some(t) if t <= now => notes.push("expired, not yet removed".to_owned()),
                 Some(_) => {}
             }
+            if p.disabled {
+                notes.push("disabled: off the interface, kept in the store".to_owned());
+            }
             if p.last_handshake.is_none() {
                 notes.push("no handshake yet".to_owned());
             }
@@ -153,6 +156,7 @@ pub fn peers(peers: &[PeerInfo], history: &History, users: &mut Users, now: Syst
                 added_event: added.map(|a| a.seq),
                 expires: p.expires.map(rfc3339_unix),
                 last_handshake: p.last_handshake.map(rfc3339_unix),
+                disabled: p.disabled,
                 notes,
             }
         })

@@ -309,6 +309,7 @@ fn generations_say_how_their_window_ended_and_peers_who_added_them() {
             name: "bob".into(),
             public_key: "REVG".into(),
             created: JAN1 - 10 * DAY,
+            disabled: true,
             ..PeerInfo::default()
         },
     ];
@@ -340,6 +341,7 @@ fn generations_say_how_their_window_ended_and_peers_who_added_them() {
         peers[1].notes,
         [
             "never expires",
+            "disabled: off the interface, kept in the store",
             "no handshake yet",
             "no BWK-WG-0001 event for this key in the audit log: who added it is not recorded"
         ]
