@@ -21,8 +21,9 @@ Control bulwarkd, the Bulwark host hardening agent.
 
 bulwarkctl talks to bulwarkd over its Unix socket. Reading state (status,
 health, generations, peers, audit, evidence) needs membership in group
-`bulwark`; changing it (apply, confirm, rollback, add-peer, remove-peer) needs
-root or group `bulwark-admin`. `validate` works offline and needs no daemon.
+`bulwark`; changing it (apply, confirm, rollback, the peer commands, the ima
+and vault commands that change something) needs root or group
+`bulwark-admin`. `validate` works offline and needs no daemon.
 
 A typical change:
   bulwarkctl validate /etc/bulwark/profile.toml

@@ -50,7 +50,7 @@ pub const EXIT_CODES: &str = "\
 Exit codes (with --json, stdout holds a JSON body whose `kind` is shown):
    0  success
    1  failed: the change failed, or a check did: a broken audit chain, files
-      ima scan finds (apply_failed, state_error, wireguard_failed, error)
+      ima scan finds (apply_failed, state_error, error)
    2  usage error (usage)
    3  daemon unreachable; nothing happened (unreachable)
    4  invalid input: profile, file or request (invalid_profile, bad_input,

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             // Help and --version requests succeed; usage errors exit 2 from
             // clap (3 for health and doctor); with --json they also print
             // their JSON body first, like every failure.
-            let plugin = e.use_stderr() && std::env::args().skip(1).any(|a| PLUGIN_COMMANDS.contains(&a.as_str()));
+            let plugin = e.use_stderr() && subcommand().is_some_and(|c| PLUGIN_COMMANDS.contains(&c.as_str()));
             if plugin {
                 let _ = e.print();
                 println!("overall: UNKNOWN");
@@ -49,6 +49,20 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(cmd::run(&cli))
+}
+
+/// The subcommand's name: the first argument that is neither a global
+/// option nor `--socket`'s value (clap could not parse the line).
+fn subcommand() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--socket" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
 }
 
 /// `--json` among the arguments (before a `--`), for errors clap finds

@@ -1,8 +1,8 @@
 //! The documentation the package ships reads the same installed as in the
 //! repository: every relative link in README.md and docs/*.md points at a
 //! file that exists here and is shipped at the same relative place under
-//! /usr/share/doc/bulwark (README.md there, docs/*.md in docs/), and every
-//! profile key the profile reference documents is one validation knows.
+//! /usr/share/doc/bulwark (README.md there, docs/*.md in docs/, the IMA
+//! templates' ima/README.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
@@ -70,4 +70,20 @@ fn the_package_installs_the_docs_where_their_links_expect_them() {
     assert!(manifest.contains(r#"["../README.md", "usr/share/doc/bulwark/", "644"]"#));
     assert!(manifest.contains(r#"["../docs/*.md", "usr/share/doc/bulwark/docs/", "644"]"#));
     assert!(manifest.contains(r#"["../ima/README.md", "usr/share/doc/bulwark/ima/README.md", "644"]"#));
+}
+
+/// debian/copyright names exactly the crates the binaries link, so a new
+/// or updated dependency cannot ship without its licence.
+#[test]
+fn the_package_copyright_names_every_crate_the_binaries_link() {
+    let out = std::process::Command::new(repo().join("scripts/gen-copyright"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

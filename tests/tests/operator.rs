@@ -319,9 +319,15 @@ fn renew_disable_and_enable_a_peer_keep_its_config_and_the_metrics_follow() {
     };
     assert!(wait(true).is_some(), "no tunnel\n{}", d.logs());
 
-    // Traffic and handshake reach the metrics.
+    // Traffic and handshake reach the metrics (the device reading behind
+    // them may be up to a second old).
     let label = "{module=\"wireguard\",peer=\"alice\"}";
-    let m = metrics(d);
+    let received = format!("bulwark_wireguard_peer_received_bytes_total{label}");
+    let m = poll(Duration::from_secs(5), Duration::from_millis(200), || {
+        let m = metrics(d);
+        sample(&m, &received).is_some_and(|v| v > 0.0).then_some(m)
+    })
+    .unwrap_or_else(|| metrics(d));
     assert!(
         sample(&m, &format!("bulwark_wireguard_peer_received_bytes_total{label}")).unwrap() > 0.0,
         "{m}"

@@ -58,9 +58,16 @@ fn round(custody: &str, kill_after: Option<Duration>) -> Duration {
             // The first `init` may have printed the keys before the kill
             // (its acknowledgement may have been lost with the daemon, or
             // not): then those are the operator's keys.
-            match serde_json::from_slice(&out.stdout) {
-                Ok(k) => k,
-                Err(_) => {
+            // Its stdout may hold the keys, then an error body when their
+            // acknowledgement failed, or an error body alone: no keys.
+            let printed = serde_json::Deserializer::from_slice(&out.stdout)
+                .into_iter::<InitResponse>()
+                .next()
+                .and_then(Result::ok)
+                .filter(|k| !k.keys.is_empty());
+            match printed {
+                Some(k) => k,
+                None => {
                     let r = d.ctl(&["--json", "vault", "init"]);
                     assert!(
                         r.ok(),

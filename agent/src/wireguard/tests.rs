@@ -453,9 +453,15 @@ fn scenario(lab: &Lab, cli: &str, srv_if: &str, cli_if: &str, work: &Path) {
         poll(Duration::from_secs(15), || talks(cli, vpn)),
         "no TCP through the tunnel to {vpn}"
     );
-    let (hs, rx, tx) = handshake_of(&wg, &p, "alice");
-    let hs = hs.expect("a handshake with alice");
-    assert!(rx > 0 && tx > 0);
+    // Reports share one device reading a second: wait for one taken after
+    // the traffic.
+    let mut seen = (None, 0, 0);
+    let fresh = poll(Duration::from_secs(5), || {
+        seen = handshake_of(&wg, &p, "alice");
+        seen.0.is_some() && seen.1 > 0 && seen.2 > 0
+    });
+    assert!(fresh, "no handshake and traffic with alice: {seen:?}");
+    let (hs, rx, tx) = (seen.0.expect("a handshake with alice"), seen.1, seen.2);
     assert_eq!(wg.drift(&p).unwrap(), None);
 
     // --- an identical re-apply touches nothing: same handshake, counters not reset.
