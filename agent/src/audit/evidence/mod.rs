@@ -439,7 +439,8 @@ fn summary(controls: &[Control], chain: &ChainEvidence, other: &[Check], omitted
         }
     }
     for c in other.iter().filter(|c| c.level != Level::Ok) {
-        problems.push(format!("check {} {}: {} {}", c.module, c.name, c.level, c.reason));
+        let name = [c.module.as_str(), c.name.as_str()].join(" ");
+        problems.push(format!("check {}: {} {}", name.trim(), c.level, c.reason));
     }
     if omitted > 0 {
         problems.push(format!(
