@@ -20,9 +20,10 @@ const LONG_ABOUT: &str = "\
 Control bulwarkd, the Bulwark host hardening agent.
 
 bulwarkctl talks to bulwarkd over its Unix socket. Reading state (status,
-health, generations, peers, audit) needs membership in group `bulwark`;
-changing it (apply, confirm, rollback, the peer commands, the ima and vault
-commands that change something) needs root or group `bulwark-admin`. `validate` works offline and needs no daemon.
+health, generations, peers, audit, evidence) needs membership in group
+`bulwark`; changing it (apply, confirm, rollback, the peer commands, the ima
+and vault commands that change something) needs root or group
+`bulwark-admin`. `validate` works offline and needs no daemon.
 
 A typical change:
   bulwarkctl validate /etc/bulwark/profile.toml
@@ -354,6 +355,27 @@ scan finds files the policy would deny; label them first:
         command: AuditCommand,
     },
 
+    /// Write the evidence report for auditors: evidence.json and evidence.html
+    #[command(long_about = "\
+Write the evidence report for auditors into DIR: evidence.json (the
+bulwark-evidence schema of docs/evidence.md), evidence.html (one page, no
+external assets, printable) rendered from it, and SHA256SUMS with the
+SHA-256 of both (check with `sha256sum -c SHA256SUMS` in DIR).
+
+For each ISO 27001 control of the architecture (docs/controls.md): the live
+checks and their result now, the audit events of the period, the generations
+applied, the VPN access review, backups and the IMA mode. The audit chain is
+verified from its first line; a broken chain or a failing control is named
+at the top. Prints the summary table; exits 1 when the report's status is
+`fail` (the files are still written).
+
+Dates are UTC: YYYY-MM-DD (midnight) or YYYY-MM-DDTHH:MM:SSZ; --since is
+inclusive, --until exclusive, either may be left open.
+
+Example:
+  bulwarkctl evidence --since 2026-01-01 --until 2026-04-01 --out /srv/audit/q1")]
+    Evidence(EvidenceArgs),
+
     /// The host's Vault: status, init, unseal, migrate
     Vault {
         #[command(subcommand)]
@@ -440,6 +462,31 @@ Example:
         #[arg(value_name = "B", add = ArgValueCandidates::new(complete::generations))]
         b: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct EvidenceArgs {
+    /// Start of the period, inclusive (UTC)
+    #[arg(long, value_name = "DATE", value_parser = date)]
+    pub since: Option<String>,
+    /// End of the period, exclusive (UTC)
+    #[arg(long, value_name = "DATE", value_parser = date)]
+    pub until: Option<String>,
+    /// Directory to write into (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// A date as the daemon reads it: `YYYY-MM-DD` or RFC 3339 in UTC.
+fn date(text: &str) -> Result<String, String> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    humantime::parse_rfc3339(&full)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{e}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"))
 }
 
 #[derive(Debug, Args)]
@@ -940,5 +987,32 @@ mod tests {
         // `generations list` is the plain `generations` its parent shows.
         missing.retain(|m| m != "bulwarkctl generations list");
         assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+    }
+
+    #[test]
+    fn evidence_reads_dates_in_utc_and_needs_out() {
+        let cli = parse(&[
+            "evidence",
+            "--since",
+            "2026-01-01",
+            "--until",
+            "2026-04-01T12:00:00Z",
+            "--out",
+            "q1",
+        ])
+        .unwrap();
+        let Some(Command::Evidence(a)) = cli.command else {
+            panic!("not evidence: {:?}", cli.command)
+        };
+        assert_eq!(
+            (a.since.as_deref(), a.until.as_deref(), a.out),
+            (Some("2026-01-01"), Some("2026-04-01T12:00:00Z"), PathBuf::from("q1"))
+        );
+        for bad in ["2026-13-01", "yesterday", "2026-01-01T00:00:00+02:00"] {
+            let err = parse(&["evidence", "--since", bad, "--out", "q1"]).unwrap_err();
+            assert!(err.to_string().contains("--since"), "{bad}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
+        assert!(parse(&["evidence"]).is_err(), "--out is required");
     }
 }

@@ -14,6 +14,7 @@ mod client;
 mod cmd;
 mod complete;
 mod error;
+mod evidence_html;
 mod output;
 mod ssh_guard;
 

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cidr;
 pub mod coexist;
+pub mod evidence;
 pub mod ima;
 pub mod profile;
 pub mod text;

@@ -35,6 +35,8 @@ pub enum ApiError {
     Busy { secs: u64 },
     #[error("no such route: {0}")]
     NoRoute(String),
+    #[error("bad query: {0}")]
+    Query(#[from] crate::audit::WindowError),
 }
 
 use crate::converge::chain;
@@ -71,6 +73,7 @@ impl IntoResponse for ApiError {
             ApiError::Interrupted => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
             ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Query(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         };
         // Messages quote what the caller sent (an apply's `source` names
         // the file in every profile error): escaped, like every log line.

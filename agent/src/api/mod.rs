@@ -125,6 +125,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/audit/verify", get(routes::audit_verify))
         .route("/metrics", get(metrics::metrics))
         .route("/peers", get(routes::peers))
+        .route("/evidence", get(routes::evidence))
         .route_layer(middleware::from_fn_with_state((ctx.clone(), Role::Read), authorize));
     let admin = Router::new()
         .route("/apply", post(routes::apply))

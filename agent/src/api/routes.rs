@@ -67,6 +67,7 @@ pub async fn version() -> Json<VersionInfo> {
             "k3s",
             "metrics",
             "modules",
+            "evidence",
         ]
         .map(str::to_owned)
         .to_vec(),
@@ -148,6 +149,40 @@ pub async fn audit_tail(State(ctx): State<Ctx>, Query(q): Query<TailQuery>) -> R
 
 pub async fn audit_verify(State(ctx): State<Ctx>) -> Result<Json<AuditVerify>, ApiError> {
     Ok(Json(read_audit(&ctx, audit::verify).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceQuery {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// The evidence report: one published view (status, health with the
+/// resource checks, generations, peers) and one walk of the audit log, on a
+/// blocking thread like every read of the log.
+pub async fn evidence(
+    State(ctx): State<Ctx>,
+    Query(q): Query<EvidenceQuery>,
+) -> Result<Json<bulwark_model::evidence::Evidence>, ApiError> {
+    let window = audit::Window::parse(q.since.as_deref(), q.until.as_deref())?;
+    let view = ctx.view.current().await;
+    let health = ctx.view.health_of(&view);
+    let status = Status {
+        health: health.level,
+        ..view.status.clone()
+    };
+    let report = read_audit(&ctx, move |host| {
+        let inputs = audit::EvidenceInputs {
+            status: &status,
+            health: &health,
+            generations: &view.generations,
+            peers: &view.peers,
+        };
+        audit::evidence(host, inputs, window, std::time::SystemTime::now())
+    })
+    .await?;
+    Ok(Json(report))
 }
 
 // Changes go to the engine thread, which publishes what they changed before

@@ -108,7 +108,8 @@ impl View {
         self.health_of(&view)
     }
 
-    fn health_of(&self, view: &Published) -> Health {
+    /// The health of `view`: its engine checks and the latest resource checks.
+    pub fn health_of(&self, view: &Published) -> Health {
         let mut checks = view.health.checks.clone();
         checks.extend(self.resources.borrow().iter().cloned());
         Health::from_checks(checks)

@@ -289,13 +289,30 @@ pub fn tail(paths: &Paths, n: usize) -> Result<Vec<AuditEvent>, StateError> {
         .collect()
 }
 
+/// What [`walk`] found: the verdict, and where the chain stands.
+#[derive(Debug, Clone)]
+pub struct Walked {
+    pub verify: AuditVerify,
+    /// Complete lines in the log.
+    pub lines: u64,
+    /// The last verified line's number and hash.
+    pub last: Option<(u64, String)>,
+    /// The first line that was not verified (a break there or earlier,
+    /// or a key or head that could not be read); `None` when every line
+    /// verified, even if the chain as a whole fails afterwards (a head past
+    /// the end, no keyed line).
+    pub first_unverified: Option<u64>,
+}
+
 /// Check the whole chain, its key and its head; the first break found.
 pub fn verify(paths: &Paths) -> AuditVerify {
-    let broken = |events, b: Break| AuditVerify {
-        ok: false,
-        events,
-        error: Some(b.to_string()),
-    };
+    walk(paths, |_, _| {}).verify
+}
+
+/// [`verify`], handing every line's event to `visit` on the way, with
+/// whether it verified. Past a break the lines are still read (and visited
+/// as unverified), so a report can show what the log holds after it.
+pub fn walk(paths: &Paths, mut visit: impl FnMut(&AuditEvent, bool)) -> Walked {
     let file = |path: &Path, check, e: StateError| Break {
         place: path
             .file_name()
@@ -304,65 +321,109 @@ pub fn verify(paths: &Paths) -> AuditVerify {
         why: e.to_string(),
     };
     // The head first: see the module docs.
-    let head = match Head::read(&paths.head) {
-        Ok(h) => h,
-        Err(e) => return broken(0, file(&paths.head, "read", e)),
+    let head = Head::read(&paths.head);
+    let key = Key::load(&paths.state);
+    let mut early = None;
+    let (head, key) = match (head, key) {
+        (Err(e), _) => {
+            early = Some(file(&paths.head, "read", e));
+            (None, None)
+        }
+        (_, Err(e)) => {
+            early = Some(file(&paths.key, "read", e));
+            (None, None)
+        }
+        (Ok(h), Ok(k)) => (h, k),
     };
-    let key = match Key::load(&paths.state) {
-        Ok(k) => k,
-        Err(e) => return broken(0, file(&paths.key, "read", e)),
-    };
-    if key.is_none() && Lines::open(&paths.log).is_ok_and(|mut l| l.next().is_some()) {
-        return broken(
-            0,
-            Break {
-                place: "integrity.key".to_owned(),
-                check: "present",
-                why: format!(
-                    "{} is missing: bulwarkd creates it at start-up, so a log without it cannot be trusted",
-                    paths.key.display()
-                ),
-            },
-        );
+    if early.is_none() && key.is_none() && Lines::open(&paths.log).is_ok_and(|mut l| l.next().is_some()) {
+        early = Some(Break {
+            place: "integrity.key".to_owned(),
+            check: "present",
+            why: format!(
+                "{} is missing: bulwarkd creates it at start-up, so a log without it cannot be trusted",
+                paths.key.display()
+            ),
+        });
     }
     let mut chain = Chain::new(key.as_ref());
+    let mut broken = early;
+    let mut first_unverified = broken.as_ref().map(|_| 1);
     let mut at_head = None;
-    let lines = match Lines::open(&paths.log) {
-        Ok(l) => l,
-        Err(e) => return broken(0, file(&paths.log, "read", e)),
-    };
-    for line in lines {
-        let (number, text) = match line {
-            Ok(l) => l,
-            Err(e) => return broken(chain.count, file(&paths.log, "read", e)),
-        };
-        if let Err(b) = chain.push(number, &text) {
-            return broken(chain.count, b);
+    let mut lines = 0;
+    match Lines::open(&paths.log) {
+        Err(e) => {
+            broken.get_or_insert(file(&paths.log, "read", e));
+            first_unverified.get_or_insert(1);
         }
-        if head.as_ref().is_some_and(|h| h.seq == number) {
-            at_head = Some(chain.last_hash.clone());
+        Ok(all) => {
+            for line in all {
+                let (number, text) = match line {
+                    Ok(l) => l,
+                    Err(e) => {
+                        broken.get_or_insert(file(&paths.log, "read", e));
+                        first_unverified.get_or_insert(lines + 1);
+                        break;
+                    }
+                };
+                lines = number;
+                if broken.is_none() {
+                    match chain.push(number, &text) {
+                        Ok(event) => {
+                            visit(&event, true);
+                            if head.as_ref().is_some_and(|h| h.seq == number) {
+                                at_head = Some(chain.last_hash.clone());
+                            }
+                            continue;
+                        }
+                        Err(b) => {
+                            broken = Some(b);
+                            first_unverified = Some(number);
+                        }
+                    }
+                }
+                // Past a break: shown as found, never as proven.
+                if let Ok(event) = serde_json::from_str::<AuditEvent>(&text) {
+                    visit(&event, false);
+                }
+            }
         }
     }
     let count = chain.count;
-    if count == 0 {
-        return AuditVerify {
-            ok: true,
-            events: 0,
-            error: None,
-        };
+    let last = (count > 0).then(|| (count, chain.last_hash.clone()));
+    let done = |b: Option<Break>| Walked {
+        verify: AuditVerify {
+            ok: b.is_none(),
+            events: count,
+            error: b.map(|b| b.to_string()),
+        },
+        lines,
+        last: last.clone(),
+        first_unverified,
+    };
+    if broken.is_some() || count == 0 {
+        return done(broken);
     }
+    done(whole_chain(count, chain.keyed_from, head, at_head, key.as_ref()))
+}
+
+/// The checks on the chain as a whole, once every line verified: it is
+/// keyed, and `audit.head` matches it.
+fn whole_chain(
+    count: u64,
+    keyed_from: Option<u64>,
+    head: Option<Head>,
+    at_head: Option<String>,
+    key: Option<&Key>,
+) -> Option<Break> {
     let place = |p: &str| p.to_owned();
-    let Some(keyed_from) = chain.keyed_from else {
-        return broken(
-            count,
-            Break {
-                place: place("the log"),
-                check: "keyed",
-                why: "no line is keyed with the integrity key: keyed lines were removed, or the first keyed \
-                      event (BWK-SYS-0006) could not be written yet (is the disk full?)"
-                    .to_owned(),
-            },
-        );
+    let Some(keyed_from) = keyed_from else {
+        return Some(Break {
+            place: place("the log"),
+            check: "keyed",
+            why: "no line is keyed with the integrity key: keyed lines were removed, or the first keyed \
+                  event (BWK-SYS-0006) could not be written yet (is the disk full?)"
+                .to_owned(),
+        });
     };
     let head_break = |check, why| Break {
         place: place("audit.head"),
@@ -370,44 +431,31 @@ pub fn verify(paths: &Paths) -> AuditVerify {
         why,
     };
     let Some(head) = head else {
-        return broken(count, head_break("present", "audit.head is missing".to_owned()));
+        return Some(head_break("present", "audit.head is missing".to_owned()));
     };
     if head.seq > count {
-        return broken(
-            count,
-            head_break(
-                "seq",
-                format!(
-                    "records line {} but the log ends at line {count}: lines were removed from the end",
-                    head.seq
-                ),
+        return Some(head_break(
+            "seq",
+            format!(
+                "records line {} but the log ends at line {count}: lines were removed from the end",
+                head.seq
             ),
-        );
+        ));
     }
     if let Some(line_hash) = at_head.filter(|h| *h != head.hash) {
-        return broken(
-            count,
-            head_break(
-                "hash",
-                format!(
-                    "expected {line_hash} (the hash of line {}), found {}",
-                    head.seq, head.hash
-                ),
+        return Some(head_break(
+            "hash",
+            format!(
+                "expected {line_hash} (the hash of line {}), found {}",
+                head.seq, head.hash
             ),
-        );
+        ));
     }
-    if (head.seq >= keyed_from || head.mac.is_some()) && !head.verifies(key.as_ref()) {
-        return broken(
-            count,
-            head_break(
-                "mac",
-                "missing or not valid under this host's integrity key: the head was rewritten".to_owned(),
-            ),
-        );
+    if (head.seq >= keyed_from || head.mac.is_some()) && !head.verifies(key) {
+        return Some(head_break(
+            "mac",
+            "missing or not valid under this host's integrity key: the head was rewritten".to_owned(),
+        ));
     }
-    AuditVerify {
-        ok: true,
-        events: count,
-        error: None,
-    }
+    None
 }

@@ -14,6 +14,8 @@
 //! shown.
 
 mod chain;
+pub mod controls;
+mod evidence;
 mod writer;
 
 use bulwark_model::api::{AuditEvent, AuditVerify};
@@ -22,6 +24,7 @@ use crate::host::Host;
 use crate::state::StateError;
 use chain::Paths;
 pub use chain::MAX_TAIL;
+pub use evidence::{assemble as evidence, Inputs as EvidenceInputs, Window, WindowError};
 pub use writer::AuditLog;
 
 /// One kind of event in the catalogue.

@@ -15,6 +15,7 @@ use crate::error;
 
 mod docs;
 mod doctor;
+mod evidence;
 mod ima;
 mod peers;
 mod profile;
@@ -85,6 +86,7 @@ pub fn run(cli: &Cli) -> u8 {
         } => query::audit_verify(&ctx, &mut out),
         Command::Ima { command } => ima::run(&ctx, &mut out, command),
         Command::Vault { command } => vault::run(&ctx, &mut out, command),
+        Command::Evidence(args) => evidence::run(&ctx, &mut out, args),
         Command::Completions { shell } => docs::completions(&mut out, *shell, cli.json),
         Command::Man { dir } => docs::man(&mut out, dir, cli.json),
     };
