@@ -88,20 +88,19 @@ pub const BACKUP: ControlDef = ControlDef {
     iso2013: &["A.17.1.2", "A.12.3.1"],
     iso2022: &["A.8.13", "A.8.14"],
     modules: &[],
-    named: &[],
-    evidence: "the Vault's snapshots and restore tests of the period, from their audit events",
+    named: &[("vault", SNAPSHOT_CHECK)],
+    evidence: "the Vault's snapshots and restore tests of the period, from their audit events, and the \
+               health of its snapshot schedule",
 };
 
+/// The Vault module's health check of its snapshots; present exactly when
+/// the profile in force has a `[vault.snapshots]` section.
+pub const SNAPSHOT_CHECK: &str = "vault-snapshots";
+
 /// Backup events that record a snapshot (taken, uploaded, failed), and a
-/// restore test (passed, failed). Which of them the catalogue holds decides
-/// whether this bulwarkd can evidence backups at all.
+/// restore test (passed, failed).
 pub const SNAPSHOT_EVENTS: &[&str] = &["BWK-VLT-0201", "BWK-VLT-0202", "BWK-VLT-0203"];
 pub const RESTORE_TEST_EVENTS: &[&str] = &["BWK-VLT-0205", "BWK-VLT-0206"];
-
-/// This build records Vault snapshots (its catalogue has their events).
-pub fn backups_recorded() -> bool {
-    CATALOGUE.iter().any(|k| SNAPSHOT_EVENTS.contains(&k.id))
-}
 
 pub const LOGGING: ControlDef = ControlDef {
     id: "logging",

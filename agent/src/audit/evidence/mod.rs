@@ -368,9 +368,9 @@ fn control(
 }
 
 /// Backups are the Vault's snapshots: without a Vault there is nothing to
-/// back up, and a bulwarkd without snapshot events in its catalogue takes
-/// none. With them, a failed snapshot or restore test in the period fails
-/// the control, and a period without a snapshot warns.
+/// back up, and without `[vault.snapshots]` (no `vault-snapshots` check)
+/// none are taken. With them, a failed snapshot or restore test in the
+/// period fails the control, and a period without a snapshot warns.
 fn backups(out: &mut Control, status: &Status, events: &[AuditEvent]) {
     if !managed(status, "vault") {
         out.status = ControlStatus::NotManaged;
@@ -386,7 +386,10 @@ fn backups(out: &mut Control, status: &Status, events: &[AuditEvent]) {
             .collect()
     };
     let (snapshots, tests) = (of(controls::SNAPSHOT_EVENTS), of(controls::RESTORE_TEST_EVENTS));
-    let configured = controls::backups_recorded();
+    let configured = out
+        .checks
+        .iter()
+        .any(|c| c.module == "vault" && c.name == controls::SNAPSHOT_CHECK);
     let failed: Vec<String> = snapshots
         .iter()
         .chain(&tests)
@@ -400,8 +403,8 @@ fn backups(out: &mut Control, status: &Status, events: &[AuditEvent]) {
     });
     if !configured {
         out.status = ControlStatus::NoEvidence;
-        out.reason = "not configured: this bulwarkd takes no Vault snapshots and runs no restore tests, so \
-                      nothing on this host evidences backups"
+        out.reason = "not configured: the profile in force has no [vault.snapshots] section, so this host \
+                      takes no Vault snapshots and runs no restore tests"
             .to_owned();
     } else if !failed.is_empty() {
         out.status = ControlStatus::Fail;

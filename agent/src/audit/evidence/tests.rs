@@ -171,21 +171,21 @@ fn every_control_of_the_table_is_reported_in_order_with_its_status() {
 }
 
 #[test]
-fn backups_without_snapshots_in_the_catalogue_are_not_configured_never_a_pass() {
+fn backups_without_a_snapshot_schedule_are_not_configured_never_a_pass() {
     let (_dir, host) = host_with(&[]);
     let world = World::new(vec![check("vault", "vault", Level::Ok, "unsealed")], &["vault"]);
     let e = world.report(&host, Window::default());
     let (s, why) = status_of(&e, "backup");
     assert_eq!(s, ControlStatus::NoEvidence, "{why}");
     assert!(
-        why.starts_with("not configured: this bulwarkd takes no Vault snapshots"),
+        why.starts_with("not configured: the profile in force has no [vault.snapshots] section"),
         "{why}"
     );
     assert!(e
         .summary
         .problems
         .iter()
-        .any(|p| p.contains("not configured: this bulwarkd takes no Vault snapshots")));
+        .any(|p| p.contains("not configured: the profile in force has no [vault.snapshots] section")));
     assert_eq!(e.summary.status, ControlStatus::NoEvidence);
 }
 
