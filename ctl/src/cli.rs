@@ -739,9 +739,18 @@ Example:
 Take a raft snapshot now: written atomically (0600) to the snapshot directory
 with its SHA-256, uploaded to the bucket and read back when the profile has
 s3, and retention applied. Exit code 1 when the upload failed (the snapshot
-is kept locally and the upload retried).")]
+is kept locally and the upload retried).
+
+Example:
+  bulwarkctl vault snapshot && bulwarkctl vault snapshots")]
     Snapshot,
     /// List the snapshots: local and off-site, with age, size and digest
+    #[command(long_about = "\
+List the Vault's snapshots, local (each with whether it is off-site yet) and
+in the bucket, with age, size and SHA-256, and the last restore test.
+
+Example:
+  bulwarkctl vault snapshots")]
     Snapshots,
     /// Replace the Vault's data with a snapshot (asks first; --yes)
     #[command(long_about = "\
@@ -766,7 +775,10 @@ Restore the latest snapshot (the off-site copy when there is one) into a
 throw-away Vault of the same binary on a free loopback port, read back the
 canary written before the snapshot and compare it; then remove everything.
 Runs under static custody (a Shamir snapshot opens only with its shares).
-Exit code 1 when the test fails.")]
+Exit code 1 when the test fails.
+
+Example:
+  bulwarkctl vault restore-test")]
     RestoreTest,
 }
 
