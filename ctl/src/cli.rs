@@ -774,12 +774,20 @@ Example:
 Restore the latest snapshot (the off-site copy when there is one) into a
 throw-away Vault of the same binary on a free loopback port, read back the
 canary written before the snapshot and compare it; then remove everything.
-Runs under static custody (a Shamir snapshot opens only with its shares).
-Exit code 1 when the test fails.
+Under static and transit custody it needs nothing and also runs on its own
+every restore_test_every. A manual (Shamir) snapshot opens only with the
+original shares: give them with --shares (typed without echo, an empty line
+to finish, or one per line on stdin); they are used in memory and never
+stored. Exit code 1 when the test fails.
 
-Example:
-  bulwarkctl vault restore-test")]
-    RestoreTest,
+Examples:
+  bulwarkctl vault restore-test
+  bulwarkctl vault restore-test --shares        # manual custody")]
+    RestoreTest {
+        /// Read the original unseal shares (manual custody)
+        #[arg(long)]
+        shares: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

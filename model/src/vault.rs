@@ -191,6 +191,24 @@ pub struct SnapshotsResponse {
     pub last_restore_test: Option<RestoreTest>,
 }
 
+/// `POST /v1/modules/vault/restore-test`. `shares`: under manual custody,
+/// the original unseal shares (a threshold of them) that open the restored
+/// snapshot; used in memory and never stored.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTestRequest {
+    #[serde(default)]
+    pub shares: Vec<String>,
+}
+
+impl std::fmt::Debug for RestoreTestRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreTestRequest")
+            .field("shares", &format_args!("<{} redacted>", self.shares.len()))
+            .finish()
+    }
+}
+
 /// `POST /v1/modules/vault/restore`: replace the Vault's data with a
 /// snapshot. The token must allow `update` on
 /// `sys/storage/raft/snapshot-force` (Bulwark's own token cannot).

@@ -233,7 +233,7 @@ fn migrate_moves_a_manual_vault_to_static_with_its_shares() {
 }
 
 #[test]
-fn transit_custody_unseals_through_a_second_real_bao() {
+fn transit_custody_unseals_through_a_second_real_bao_and_restore_tests_its_snapshot_unattended() {
     let mut lab = Lab::new("vlt-trn");
     let url = serve_bao(&lab.net.vps);
     let ns = lab.net.vps.clone();
@@ -313,7 +313,8 @@ fn transit_custody_unseals_through_a_second_real_bao() {
         "\n[vault.transit]\naddress = \"http://127.0.0.1:18300\"\nkey_name = \"bulwark-unseal\"\ntoken_file = \"{}\"\n",
         token_file.display()
     );
-    let text = profile(&url, bao_sha256(), "transit", "\"off\"", "").replace(
+    let snapshots = "\n[vault.snapshots]\nevery = \"1h\"\nkeep = 2\nrestore_test_every = \"off\"\n";
+    let text = profile(&url, bao_sha256(), "transit", "\"off\"", snapshots).replace(
         "credential_store = \"file\"\n",
         &format!("credential_store = \"file\"{extra}"),
     );
@@ -328,6 +329,16 @@ fn transit_custody_unseals_through_a_second_real_bao() {
     });
     let keys = init(d);
     assert_eq!(keys.key_kind, "recovery");
+    // A transit snapshot is restore-tested unattended: the throw-away Vault
+    // unwraps the restored keyring through the same transit key.
+    let r = d.ctl(&["--json", "vault", "snapshot"]);
+    assert_eq!(r.code, Some(0), "{r}\n{}", d.logs());
+    let r = d.ctl(&["--json", "vault", "restore-test"]);
+    assert_eq!(r.code, Some(0), "{r}\n{}", d.logs());
+    let t: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+    assert_eq!(t["passed"], true, "{t}");
+    assert!(t["reason"].as_str().unwrap().contains("canary matched"), "{t}");
+    assert!(!d.root.join("run/bulwark/vault-restore-test").exists());
     assert_no_leak(d, &ns, &[("the transit token", token.as_str())]);
 }
 

@@ -588,3 +588,103 @@ fn a_kill_9_during_the_restore_test_leaves_no_process_or_directory_after_the_res
     assert_eq!(r.code, Some(0), "{r}\n{}", lab.daemon.logs());
     thread::sleep(Duration::from_millis(10));
 }
+
+/// `bulwarkctl vault restore-test --shares` with `shares` on stdin.
+fn restore_test_with(d: &Daemon, shares: &[&str]) -> bulwark_tests::Ran {
+    let mut cmd = Command::new(bulwark_tests::bin("bulwarkctl"));
+    cmd.env_remove("SSH_CONNECTION").arg("--socket").arg(d.socket()).args([
+        "--json",
+        "vault",
+        "restore-test",
+        "--shares",
+    ]);
+    let input: String = shares.iter().map(|s| format!("{s}\n")).collect();
+    run_with_stdin(&mut cmd, input.as_bytes())
+}
+
+#[test]
+fn a_manual_custody_snapshot_is_restore_tested_only_with_the_original_shares_which_are_never_kept() {
+    let mut lab = Lab::new("vsn-man");
+    let ns = lab.net.vps.clone();
+    let url = serve_bao(&ns);
+    lab.daemon.start(None);
+    let text = profile(
+        &url,
+        bao_sha256(),
+        "manual",
+        "\"off\"",
+        "\n[vault.snapshots]\nevery = \"1h\"\nkeep = 3\nrestore_test_every = \"1h\"\n",
+    );
+    let p = lab.daemon.write_profile("manual-snap", text);
+    lab.daemon.apply(&p, &[]);
+    let d = &lab.daemon;
+    wait_for(d, "self-initialised", START, |s| s.custody_record);
+    let keys = init(d);
+    assert_eq!((keys.keys.len(), keys.threshold), (5, 3));
+    let root = keys.root_token.clone().expect("a root token");
+    wait_for(d, "unsealed (shamir)", START, |s| {
+        unsealed(s) && s.seal_type == "shamir"
+    });
+    let r = d.ctl(&["--json", "vault", "snapshot"]);
+    assert_eq!(r.code, Some(0), "{r}\n{}", d.logs());
+    let test_dir = d.root.join("run/bulwark/vault-restore-test");
+    let main = bao_pid(d).unwrap();
+    let nothing_left = |what: &str| {
+        assert!(!test_dir.exists(), "{what}: the restore test's directory is left");
+        assert_eq!(bao_processes(&ns), vec![main], "{what}: only the live Vault runs");
+    };
+
+    // Health says how to run it; nothing runs it on its own.
+    let (level, reason) = snapshot_health(d);
+    assert_eq!(level, "ok", "{reason}");
+    assert!(reason.contains("restore-test --shares"), "{reason}");
+    assert!(listing(d).last_restore_test.is_none());
+
+    // Without shares, or with too few: refused as a conflict, nothing started.
+    let r = d.ctl(&["--json", "vault", "restore-test"]);
+    assert_eq!(r.code, Some(6), "{r}");
+    assert!(
+        r.stdout.contains("original shares") && r.stdout.contains("give 3"),
+        "{r}"
+    );
+    let r = restore_test_with(d, &keys.keys[..2].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r.code, Some(6), "{r}");
+    assert!(r.stdout.contains("2 given"), "{r}");
+    nothing_left("too few shares");
+
+    // A wrong share is the operator's mistake: a bad request, no failed test.
+    let wrong = "00".repeat(keys.keys[0].len() / 2);
+    let r = restore_test_with(d, &[keys.keys[0].as_str(), keys.keys[1].as_str(), wrong.as_str()]);
+    assert_eq!(r.code, Some(4), "{r}\n{}", d.logs());
+    assert!(r.stdout.contains("shares:"), "{r}");
+    nothing_left("a wrong share");
+    assert!(listing(d).last_restore_test.is_none(), "a typo was recorded as a test");
+    assert_ne!(snapshot_health(d).0, "critical");
+
+    // The original shares (any three) open the restored snapshot.
+    let r = restore_test_with(
+        d,
+        &[keys.keys[4].as_str(), keys.keys[2].as_str(), keys.keys[0].as_str()],
+    );
+    assert_eq!(r.code, Some(0), "{r}\n{}", d.logs());
+    let t: RestoreTest = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+    assert!(t.passed, "{t:?}");
+    assert!(
+        t.reason.contains("canary matched") && t.reason.contains("unsealed with the shares"),
+        "{t:?}"
+    );
+    eprintln!("manual custody restore test: {} ms ({})", t.took_ms, t.reason);
+    nothing_left("a passed test");
+    let (level, reason) = snapshot_health(d);
+    assert_eq!(level, "ok", "{reason}");
+    assert!(reason.contains("restore test passed"), "{reason}");
+    let ev = events(d);
+    assert!(ev.iter().any(|(e, _)| e == "BWK-VLT-0205"), "{ev:?}");
+    assert!(!ev.iter().any(|(e, _)| e == "BWK-VLT-0206"), "{ev:?}");
+    wait_for(d, "the live Vault still unsealed", START, unsealed);
+
+    // The shares were used in memory only.
+    let mut secrets: Vec<(&str, &str)> = keys.keys.iter().map(|k| ("an unseal share", k.as_str())).collect();
+    secrets.push(("the root token", root.as_str()));
+    assert_no_leak(d, &ns, &secrets);
+}

@@ -403,25 +403,37 @@ impl Client {
         })
     }
 
-    /// `PUT sys/init` of a fresh auto-unseal Vault: its root token (the
-    /// throw-away Vault of a restore test only).
-    pub fn init_auto(&self) -> Result<Secret, VaultError> {
+    /// `PUT sys/init` of a fresh Vault (the throw-away Vault of a restore
+    /// test only): its root token, and its one unseal key when `shamir`
+    /// (auto-unseal: a recovery key, not kept).
+    pub fn init_throwaway(&self, shamir: bool) -> Result<(Secret, Option<Secret>), VaultError> {
+        let body = if shamir {
+            json!({ "secret_shares": 1, "secret_threshold": 1 })
+        } else {
+            json!({ "recovery_shares": 1, "recovery_threshold": 1 })
+        };
         // Raft elects its leader during init: seconds on a loaded host.
         let v = self.ok_within(
             reqwest::Method::PUT,
             "sys/init",
             None,
-            Some(json!({ "recovery_shares": 1, "recovery_threshold": 1 })),
+            Some(body),
             Duration::from_secs(60),
         )?;
-        v["root_token"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .map(|t| Secret(t.to_owned()))
-            .ok_or_else(|| VaultError::Api {
-                call: "PUT /v1/sys/init".to_owned(),
-                reason: "no root token in the answer".to_owned(),
-            })
+        let field = |name: &str| {
+            let value = if name == "keys" { &v[name][0] } else { &v[name] };
+            value
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(|t| Secret(t.to_owned()))
+                .ok_or_else(|| VaultError::Api {
+                    call: "PUT /v1/sys/init".to_owned(),
+                    reason: format!("no {name} in the answer"),
+                })
+        };
+        let root = field("root_token")?;
+        let key = if shamir { Some(field("keys")?) } else { None };
+        Ok((root, key))
     }
 
     pub fn read_canary(&self, token: &Secret) -> Result<String, VaultError> {

@@ -17,7 +17,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bulwark_model::profile::{Custody, Vault as VaultProfile};
-use bulwark_model::vault::{AckRequest, InitRequest, InitResponse, RestoreRequest, UnsealRequest, UnsealResponse};
+use bulwark_model::vault::{
+    AckRequest, InitRequest, InitResponse, RestoreRequest, RestoreTestRequest, UnsealRequest, UnsealResponse,
+};
 use serde_json::Value;
 
 use super::client::{Client, Secret};
@@ -119,15 +121,27 @@ impl Vault {
                         to_json(&serde_json::json!({ "restored": msg }))
                     }
                     _ => {
-                        let _: AckRequest = body(req)?;
-                        if v.custody != Custody::Static {
-                            return Err(VaultError::Conflict(format!(
-                                "restore tests run only under static custody; a {} Vault's snapshot opens only \
-                                 with its keys",
-                                v.custody.as_str()
-                            )));
+                        let r: RestoreTestRequest = body(req)?;
+                        let shares: Vec<Secret> = r.shares.iter().map(|k| Secret(k.trim().to_owned())).collect();
+                        match (v.custody, shares.len()) {
+                            (Custody::Manual, n) if n < usize::from(v.threshold) => {
+                                return Err(VaultError::Conflict(format!(
+                                    "a manual (Shamir) snapshot opens only with the original shares: give {} \
+                                     (`bulwarkctl vault restore-test --shares`){}",
+                                    v.threshold,
+                                    if n > 0 { format!("; {n} given") } else { String::new() }
+                                )))
+                            }
+                            (Custody::Manual, _) => {}
+                            (c, n) if n > 0 => {
+                                return Err(VaultError::BadRequest(format!(
+                                    "shares: a {} Vault's restore test needs none (only manual custody does)",
+                                    c.as_str()
+                                )))
+                            }
+                            _ => {}
                         }
-                        let t = self.restore_test(cx, v, &s);
+                        let t = self.restore_test(cx, v, &s, &shares)?;
                         to_json(&t)
                     }
                 }

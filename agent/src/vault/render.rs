@@ -177,6 +177,20 @@ pub fn config(profile_name: &str, v: &VaultProfile, layout: &Layout, stage: Stag
         "  options {{\n    file_path = \"{}\"\n    mode = \"0600\"\n  }}\n}}",
         layout.audit_log()
     );
+    s.push_str(&seal(v, stage, c));
+    // OpenBao refuses self-initialisation without an auto-unseal seal.
+    if v.custody != Custody::Manual || stage == Stage::Staging {
+        s.push_str(&self_init(c));
+    }
+    s
+}
+
+/// The `seal` stanza of `v` at `stage`, its key or token read from the
+/// directory `creds` (none for a Shamir Vault). The restore test's
+/// throw-away Vault uses the same stanza with its own directory.
+pub fn seal(v: &VaultProfile, stage: Stage, creds: &str) -> String {
+    let c = creds;
+    let mut s = String::new();
     let static_seal = |s: &mut String, id: &str, key: &str, disabled: bool| {
         let _ = writeln!(s, "\nseal \"static\" {{");
         if disabled {
@@ -199,10 +213,6 @@ pub fn config(profile_name: &str, v: &VaultProfile, layout: &Layout, stage: Stag
                 let _ = writeln!(s, "  token = \"file://{c}/{}\"\n}}", cred::TRANSIT_TOKEN);
             }
         }
-    }
-    // OpenBao refuses self-initialisation without an auto-unseal seal.
-    if v.custody != Custody::Manual || stage == Stage::Staging {
-        s.push_str(&self_init(c));
     }
     s
 }

@@ -3,13 +3,18 @@
 //! throw-away Vault of the same binary on free loopback ports with its own
 //! raft directory, and the canary of that snapshot read back and compared.
 //!
-//! Only under static custody: the throw-away Vault gets a copy of the static
-//! key, so the restored keyring opens and stays unsealed. (A Shamir snapshot
-//! opens only with the original shares and a restart.) Everything lives in
-//! one 0700 directory on tmpfs, `/run/bulwark/vault-restore-test`, and is
-//! removed afterwards; a bulwarkd killed during a test leaves it, and the
-//! next start stops the throw-away server (found by its configuration on
-//! its command line) and removes the directory.
+//! The throw-away Vault gets the live Vault's seal with its own copy of
+//! the key: under static custody the static key, under transit custody the
+//! transit token (the transit server unwraps the restored keyring), so the
+//! restored keyring opens and stays unsealed: both run unattended. A Shamir
+//! snapshot (manual custody) seals the throw-away Vault and opens only after
+//! a restart with the ORIGINAL shares, so it runs on demand only, with the
+//! shares the operator gives (`vault restore-test --shares`); they are used
+//! in memory and never stored. Everything lives in one 0700 directory on
+//! tmpfs, `/run/bulwark/vault-restore-test`, and is removed afterwards; a
+//! bulwarkd killed during a test leaves it, and the next start stops the
+//! throw-away server (found by its configuration on its command line) and
+//! removes the directory.
 //!
 //! `restore` (the live Vault) lives here too: it needs a token that may
 //! `update` `sys/storage/raft/snapshot-force`, which Bulwark's own cannot.
@@ -24,8 +29,9 @@ use bulwark_model::profile::{Custody, Snapshots, Vault as VaultProfile};
 use bulwark_model::vault::RestoreTest;
 
 use super::client::{Client, Secret};
+use super::render::{self, cred, Stage};
 use super::snapshots::{now_unix, sha256_hex, Entry};
-use super::{render::cred, supervise, Vault, VaultError};
+use super::{supervise, Vault, VaultError};
 use crate::audit::{self, Outcome};
 use crate::module::Cx;
 use crate::state;
@@ -45,7 +51,7 @@ fn free_port() -> Result<u16, VaultError> {
         })
 }
 
-fn config(dir: &Path, port: u16, cluster: u16) -> String {
+fn config(v: &VaultProfile, dir: &Path, port: u16, cluster: u16) -> String {
     let d = dir.display();
     let mut s = String::new();
     let _ = writeln!(s, "# Bulwark's restore test: a throw-away Vault, removed afterwards.");
@@ -61,12 +67,9 @@ fn config(dir: &Path, port: u16, cluster: u16) -> String {
         s,
         "listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}"
     );
-    // The live Vault's key ID: the restored keyring is wrapped under it.
-    let _ = writeln!(
-        s,
-        "seal \"static\" {{\n  current_key_id = \"bulwark-1\"\n  current_key = \"file://{d}/{}\"\n}}",
-        cred::STATIC_KEY
-    );
+    // The live Vault's seal (key ID included: the restored keyring is
+    // wrapped under it), reading its key or token from this directory.
+    s.push_str(&render::seal(v, Stage::Steady, &d.to_string()));
     s
 }
 
@@ -141,17 +144,26 @@ impl Vault {
         Ok((bytes, source))
     }
 
-    /// Run one restore test, record it, audit it; the result either way.
-    pub(super) fn restore_test(&mut self, cx: &mut Cx<'_>, v: &VaultProfile, s: &Snapshots) -> RestoreTest {
+    /// Run one restore test, record it, audit it; the result either way,
+    /// except a share the restored snapshot refuses (the operator's typo is
+    /// no failed restore): that is the error, and nothing is recorded.
+    /// `shares`: the original unseal shares (manual custody only).
+    pub(super) fn restore_test(
+        &mut self,
+        cx: &mut Cx<'_>,
+        v: &VaultProfile,
+        s: &Snapshots,
+        shares: &[Secret],
+    ) -> Result<RestoreTest, VaultError> {
         let t0 = Instant::now();
         let mut cat = match self.catalogue() {
             Ok(c) => c,
             Err(e) => {
-                return RestoreTest {
+                return Ok(RestoreTest {
                     reason: e.to_string(),
                     at: now_unix(),
                     ..RestoreTest::default()
-                }
+                })
             }
         };
         let latest = cat.latest().cloned();
@@ -161,12 +173,13 @@ impl Vault {
         };
         let outcome = match &latest {
             None => Err(VaultError::Conflict("there is no snapshot to restore yet".to_owned())),
-            Some(e) => self.restore_into_throwaway(v, s, e),
+            Some(e) => self.restore_into_throwaway(v, s, e, shares),
         };
         self.cleanup_restore_test();
         result.at = now_unix();
         result.took_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {
+            Err(e @ VaultError::BadRequest(_)) => return Err(e),
             Ok((source, phases)) => {
                 result.passed = true;
                 result.source = source.to_owned();
@@ -194,7 +207,7 @@ impl Vault {
         if let Err(e) = self.save_catalogue(&cat) {
             log::error!(error:display = e; "cannot record the restore test");
         }
-        result
+        Ok(result)
     }
 
     /// The copy used (`remote` or `local`) and how long each step took.
@@ -203,91 +216,41 @@ impl Vault {
         v: &VaultProfile,
         s: &Snapshots,
         e: &Entry,
+        shares: &[Secret],
     ) -> Result<(&'static str, String), VaultError> {
-        if v.custody != Custody::Static {
-            return Err(VaultError::Conflict(format!(
-                "restore tests run only under static custody; a {} Vault's snapshot opens only with its keys",
-                v.custody.as_str()
-            )));
-        }
         let (bytes, source) = self.snapshot_bytes(s, e)?;
-        let key = self
-            .store(v)
-            .get(cred::STATIC_KEY)?
-            .ok_or_else(|| VaultError::Conflict("the static key is missing from the store".to_owned()))?;
+        // The throw-away Vault's own copy of what opens the live seal.
+        let seal_key = match (v.custody, &v.transit) {
+            (Custody::Static, _) => Some((
+                cred::STATIC_KEY,
+                self.store(v)
+                    .get(cred::STATIC_KEY)?
+                    .ok_or_else(|| VaultError::Conflict("the static key is missing from the store".to_owned()))?,
+            )),
+            // Written as the live Vault gets it (materialise_credentials).
+            (Custody::Transit, Some(t)) => Some((cred::TRANSIT_TOKEN, Secret(super::read_file(&t.token_file)?))),
+            _ => None,
+        };
         let token = self.bulwark_token(v)?;
         self.cleanup_restore_test();
         let dir = self.test_dir();
         state::private_dir(&dir, 0o700).map_err(VaultError::State)?;
         state::private_dir(&dir.join("raft"), 0o700).map_err(VaultError::State)?;
-        state::write_atomic(&dir.join(cred::STATIC_KEY), key.expose().as_bytes()).map_err(VaultError::State)?;
+        if let Some((name, key)) = &seal_key {
+            state::write_atomic(&dir.join(name), key.expose().as_bytes()).map_err(VaultError::State)?;
+        }
         let (port, cluster) = (free_port()?, free_port()?);
-        let conf = dir.join("config.hcl");
-        state::write_atomic(&conf, config(&dir, port, cluster).as_bytes()).map_err(VaultError::State)?;
-        let log = dir.join("bao.log");
-        let mut server = supervise::spawn(&self.installer.current_binary(), &conf, &log, &dir.join("bao.pid"))?;
-        let result = self.check_throwaway(&mut server, &log, port, bytes, &token, e);
-        server.kill();
-        result.map(|phases| (source, phases))
-    }
-
-    /// Init the throw-away Vault, restore into it, compare the canary.
-    fn check_throwaway(
-        &self,
-        server: &mut supervise::Server,
-        log: &Path,
-        port: u16,
-        bytes: Vec<u8>,
-        token: &Secret,
-        e: &Entry,
-    ) -> Result<String, VaultError> {
-        let client = Client::new(&format!("http://127.0.0.1:{port}"), None)?;
-        let mut up = || {
-            if !server.alive() {
-                return Err(VaultError::Start(format!(
-                    "the throw-away Vault exited: {}",
-                    super::tail(log, 6)
-                )));
-            }
-            Ok(client.seal_status().is_ok())
+        state::write_atomic(&dir.join("config.hcl"), config(v, &dir, port, cluster).as_bytes())
+            .map_err(VaultError::State)?;
+        let mut throwaway = Throwaway {
+            binary: self.installer.current_binary(),
+            client: Client::new(&format!("http://127.0.0.1:{port}"), None)?,
+            server: None,
+            dir,
         };
-        let mut failed = None;
-        wait("the throw-away Vault did not answer", || match up() {
-            Ok(b) => b,
-            Err(err) => {
-                failed = Some(err);
-                true
-            }
-        })?;
-        if let Some(err) = failed {
-            return Err(err);
-        }
-        let t0 = Instant::now();
-        let mut phases = Vec::new();
-        let mut phase = |name: &str| phases.push(format!("{name} {} ms", t0.elapsed().as_millis()));
-        phase("up");
-        let root: Secret = client.init_auto()?;
-        client.wait_active(WAIT)?;
-        phase("initialised");
-        client.restore(&root, bytes)?;
-        phase("restored");
-        client.wait_active(WAIT)?;
-        phase("active");
-        let canary = client.read_canary(token)?;
-        phase("canary read");
-        if canary.is_empty() {
-            return Err(VaultError::Corrupt {
-                path: PathBuf::from(&e.shown.name),
-                reason: "the restored Vault has no canary".to_owned(),
-            });
-        }
-        if sha256_hex(canary.as_bytes()) != e.canary_sha256 {
-            return Err(VaultError::Corrupt {
-                path: PathBuf::from(&e.shown.name),
-                reason: "the restored canary differs from the one written before the snapshot".to_owned(),
-            });
-        }
-        Ok(phases.join(", "))
+        let result = throwaway.check(bytes, &token, shares, e);
+        throwaway.stop();
+        result.map(|phases| (source, phases))
     }
 
     /// Replace the live Vault's data with snapshot `name` (`token` may
@@ -315,5 +278,119 @@ impl Vault {
         let msg = format!("{name} ({source} copy, sha256 {})", e.shown.sha256);
         cx.event(&audit::VLT_RESTORED, Outcome::Success, msg.clone());
         Ok(msg)
+    }
+}
+
+/// The throw-away Vault of one restore test.
+struct Throwaway {
+    binary: PathBuf,
+    client: Client,
+    server: Option<supervise::Server>,
+    dir: PathBuf,
+}
+
+impl Throwaway {
+    /// Start the server and wait until it answers.
+    fn start(&mut self) -> Result<(), VaultError> {
+        let log = self.dir.join("bao.log");
+        let mut server = supervise::spawn(
+            &self.binary,
+            &self.dir.join("config.hcl"),
+            &log,
+            &self.dir.join("bao.pid"),
+        )?;
+        let client = &self.client;
+        let mut exited = false;
+        let answered = wait("the throw-away Vault did not answer", || {
+            exited = !server.alive();
+            exited || client.seal_status().is_ok()
+        });
+        self.server = Some(server);
+        if exited {
+            return Err(VaultError::Start(format!(
+                "the throw-away Vault exited: {}",
+                super::tail(&log, 6)
+            )));
+        }
+        answered
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill();
+        }
+    }
+
+    /// Init, restore `bytes`, open the restored keyring (with `shares`
+    /// under manual custody), compare the canary: how long each step took.
+    fn check(&mut self, bytes: Vec<u8>, token: &Secret, shares: &[Secret], e: &Entry) -> Result<String, VaultError> {
+        self.start()?;
+        let t0 = Instant::now();
+        let mut phases = Vec::new();
+        let mut phase = |name: &str| phases.push(format!("{name} {} ms", t0.elapsed().as_millis()));
+        phase("up");
+        let shamir = !shares.is_empty();
+        let (root, key) = self.client.init_throwaway(shamir)?;
+        if let Some(key) = &key {
+            self.client.unseal(key, false)?;
+        }
+        self.client.wait_active(WAIT)?;
+        phase("initialised");
+        self.client.restore(&root, bytes)?;
+        phase("restored");
+        if shamir {
+            // The restored keyring is under the original shares: the server
+            // seals itself once the snapshot is in (a restart before that
+            // loses it), then opens only after a restart, with them.
+            let client = &self.client;
+            wait("the throw-away Vault did not seal itself after the restore", || {
+                client.seal_status().is_ok_and(|s| s.sealed)
+            })?;
+            phase("sealed itself");
+            self.stop();
+            self.start()?;
+            self.open_with(shares)?;
+            phase("unsealed with the shares");
+        }
+        self.client.wait_active(WAIT)?;
+        phase("active");
+        let canary = self.client.read_canary(token)?;
+        phase("canary read");
+        if canary.is_empty() {
+            return Err(VaultError::Corrupt {
+                path: PathBuf::from(&e.shown.name),
+                reason: "the restored Vault has no canary".to_owned(),
+            });
+        }
+        if sha256_hex(canary.as_bytes()) != e.canary_sha256 {
+            return Err(VaultError::Corrupt {
+                path: PathBuf::from(&e.shown.name),
+                reason: "the restored canary differs from the one written before the snapshot".to_owned(),
+            });
+        }
+        Ok(phases.join(", "))
+    }
+
+    /// Unseal the restored snapshot with the operator's shares. A share it
+    /// refuses, or too few, is the operator's mistake (a bad request), not
+    /// a failed restore.
+    fn open_with(&self, shares: &[Secret]) -> Result<(), VaultError> {
+        let seal = self.client.seal_status()?;
+        let what = format!("the restored snapshot ({} of {} shares)", seal.t, seal.n);
+        for share in shares {
+            let status = self.client.unseal(share, false).map_err(|err| match err {
+                VaultError::Refused {
+                    status: 400, errors, ..
+                } => VaultError::BadRequest(format!("shares: {what} refused one ({errors})")),
+                other => other,
+            })?;
+            if !status.sealed {
+                return Ok(());
+            }
+        }
+        Err(VaultError::BadRequest(format!(
+            "shares: the {} given did not unseal {what}",
+            shares.len()
+        )))
     }
 }

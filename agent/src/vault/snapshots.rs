@@ -488,14 +488,15 @@ impl Vault {
             return;
         }
         let Some(every) = s.restore_test_every else { return };
-        if v.custody != Custody::Static || !unsealed || cat.latest().is_none() {
+        // A Shamir snapshot opens only with the operator's shares: on demand.
+        if v.custody == Custody::Manual || !unsealed || cat.latest().is_none() {
             return;
         }
         let last = cat.last_restore_test.as_ref().map(|t| t.at);
         let test_due = last.is_none_or(|t| now_unix() >= t.saturating_add(every.as_secs()));
         if test_due && self.snap.test_not_before.is_none_or(|t| Instant::now() >= t) {
             self.snap.test_not_before = Some(Instant::now() + FIRST_BACKOFF);
-            let _ = self.restore_test(cx, v, &s);
+            let _ = self.restore_test(cx, v, &s, &[]);
         }
     }
 
@@ -617,17 +618,29 @@ impl Vault {
                     t.reason
                 ),
             ),
+            // Nothing runs it on its own under manual custody: say when it is overdue.
+            (Some(t), Custody::Manual)
+                if s.restore_test_every
+                    .is_some_and(|every| now.saturating_sub(t.at) > 2 * every.as_secs()) =>
+            {
+                raise(
+                    Level::Warning,
+                    format!(
+                        "the last restore test passed {} ago, more than twice `restore_test_every`; a manual \
+                         (Shamir) snapshot opens only with the original shares: `bulwarkctl vault restore-test \
+                         --shares`",
+                        age(t.at)
+                    ),
+                )
+            }
             (Some(t), _) => raise(Level::Ok, format!("restore test passed {} ago", age(t.at))),
-            (None, Custody::Static) => {}
-            (None, c) => raise(
+            (None, Custody::Manual) => raise(
                 Level::Ok,
-                format!(
-                    "restore tests run only under static custody (this Vault is {}); a {} snapshot opens only with \
-                 its keys",
-                    c.as_str(),
-                    c.as_str()
-                ),
+                "no restore test yet: a manual (Shamir) snapshot opens only with the original shares, so \
+                 restore tests run on demand: `bulwarkctl vault restore-test --shares`"
+                    .to_owned(),
             ),
+            (None, _) => {}
         }
         Some(Check {
             name: "vault-snapshots".to_owned(),

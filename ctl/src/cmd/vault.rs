@@ -11,8 +11,8 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
 use bulwark_model::vault::{
-    InitResponse, RestoreRequest, RestoreTest, SnapshotEntry, SnapshotsResponse, UnsealRequest, UnsealResponse,
-    VaultStatus, MODULE,
+    InitResponse, RestoreRequest, RestoreTest, RestoreTestRequest, SnapshotEntry, SnapshotsResponse, UnsealRequest,
+    UnsealResponse, VaultStatus, MODULE,
 };
 
 use super::{emit, emit_json, Ctx};
@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx<'_>, out: &mut dyn Write, cmd: &VaultCommand) -> anyhow::Re
         VaultCommand::Snapshot => snapshot(ctx, out),
         VaultCommand::Snapshots => list(ctx, out),
         VaultCommand::Restore { snapshot, yes } => restore(ctx, out, snapshot, *yes),
-        VaultCommand::RestoreTest => restore_test(ctx, out),
+        VaultCommand::RestoreTest { shares } => restore_test(ctx, out, *shares),
     }
 }
 
@@ -160,10 +160,11 @@ fn restore(ctx: &Ctx<'_>, out: &mut dyn Write, snapshot: &str, yes: bool) -> any
     Ok(OK)
 }
 
-fn restore_test(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let answer = ctx
-        .client()?
-        .post(&path("restore-test"), Some(&serde_json::json!({})))?;
+fn restore_test(ctx: &Ctx<'_>, out: &mut dyn Write, with_shares: bool) -> anyhow::Result<u8> {
+    let req = RestoreTestRequest {
+        shares: if with_shares { read_shares()? } else { Vec::new() },
+    };
+    let answer = ctx.client()?.post(&path("restore-test"), Some(&req))?;
     let t: RestoreTest = answer.decode()?;
     if ctx.json {
         emit(out, &answer.pretty())?;
@@ -261,6 +262,32 @@ fn init(ctx: &Ctx<'_>, out: &mut dyn Write) -> anyhow::Result<u8> {
     client.post(&path("ack"), Some(&serde_json::json!({})))?;
     eprintln!("bulwarkctl: the keys are shown once; Bulwark no longer keeps them");
     Ok(OK)
+}
+
+/// The shares for a restore test: typed without echo until an empty line,
+/// or every non-empty line of stdin.
+fn read_shares() -> anyhow::Result<Vec<String>> {
+    let mut shares = Vec::new();
+    if std::io::stdin().is_terminal() {
+        loop {
+            let share = rpassword::prompt_password("original unseal share (not echoed; empty line to finish): ")?;
+            if share.trim().is_empty() {
+                break;
+            }
+            shares.push(share.trim().to_owned());
+        }
+    } else {
+        for line in std::io::stdin().lock().lines() {
+            let line = line?;
+            if !line.trim().is_empty() {
+                shares.push(line.trim().to_owned());
+            }
+        }
+    }
+    if shares.is_empty() {
+        bail!("--shares: no share given: type them, or pipe them in one per line");
+    }
+    Ok(shares)
 }
 
 /// Read shares and send each until the Vault is unsealed.
