@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bulwark_tests::addr::{VPS_ADMIN_V4, VPS_INET_V4};
@@ -181,16 +182,36 @@ fn every_generation_damaged_leaves_the_failsafe_and_the_api() {
 
 #[test]
 fn a_generation_edited_to_policy_accept_is_refused_and_the_one_before_restored() {
-    let mut lab = Lab::new("boot-edited");
+    newest_generation_edited_is_refused("boot-edited", |g| {
+        let path = g.join("firewall/ruleset.json");
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"drop\""), "{text}");
+        fs::write(&path, text.replace("\"drop\"", "\"accept\"")).unwrap();
+    });
+}
+
+#[test]
+fn a_generation_whose_seal_was_blanked_is_refused_not_trusted() {
+    // Only a store where no generation is sealed yet (an upgrade) seals
+    // unsealed ones; here a blanked seal would otherwise buy trust.
+    newest_generation_edited_is_refused("boot-blanked", |g| {
+        let path = g.join("meta.json");
+        let mut meta: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(!meta["seal"].as_str().unwrap().is_empty());
+        meta["seal"] = serde_json::Value::String(String::new());
+        fs::write(&path, meta.to_string()).unwrap();
+    });
+}
+
+/// Profile A, then B (generation 3); `edit` generation 3 on disk during a
+/// reboot: it is refused (audit, CRITICAL) and A is in force again.
+fn newest_generation_edited_is_refused(name: &str, edit: impl FnOnce(&Path)) {
+    let mut lab = Lab::new(name);
     let rules_a = a_in_force(&mut lab, A);
     let d = &lab.daemon;
     d.apply(&d.write_profile("b", B), &[]);
     lab.daemon.crash_and_reboot();
-    let newest = lab.daemon.state_dir().join("generations/000003");
-    let path = newest.join("firewall/ruleset.json");
-    let text = fs::read_to_string(&path).unwrap();
-    assert!(text.contains("\"drop\""), "{text}");
-    fs::write(&path, text.replace("\"drop\"", "\"accept\"")).unwrap();
+    edit(&lab.daemon.state_dir().join("generations/000003"));
 
     lab.daemon.restart();
     let d = &lab.daemon;

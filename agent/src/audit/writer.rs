@@ -9,7 +9,7 @@
 //!   when its write fails the head lags, which reading treats as harmless
 //!   (every later line is keyed), and the next write catches it up;
 //! - an event that cannot be written still goes to the system journal, and
-//!   the next event that can be written is preceded by `BWK-SYS-0005`
+//!   the next event that can be written is preceded by `BWK-SYS-0007`
 //!   saying how many were lost;
 //! - at start-up a last line torn by a crash is cut and the cut recorded.
 //!

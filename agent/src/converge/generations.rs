@@ -116,13 +116,22 @@ pub struct Store {
 
 impl Store {
     /// Open the store; returns it with the numbers of generations it sealed
-    /// for the first time (written before seals existed).
+    /// for the first time (written before seals existed). Only a store in
+    /// which no generation is sealed yet is such an upgrade: once one is,
+    /// a generation without a seal is damage (a blanked seal must not buy
+    /// trust) and is refused when it is loaded.
     pub fn open(state_dir: &Path, key: IntegrityKey) -> Result<(Store, Vec<u64>), StateError> {
         let dir = state_dir.join("generations");
         state::private_dir(&dir, 0o700)?;
         let store = Store { dir, key };
+        let numbers = store.numbers()?;
+        for &n in &numbers {
+            if store.read(n)?.is_some_and(|g| !g.meta.seal.is_empty()) {
+                return Ok((store, Vec::new()));
+            }
+        }
         let mut sealed = Vec::new();
-        for n in store.numbers()? {
+        for n in numbers {
             let Some(mut g) = store.read(n)? else { continue };
             if g.meta.seal.is_empty() {
                 g.meta.digest = profile_digest(&g.profile_text);
@@ -418,6 +427,23 @@ mod tests {
         let key = IntegrityKey::load_or_create(dir.path()).unwrap();
         let (_, again) = Store::open(dir.path(), key).unwrap();
         assert!(again.is_empty());
+    }
+
+    #[test]
+    fn a_blanked_seal_among_sealed_generations_is_refused_not_trusted() {
+        let (dir, s) = store();
+        s.commit(&mut generation(1)).unwrap();
+        s.commit(&mut generation(2)).unwrap();
+        let meta = s.path(2).join(META_FILE);
+        let mut m: serde_json::Value = serde_json::from_str(&fs::read_to_string(&meta).unwrap()).unwrap();
+        m["seal"] = serde_json::Value::String(String::new());
+        fs::write(&meta, m.to_string()).unwrap();
+        fs::write(s.path(2).join("firewall/ruleset.json"), "{\"policy\":\"accept\"}").unwrap();
+        let key = IntegrityKey::load_or_create(dir.path()).unwrap();
+        let (s, sealed) = Store::open(dir.path(), key).unwrap();
+        assert!(sealed.is_empty(), "{sealed:?}");
+        assert!(s.load(2).is_err(), "the blanked generation was trusted");
+        assert!(s.load(1).unwrap().is_some());
     }
 
     #[test]
