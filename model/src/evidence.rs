@@ -243,9 +243,9 @@ pub struct PeerReview {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Backups {
-    /// This bulwarkd records snapshots and restore tests (its event
-    /// catalogue has them); `false`: backups are not configured by Bulwark
-    /// on this host, and nothing here evidences them.
+    /// The profile in force has `[vault.snapshots]` (the `vault-snapshots`
+    /// check is there); `false`: backups are not configured by Bulwark on
+    /// this host, and nothing here evidences them.
     pub configured: bool,
     /// `seq` of the period's snapshot events (taken, uploaded, failed).
     pub snapshots: Vec<u64>,

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bulwark_tests::bulwark_model::evidence::{ControlStatus, Evidence};
 use bulwark_tests::bulwark_model::vault::{RestoreTest, SnapshotEntry, SnapshotsResponse};
 use bulwark_tests::{in_ns, poll, run, run_with_stdin, Daemon, Lab};
 use vault_lab::*;
@@ -682,6 +683,19 @@ fn a_manual_custody_snapshot_is_restore_tested_only_with_the_original_shares_whi
     assert!(ev.iter().any(|(e, _)| e == "BWK-VLT-0205"), "{ev:?}");
     assert!(!ev.iter().any(|(e, _)| e == "BWK-VLT-0206"), "{ev:?}");
     wait_for(d, "the live Vault still unsealed", START, unsealed);
+
+    // The auditors' report counts the snapshot and the passed test as the
+    // backup control's evidence (the refused attempts left no event).
+    let out = tempfile::tempdir().unwrap();
+    let r = d.ctl(&["evidence", "--out", out.path().to_str().unwrap()]);
+    let json = fs::read_to_string(out.path().join("evidence.json")).unwrap_or_else(|e| panic!("{e}: {r}"));
+    let report: Evidence = serde_json::from_str(&json).unwrap();
+    let backup = report.controls.iter().find(|c| c.id == "backup").unwrap();
+    let b = backup.backups.as_ref().unwrap();
+    assert!(b.configured, "{backup:#?}");
+    assert_eq!(backup.status, ControlStatus::Pass, "{backup:#?}");
+    assert!(!b.snapshots.is_empty(), "{backup:#?}");
+    assert_eq!(b.restore_tests.len(), 1, "{backup:#?}");
 
     // The shares were used in memory only.
     let mut secrets: Vec<(&str, &str)> = keys.keys.iter().map(|k| ("an unseal share", k.as_str())).collect();
