@@ -349,58 +349,56 @@ impl Client {
         .map(drop)
     }
 
+    /// A raft snapshot call: raw bytes both ways, with the long timeout.
+    /// The call's name (for errors) and the answer, whatever its status.
+    fn snapshot_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &Secret,
+        body: Option<Vec<u8>>,
+    ) -> Result<(String, reqwest::blocking::Response), VaultError> {
+        let call = format!("{method} /v1/{path}");
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.base))
+            .header("X-Vault-Token", token.expose())
+            .timeout(SNAPSHOT_TIMEOUT);
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().map_err(|e| VaultError::Api {
+            call: call.clone(),
+            reason: reason(&e),
+        })?;
+        Ok((call, resp))
+    }
+
     /// `GET sys/storage/raft/snapshot`, streamed into `out`; the bytes written.
     pub fn snapshot_into(&self, token: &Secret, out: &mut dyn std::io::Write) -> Result<u64, VaultError> {
-        let call = "GET /v1/sys/storage/raft/snapshot";
-        let mut resp = self
-            .http
-            .get(format!("{}/v1/sys/storage/raft/snapshot", self.base))
-            .header("X-Vault-Token", token.expose())
-            .timeout(SNAPSHOT_TIMEOUT)
-            .send()
-            .map_err(|e| VaultError::Api {
-                call: call.to_owned(),
-                reason: reason(&e),
-            })?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            let value = serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null);
-            return Err(VaultError::Refused {
-                call: call.to_owned(),
-                status,
-                errors: errors_of(&value),
-            });
+        let (call, mut resp) = self.snapshot_call(reqwest::Method::GET, "sys/storage/raft/snapshot", token, None)?;
+        if resp.status().as_u16() != 200 {
+            return Err(refused(call, resp));
         }
         resp.copy_to(out).map_err(|e| VaultError::Api {
-            call: call.to_owned(),
+            call,
             reason: reason(&e),
         })
     }
 
     /// `POST sys/storage/raft/snapshot-force`: replace all data with `snapshot`.
     pub fn restore(&self, token: &Secret, snapshot: Vec<u8>) -> Result<(), VaultError> {
-        let call = "POST /v1/sys/storage/raft/snapshot-force";
-        let resp = self
-            .http
-            .post(format!("{}/v1/sys/storage/raft/snapshot-force", self.base))
-            .header("X-Vault-Token", token.expose())
-            .timeout(SNAPSHOT_TIMEOUT)
-            .body(snapshot)
-            .send()
-            .map_err(|e| VaultError::Api {
-                call: call.to_owned(),
-                reason: reason(&e),
-            })?;
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(());
+        let (call, resp) = self.snapshot_call(
+            reqwest::Method::POST,
+            "sys/storage/raft/snapshot-force",
+            token,
+            Some(snapshot),
+        )?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(refused(call, resp))
         }
-        let value = serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null);
-        Err(VaultError::Refused {
-            call: call.to_owned(),
-            status,
-            errors: errors_of(&value),
-        })
     }
 
     /// `PUT sys/init` of a fresh Vault (the throw-away Vault of a restore
@@ -447,6 +445,17 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value, call: &str) -> Result<T, Vaul
         call: call.to_owned(),
         reason: format!("unexpected answer: {e}"),
     })
+}
+
+/// A non-2xx answer as an error carrying Vault's own `errors`.
+fn refused(call: String, resp: reqwest::blocking::Response) -> VaultError {
+    let status = resp.status().as_u16();
+    let value = serde_json::from_str(&resp.text().unwrap_or_default()).unwrap_or(Value::Null);
+    VaultError::Refused {
+        call,
+        status,
+        errors: errors_of(&value),
+    }
 }
 
 /// Vault's `{"errors": [...]}`, joined.

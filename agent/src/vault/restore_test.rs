@@ -247,6 +247,7 @@ impl Vault {
             client: Client::new(&format!("http://127.0.0.1:{port}"), None)?,
             server: None,
             dir,
+            shamir: v.custody == Custody::Manual,
         };
         let result = throwaway.check(bytes, &token, shares, e);
         throwaway.stop();
@@ -287,6 +288,9 @@ struct Throwaway {
     client: Client,
     server: Option<supervise::Server>,
     dir: PathBuf,
+    /// No seal stanza (manual custody): init gives it an unseal key, and
+    /// the restored snapshot opens only with the original shares.
+    shamir: bool,
 }
 
 impl Throwaway {
@@ -329,8 +333,7 @@ impl Throwaway {
         let mut phases = Vec::new();
         let mut phase = |name: &str| phases.push(format!("{name} {} ms", t0.elapsed().as_millis()));
         phase("up");
-        let shamir = !shares.is_empty();
-        let (root, key) = self.client.init_throwaway(shamir)?;
+        let (root, key) = self.client.init_throwaway(self.shamir)?;
         if let Some(key) = &key {
             self.client.unseal(key, false)?;
         }
@@ -338,7 +341,7 @@ impl Throwaway {
         phase("initialised");
         self.client.restore(&root, bytes)?;
         phase("restored");
-        if shamir {
+        if self.shamir {
             // The restored keyring is under the original shares: the server
             // seals itself once the snapshot is in (a restart before that
             // loses it), then opens only after a restart, with them.
