@@ -702,3 +702,215 @@ fn a_manual_custody_snapshot_is_restore_tested_only_with_the_original_shares_whi
     secrets.push(("the root token", root.as_str()));
     assert_no_leak(d, &ns, &secrets);
 }
+
+const K3S_CONFIG: &str = "etc/rancher/k3s/config.yaml.d/50-bulwark.yaml";
+const K3S_KEYS: &str = "etc/rancher/k3s/config.yaml.d/51-bulwark-etcd-s3.yaml";
+
+/// The snapshot profile with K3s bound to the admin address and handed
+/// the bucket (`etcd` is the `[k3s.etcd_snapshots]` body; empty: none).
+fn k3s_profile(url: &str, retention: u32, etcd: bool) -> String {
+    let etcd = if etcd {
+        format!("\n[k3s.etcd_snapshots]\nschedule = \"0 */6 * * *\"\nretention = {retention}\ns3 = true\n")
+    } else {
+        String::new()
+    };
+    snapshot_profile(url, 1, "1h", "off").replace(
+        "name = \"vault-test\"\n",
+        "name = \"vault-test\"\ndrift_interval = \"2s\"\n",
+    ) + &format!("\n[k3s]\nbind = \"198.51.100.1\"\nrestart = false\n{etcd}")
+}
+
+/// A stand-in for K3s's etcd snapshot upload (K3s itself cannot run here):
+/// it merges config.yaml.d the way K3s does (files in lexical order, later
+/// keys win), then PUTs a snapshot object signed with the keys and to the
+/// endpoint, bucket, folder and region found there. Returns the object key.
+fn k3s_standin_uploads_an_etcd_snapshot(ns: &str, root: &Path, keys_dir: &Path) -> String {
+    use bulwark_tests::bulwark_model::profile::{S3Credentials, S3 as S3Target};
+    let dir = root.join("etc/rancher/k3s/config.yaml.d");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    let mut cfg = std::collections::BTreeMap::new();
+    for f in files {
+        for line in fs::read_to_string(f).unwrap().lines() {
+            if let Some((k, v)) = line.split_once(": ").filter(|_| !line.starts_with('#')) {
+                cfg.insert(k.to_owned(), v.trim_matches('"').to_owned());
+            }
+        }
+    }
+    assert_eq!(cfg.get("etcd-s3").map(String::as_str), Some("true"), "{cfg:?}");
+    let scheme = if cfg.get("etcd-s3-insecure").is_some_and(|v| v == "true") {
+        "http"
+    } else {
+        "https"
+    };
+    let keys = keys_dir.join("keys");
+    fs::write(
+        &keys,
+        format!(
+            "access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            cfg["etcd-s3-access-key"], cfg["etcd-s3-secret-key"]
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o600)).unwrap();
+    let target = S3Target {
+        endpoint: format!("{scheme}://{}", cfg["etcd-s3-endpoint"]),
+        bucket: cfg["etcd-s3-bucket"].clone(),
+        prefix: format!("{}/", cfg["etcd-s3-folder"]),
+        region: cfg["etcd-s3-region"].clone(),
+        credentials: S3Credentials::File(keys.to_str().unwrap().to_owned()),
+    };
+    let snapshot = b"etcd snapshot bytes from the K3s stand-in".to_vec();
+    let digest = sha(&snapshot);
+    in_ns(ns, move || {
+        let bucket = bulwark_agent::vault::s3::Bucket::open(&target, |p: &str| PathBuf::from(p)).unwrap();
+        bucket
+            .upload("etcd-snapshot-vps-1764633600", snapshot, &digest)
+            .unwrap();
+        bucket.key("etcd-snapshot-vps-1764633600")
+    })
+}
+
+/// Every file under `dir` but `except` and programs (over 8 MiB), with its path.
+fn files_under(dir: &Path, except: &[PathBuf], out: &mut Vec<(String, Vec<u8>)>) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            files_under(&p, except, out);
+        } else if t.is_file() && !except.contains(&p) && e.metadata().unwrap().len() < 8 << 20 {
+            out.push((p.display().to_string(), fs::read(&p).unwrap_or_default()));
+        }
+    }
+}
+
+#[test]
+fn k3s_is_handed_the_bucket_and_its_keys_stay_out_of_generations_plans_and_logs() {
+    let mut lab = Lab::new("vsn-k3s");
+    let ns = lab.net.vps.clone();
+    let s3dir = lab.daemon.root.join("s3");
+    let s3 = S3::start(&ns, &s3dir);
+    let url = serve_bao(&ns);
+    lab.daemon.start(None);
+    let creds = credentials(&lab.daemon, SECRET);
+    let d = &lab.daemon;
+    let p = d.write_profile("k3s", k3s_profile(&url, 3, true));
+
+    // The dry run names the keys' drop-in and its source, never the keys.
+    let dry = d.ctl_ok(&["apply", "--dry-run", p.to_str().unwrap()]);
+    assert!(
+        dry.stdout
+            .contains("51-bulwark-etcd-s3.yaml (S3 keys from /etc/bulwark/s3-credentials, mode 0600)"),
+        "{dry}"
+    );
+    assert!(
+        dry.stdout
+            .contains("to s3://vault-snaps/hosts/t1/k3s-etcd at 127.0.0.1:19000"),
+        "{dry}"
+    );
+    d.apply(&p, &[]);
+    wait_for(d, "unsealed and claimed", START, |s| unsealed(s) && s.custody_record);
+
+    let config = fs::read_to_string(d.root.join(K3S_CONFIG)).unwrap();
+    for line in [
+        "etcd-snapshot-schedule-cron: \"0 */6 * * *\"",
+        "etcd-snapshot-retention: 3",
+        "etcd-s3: true",
+        "etcd-s3-endpoint: \"127.0.0.1:19000\"",
+        "etcd-s3-bucket: \"vault-snaps\"",
+        "etcd-s3-folder: \"hosts/t1/k3s-etcd\"",
+        "etcd-s3-region: \"us-east-1\"",
+        "etcd-s3-insecure: true",
+    ] {
+        assert!(config.lines().any(|l| l == line), "{line} missing from:\n{config}");
+    }
+    assert_eq!(mode(&d.root.join(K3S_CONFIG)), 0o644);
+    let keys = d.root.join(K3S_KEYS);
+    assert_eq!(mode(&keys), 0o600);
+    let text = fs::read_to_string(&keys).unwrap();
+    assert!(
+        text.contains(&format!("etcd-s3-access-key: \"{ACCESS}\"\n"))
+            && text.contains(&format!("etcd-s3-secret-key: \"{SECRET}\"\n")),
+        "{text}"
+    );
+    let ev = events(d);
+    assert!(
+        ev.iter().any(|(e, m)| e == "BWK-K3S-0006"
+            && m.contains("at \"0 */6 * * *\", keep 3, to s3://vault-snaps/hosts/t1/k3s-etcd")),
+        "{ev:?}"
+    );
+
+    // What K3s would upload with those settings is signed right and lands
+    // in its own folder, which the Vault's retention (keep = 1) leaves alone.
+    let keys_dir = tempfile::tempdir().unwrap();
+    let key = k3s_standin_uploads_an_etcd_snapshot(&ns, &d.root, keys_dir.path());
+    assert_eq!(key, "hosts/t1/k3s-etcd/etcd-snapshot-vps-1764633600");
+    let object = s3dir.join(BUCKET).join(&key);
+    for _ in 0..2 {
+        d.ctl_ok(&["vault", "snapshot"]);
+    }
+    assert_eq!(s3.objects().len(), 1, "the Vault's retention keeps one");
+    assert_eq!(fs::read(&object).unwrap(), b"etcd snapshot bytes from the K3s stand-in");
+
+    // The keys' drop-in deleted or opened to others: put back by drift repair.
+    fs::remove_file(&keys).unwrap();
+    poll(Duration::from_secs(20), Duration::from_millis(200), || {
+        keys.exists().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the keys' drop-in was not repaired:\n{}", d.logs()));
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o644)).unwrap();
+    poll(Duration::from_secs(20), Duration::from_millis(200), || {
+        (mode(&keys) == 0o600).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the keys' drop-in stayed world-readable:\n{}", d.logs()));
+    assert!(events(d)
+        .iter()
+        .any(|(e, m)| e == "BWK-K3S-0004" && m.contains("51-bulwark-etcd-s3.yaml")));
+
+    // Credentials others can read: the next apply is refused, naming the
+    // file, and the settings in force stay.
+    let gens = d.generations().len();
+    fs::set_permissions(&creds, fs::Permissions::from_mode(0o644)).unwrap();
+    let p4 = d.write_profile("k3s4", k3s_profile(&url, 4, true));
+    let r = d.ctl(&["apply", p4.to_str().unwrap()]);
+    assert_eq!(r.code, Some(6), "{r}");
+    assert!(
+        r.stderr.contains("k3s.etcd_snapshots.s3")
+            && r.stderr.contains("s3-credentials")
+            && r.stderr.contains("chmod 600"),
+        "{r}"
+    );
+    assert_eq!(d.generations().len(), gens);
+    assert_eq!(fs::read_to_string(d.root.join(K3S_CONFIG)).unwrap(), config);
+    fs::set_permissions(&creds, fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Nowhere but the credentials file and the keys' drop-in: not in the
+    // state directory (generations, plans, artifacts), logs, audit logs,
+    // API answers, command lines or environments.
+    let mut hay = leak_haystacks(d, &ns);
+    files_under(&d.root, &[creds.clone(), keys.clone()], &mut hay);
+    let s3_pid = s3_pids(&ns);
+    for (place, bytes) in &hay {
+        if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
+            continue;
+        }
+        for secret in [SECRET, ACCESS] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} leaked into {place}"
+            );
+        }
+    }
+    assert!(
+        hay.iter().any(|(p, _)| p.contains("/generations/")),
+        "the walk saw no generation"
+    );
+
+    // Without the section: both settings and keys are gone.
+    let p = d.write_profile("k3s-plain", k3s_profile(&url, 3, false));
+    d.apply(&p, &[]);
+    assert!(!keys.exists());
+    let config = fs::read_to_string(d.root.join(K3S_CONFIG)).unwrap();
+    assert!(!config.contains("etcd"), "{config}");
+    assert!(events(d).iter().any(|(e, m)| e == "BWK-K3S-0006" && m == "removed"));
+}

@@ -88,9 +88,10 @@ pub const BACKUP: ControlDef = ControlDef {
     iso2013: &["A.17.1.2", "A.12.3.1"],
     iso2022: &["A.8.13", "A.8.14"],
     modules: &[],
-    named: &[("vault", SNAPSHOT_CHECK)],
-    evidence: "the Vault's snapshots and restore tests of the period, from their audit events, and the \
-               health of its snapshot schedule",
+    named: &[("vault", SNAPSHOT_CHECK), ("k3s", crate::k3s::ETCD_CHECK)],
+    evidence: "the Vault's snapshots and restore tests of the period, from their audit events, the \
+               health of its snapshot schedule, and whether K3s runs the embedded etcd its snapshot \
+               settings are for",
 };
 
 /// The Vault module's health check of its snapshots; present exactly when

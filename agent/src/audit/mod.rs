@@ -123,6 +123,7 @@ events! {
     K3S_EXPOSED = "BWK-K3S-0003", Error, "K3s API listens outside the VPN address and loopback", NETWORK_2013, NETWORK_2022;
     K3S_DRIFT_REPAIRED = "BWK-K3S-0004", Warning, "K3s drop-in edited or removed behind Bulwark's back; rewritten", NETWORK_2013, NETWORK_2022;
     K3S_DRIFT_DETECTED = "BWK-K3S-0005", Warning, "K3s drop-in edited or removed behind Bulwark's back; reported, left as found", NETWORK_2013, NETWORK_2022;
+    K3S_ETCD_SNAPSHOTS = "BWK-K3S-0006", Notice, "K3s's own etcd snapshot settings (schedule, retention, off-site bucket) written or removed", BACKUP_2013, BACKUP_2022;
     SYS_STARTED = "BWK-SYS-0001", Info, "bulwarkd started and restored the current generation", LOGGING_2013, LOGGING_2022;
     SYS_AUDIT_RECOVERED = "BWK-SYS-0002", Warning, "Audit log tail torn by a crash was truncated", LOGGING_2013, LOGGING_2022;
     SYS_AUDIT_DAMAGED = "BWK-SYS-0003", Error, "Audit log found edited or cut short; verification fails from here on", LOGGING_2013, LOGGING_2022;

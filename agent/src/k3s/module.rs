@@ -1,6 +1,6 @@
 //! K3s on the module contract.
 //!
-//! `[k3s]` absent means unmanaged: Bulwark's two drop-ins are removed (and
+//! `[k3s]` absent means unmanaged: Bulwark's drop-ins are removed (and
 //! systemd reloaded; K3s is not restarted, so it keeps its binding until its
 //! operator restarts it). A drop-in edited or deleted behind Bulwark's back is
 //! drift: rewritten under `drift = "repair"`, reported under `"report"`.
@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bulwark_model::api::{Change, Check, Level, ModuleStatus};
+use bulwark_model::profile::EtcdSnapshots;
 use bulwark_model::Profile;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,6 +27,8 @@ const EXPOSURE_EVERY: Duration = Duration::from_secs(10);
 fn failed(e: K3sError) -> ModuleError {
     let class = match e {
         K3sError::State(_) => ErrorClass::State,
+        // The credentials file is missing, unreadable or open to others.
+        K3sError::Credentials(_) => ErrorClass::Conflict,
         _ => ErrorClass::Failed,
     };
     ModuleError::new(NAME, class, e)
@@ -80,7 +83,9 @@ impl Module for K3sModule {
         profile: &Profile,
         _current: Option<&Profile>,
     ) -> Result<Vec<Change>, ModuleError> {
-        Ok(self.k3s.plan(profile.k3s.as_ref(), profile.k3s_bind_ip()))
+        self.k3s
+            .plan(profile.k3s.as_ref(), profile.k3s_bind_ip())
+            .map_err(failed)
     }
 
     fn check(&mut self, _cx: &mut Cx<'_>, _profile: &Profile) -> Result<(), ModuleError> {
@@ -94,6 +99,11 @@ impl Module for K3sModule {
             let what = bind.map_or("removed".to_owned(), |ip| ip.to_string());
             cx.event(&audit::K3S_CONFIGURED, Outcome::Success, format!("bind {what}"));
         }
+        if outcome.etcd_changed {
+            let etcd = profile.k3s.as_ref().and_then(|k| k.etcd_snapshots.as_ref());
+            let what = etcd.map_or("removed".to_owned(), |e| format!("etcd snapshots {}", e.describe()));
+            cx.event(&audit::K3S_ETCD_SNAPSHOTS, Outcome::Success, what);
+        }
         if outcome.restarted {
             cx.event(&audit::K3S_RESTARTED, Outcome::Success, "k3s.service restarted");
         }
@@ -103,7 +113,11 @@ impl Module for K3sModule {
 
     fn observe(&mut self, _cx: &mut Cx<'_>, current: &Profile) -> Result<Vec<String>, ModuleError> {
         let mut out = Vec::new();
-        for (path, want) in K3s::wanted(current.k3s.as_ref(), current.k3s_bind_ip()) {
+        let wanted = self
+            .k3s
+            .all_wanted(current.k3s.as_ref(), current.k3s_bind_ip())
+            .map_err(failed)?;
+        for (path, want) in wanted {
             let have = self.k3s.read(path).map_err(failed)?;
             match (have, want) {
                 (None, Some(_)) => out.push(format!("{path} was deleted")),
@@ -128,7 +142,8 @@ impl Module for K3sModule {
             self.bind_ok.clear();
             return Vec::new();
         };
-        let checks = self.k3s.checks(bind, self.note.as_deref());
+        let etcd = current.and_then(|c| c.k3s.as_ref()?.etcd_snapshots.as_ref());
+        let checks = self.k3s.checks(bind, etcd, self.note.as_deref());
         let exposed = checks.iter().any(|c| c.name == CHECK && c.level == Level::Critical);
         self.bind_ok.get_or_create(&Vec::new()).set(i64::from(!exposed));
         checks
@@ -162,6 +177,9 @@ impl Module for K3sModule {
                 "bind": bind.map(|ip| ip.to_string()),
                 "tls_san": section.map(|k| k.tls_san.clone()).unwrap_or_default(),
                 "restart": section.is_some_and(|k| k.restart),
+                "etcd_snapshots": section
+                    .and_then(|k| k.etcd_snapshots.as_ref())
+                    .map(EtcdSnapshots::describe),
                 "installed": self.k3s.presence().installed,
                 "note": self.note,
             }),
@@ -177,7 +195,7 @@ impl Module for K3sModule {
             return self.next_exposure_check;
         }
         self.next_exposure_check = Some(now + EXPOSURE_EVERY);
-        let checks = self.k3s.checks(bind, None);
+        let checks = self.k3s.checks(bind, None, None);
         let exposed = checks.iter().find(|c| c.name == CHECK && c.level == Level::Critical);
         if let (Some(check), false) = (exposed, self.exposed) {
             cx.event(&audit::K3S_EXPOSED, Outcome::Failure, check.reason.clone());

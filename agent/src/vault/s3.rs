@@ -62,9 +62,10 @@ impl S3Error {
     }
 }
 
-struct KeyFile {
-    access_key_id: String,
-    secret_access_key: String,
+/// The access key and secret, as read from the credentials file.
+pub(crate) struct KeyFile {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
 }
 
 /// An object in the bucket.
@@ -94,14 +95,14 @@ impl std::fmt::Debug for Bucket {
     }
 }
 
-fn source_file(c: &S3Credentials) -> &str {
+pub(crate) fn source_file(c: &S3Credentials) -> &str {
     match c {
         S3Credentials::File(p) | S3Credentials::SystemdCreds(p) => p,
     }
 }
 
 /// Read the access key and secret (`host_path` resolves under --root).
-fn load(c: &S3Credentials, host_path: impl Fn(&str) -> PathBuf) -> Result<KeyFile, S3Error> {
+pub(crate) fn load(c: &S3Credentials, host_path: impl Fn(&str) -> PathBuf) -> Result<KeyFile, S3Error> {
     let path = host_path(source_file(c));
     let fail = |reason: String| S3Error::Credentials {
         path: path.clone(),

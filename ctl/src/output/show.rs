@@ -282,6 +282,9 @@ fn k3s(out: &mut String, profile: &Profile, status: &Status) {
     if !k.tls_san.is_empty() {
         pairs.push(("tls-san", list(&k.tls_san)));
     }
+    if let Some(e) = &k.etcd_snapshots {
+        pairs.push(("etcd snapshots", format!("K3s's own, {}", e.describe())));
+    }
     pairs.push((
         "restart",
         if k.restart {

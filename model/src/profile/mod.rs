@@ -28,7 +28,7 @@ pub use fields::{
 };
 pub use firewall::Firewall;
 pub use ima::{Ima, ImaMode, DEFAULT_SIGNING_CERT};
-pub use k3s::{K3s, K3sBind};
+pub use k3s::{EtcdS3, EtcdSnapshots, K3s, K3sBind};
 pub use monitoring::Monitoring;
 pub use vault::{CredentialStore, Custody, Implementation, Location, Source, Tls, Transit, Vault};
 pub use vault_snapshots::{S3Credentials, Snapshots, S3, S3_CREDENTIAL_NAME, SNAPSHOT_DIR};
@@ -218,9 +218,6 @@ impl Checker<'_> {
                 firewall.public_udp.sort_unstable();
             }
         }
-        let k3s = self
-            .section(doc, "k3s", false)
-            .and_then(|t| self.k3s(t, wireguard.as_ref()));
         let monitoring = self
             .section(doc, "monitoring", false)
             .map(|t| self.monitoring(t, wireguard.as_ref()))
@@ -229,6 +226,14 @@ impl Checker<'_> {
         let vault = self
             .section(doc, "vault", false)
             .and_then(|t| self.vault(t, wireguard.as_ref()));
+        // After [vault]: K3s may be handed its snapshot bucket.
+        let vault_s3 = match (&vault, doc.contains_key("vault")) {
+            (None, true) => Err(()),
+            _ => Ok(vault.as_ref().and_then(|v| v.snapshots.as_ref()?.s3.as_ref())),
+        };
+        let k3s = self
+            .section(doc, "k3s", false)
+            .and_then(|t| self.k3s(t, wireguard.as_ref(), vault_s3));
         Some(Profile {
             name: name?,
             drift,
