@@ -914,3 +914,96 @@ fn k3s_is_handed_the_bucket_and_its_keys_stay_out_of_generations_plans_and_logs(
     assert!(!config.contains("etcd"), "{config}");
     assert!(events(d).iter().any(|(e, m)| e == "BWK-K3S-0006" && m == "removed"));
 }
+
+#[test]
+fn systemd_creds_credentials_sign_the_uploads_and_k3s_gets_the_decrypted_keys() {
+    let mut lab = Lab::new("vsn-creds");
+    let ns = lab.net.vps.clone();
+    let s3dir = lab.daemon.root.join("s3");
+    let s3 = S3::start(&ns, &s3dir);
+    let url = serve_bao(&ns);
+    lab.daemon.start(None);
+    let d = &lab.daemon;
+    // systemd-creds keeps its host key in /var/lib/systemd/credential.secret
+    // (and refuses one on tmpfs): a directory of the test's bind-mounted
+    // there, in bulwarkd's own mount namespace (`ip netns exec` gave it
+    // one), keeps this machine's untouched.
+    let mnt = format!("--mount=/proc/{}/ns/mnt", pid_of(&ns, "bulwarkd"));
+    let inside = |args: &[&str]| {
+        let r = run(Command::new("nsenter").arg(&mnt).args(args));
+        assert!(r.ok(), "{r}");
+    };
+    let host_key_dir = d.root.join("var/lib/systemd");
+    fs::create_dir_all(&host_key_dir).unwrap();
+    inside(&["mount", "--bind", host_key_dir.to_str().unwrap(), "/var/lib/systemd"]);
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = plain_dir.path().join("s3-keys");
+    fs::write(
+        &plain,
+        format!("access_key_id = \"{ACCESS}\"\nsecret_access_key = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    let cred = d.root.join("etc/bulwark/s3.cred");
+    fs::create_dir_all(cred.parent().unwrap()).unwrap();
+    let encrypt = |name: &str| {
+        inside(&[
+            "systemd-creds",
+            "encrypt",
+            &format!("--name={name}"),
+            plain.to_str().unwrap(),
+            cred.to_str().unwrap(),
+        ]);
+    };
+    encrypt("bulwark-s3");
+    let text = k3s_profile(&url, 3, true).replace(
+        "credentials = { file = \"/etc/bulwark/s3-credentials\" }",
+        "credentials = { systemd_creds = \"/etc/bulwark/s3.cred\" }",
+    );
+    assert!(text.contains("systemd_creds"), "{text}");
+    let p = d.write_profile("creds", text);
+    d.apply(&p, &[]);
+    wait_for(d, "unsealed and claimed", START, |s| unsealed(s) && s.custody_record);
+
+    // Decrypted for each use: the upload is signed with the keys, and K3s
+    // gets them in plain text in its root-only drop-in.
+    let r = d.ctl(&["--json", "vault", "snapshot"]);
+    assert_eq!(r.code, Some(0), "{r}\n{}", d.logs());
+    let e: SnapshotEntry = serde_json::from_str(&r.stdout).unwrap();
+    let objects = s3.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(
+        (objects[0].0.as_str(), sha(&objects[0].1)),
+        (e.name.as_str(), e.sha256.clone())
+    );
+    let keys = d.root.join(K3S_KEYS);
+    assert!(fs::read_to_string(&keys)
+        .unwrap()
+        .contains(&format!("etcd-s3-secret-key: \"{SECRET}\"")));
+
+    // A credential sealed under another name is refused, naming the file.
+    encrypt("someone-else");
+    let r = d.ctl(&["--json", "vault", "snapshot"]);
+    assert_eq!(r.code, Some(1), "{r}");
+    let e: SnapshotEntry = serde_json::from_str(&r.stdout).unwrap();
+    let err = e.upload_error.unwrap();
+    assert!(
+        err.contains("vault.snapshots.s3.credentials") && err.contains("s3.cred"),
+        "{err}"
+    );
+
+    drop(plain_dir);
+    let mut hay = leak_haystacks(d, &ns);
+    files_under(&d.root, &[keys], &mut hay);
+    let s3_pid = s3_pids(&ns);
+    for (place, bytes) in &hay {
+        if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
+            continue;
+        }
+        for secret in [SECRET, ACCESS] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} leaked into {place}"
+            );
+        }
+    }
+}
