@@ -933,6 +933,8 @@ fn systemd_creds_credentials_sign_the_uploads_and_k3s_gets_the_decrypted_keys() 
         let r = run(Command::new("nsenter").arg(&mnt).args(args));
         assert!(r.ok(), "{r}");
     };
+    let machine_key = Path::new("/var/lib/systemd/credential.secret");
+    let machine_key_before = fs::read(machine_key).ok();
     let host_key_dir = d.root.join("var/lib/systemd");
     fs::create_dir_all(&host_key_dir).unwrap();
     inside(&["mount", "--bind", host_key_dir.to_str().unwrap(), "/var/lib/systemd"]);
@@ -992,6 +994,12 @@ fn systemd_creds_credentials_sign_the_uploads_and_k3s_gets_the_decrypted_keys() 
     );
 
     drop(plain_dir);
+    assert!(host_key_dir.join("credential.secret").is_file());
+    assert_eq!(
+        fs::read(machine_key).ok(),
+        machine_key_before,
+        "this machine's host key changed"
+    );
     let mut hay = leak_haystacks(d, &ns);
     files_under(&d.root, &[keys], &mut hay);
     let s3_pid = s3_pids(&ns);
