@@ -1,12 +1,12 @@
 //! Bulwark's benchmarks: every goal row of the firewall and the peers,
 //! measured side by side in one run against what a user could run instead
-//! (raw `nft -f`, one hand-built netlink batch, `wg set`), as ratios of
-//! medians. See docs/benchmarks.md for the figures and how to read them.
+//! (raw `nft -f`, one hand-built netlink batch, `wg set`, and ufw and
+//! firewalld where installed), as ratios of medians. See docs/benchmarks.md for the figures and how to read them.
 //!
 //! ```text
 //! cargo build --release --workspace
 //! target/release/bulwark-bench [--runs N] [--sizes 10,1000,50000,200000]
-//!                              [--peers 10,1000,5000] [--idle SECS] [--only firewall|peers]
+//!                              [--peers 10,1000,5000] [--idle SECS] [--only firewall|peers|others]
 //! ```
 //!
 //! Needs root: it creates a network namespace of its own and runs bulwarkd,
@@ -14,6 +14,7 @@
 #![allow(clippy::print_stdout)]
 
 mod lab;
+mod others;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use lab::{fail, http_get, run, run_stdin, timed, Daemon, Netns};
 
 /// The networks of a profile of size `n`: every other address of 10/8, so
 /// nothing merges.
-fn cidrs(n: usize) -> Vec<String> {
+pub(crate) fn cidrs(n: usize) -> Vec<String> {
     (0..n as u32)
         .map(|i| 2 * i)
         .map(|a| format!("10.{}.{}.{}/32", (a >> 16) & 255, (a >> 8) & 255, a & 255))
@@ -33,7 +34,7 @@ fn cidrs(n: usize) -> Vec<String> {
 }
 
 /// The one network added and removed by the one-CIDR rows.
-const EXTRA: &str = "192.0.2.77/32";
+pub(crate) const EXTRA: &str = "192.0.2.77/32";
 
 fn firewall(n: usize, variant: u16, extra: bool) -> String {
     let mut nets = cidrs(n);
@@ -52,10 +53,10 @@ fn profile(n: usize, variant: u16, extra: bool) -> String {
     format!("[profile]\nname = \"bench\"\n{}", firewall(n, variant, extra))
 }
 
-struct Samples(Vec<Duration>);
+pub(crate) struct Samples(pub(crate) Vec<Duration>);
 
 impl Samples {
-    fn of(runs: usize, mut f: impl FnMut() -> Duration) -> Samples {
+    pub(crate) fn of(runs: usize, mut f: impl FnMut() -> Duration) -> Samples {
         Samples((0..runs).map(|_| f()).collect())
     }
 
@@ -66,12 +67,12 @@ impl Samples {
         v.get(i).copied().unwrap_or_default()
     }
 
-    fn median(&self) -> Duration {
+    pub(crate) fn median(&self) -> Duration {
         self.quantile(0.5)
     }
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     let m = d.as_secs_f64() * 1000.0;
     if m >= 100.0 {
         format!("{m:.0}")
@@ -149,12 +150,14 @@ fn main() {
         "# {}",
         String::from_utf8_lossy(&run(&["/usr/sbin/nft", "--version"]).stdout).trim()
     );
-    if o.only.as_deref() != Some("peers") {
-        firewall_rows(&bin, &o);
-    }
-    if o.only.as_deref() != Some("firewall") {
+    let only = |what: &str| o.only.is_none() || o.only.as_deref() == Some(what);
+    let bulwark = if only("firewall") { firewall_rows(&bin, &o) } else { BTreeMap::new() };
+    if only("peers") {
         peer_rows(&bin, &o);
         module_alone(&o);
+    }
+    if only("others") {
+        other_rows(&o, &bulwark);
     }
     let after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("# load average at the end {}", after.trim());
@@ -219,7 +222,11 @@ fn incremental_count(d: &Daemon) -> usize {
     d.log().matches("in one netlink transaction").count()
 }
 
-fn firewall_rows(bin: &Path, o: &Opts) {
+/// Bulwark's medians at one size: full apply, one network added, removed.
+type Medians = BTreeMap<usize, [Duration; 3]>;
+
+/// The firewall's rows; returns its medians for [`other_rows`].
+fn firewall_rows(bin: &Path, o: &Opts) -> Medians {
     let _ns = Netns::enter("fw");
     // The raw tools work on the same table in a namespace of their own: in
     // bulwarkd's, changing its table would be drift, repaired at once, and
@@ -229,6 +236,7 @@ fn firewall_rows(bin: &Path, o: &Opts) {
     let d = Daemon::start(bin, &profile(10, 0, false));
     let mut rows: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut row = |k: &'static str, line: String| rows.entry(k).or_default().push(line);
+    let mut medians = Medians::new();
     for &n in &o.sizes {
         let runs = if n >= 100_000 { o.runs.min(3) } else { o.runs };
         let a = d.write("a.toml", &profile(n, 0, false));
@@ -277,6 +285,7 @@ fn firewall_rows(bin: &Path, o: &Opts) {
         }
         let sent = incremental_count(&d) - before;
         let (add, remove) = (Samples(add), Samples(remove));
+        medians.insert(n, [full.median(), add.median(), remove.median()]);
         let (mut nl_add, mut nl_remove) = (Vec::new(), Vec::new());
         raw_ns.run(|| {
             for _ in 0..runs {
@@ -377,6 +386,47 @@ fn firewall_rows(bin: &Path, o: &Opts) {
         "| CIDRs | CPU | RSS | RSS after idle |",
         &rows["idle"],
     );
+    medians
+}
+
+/// ufw and firewalld where installed, at the sizes up to 50,000 (firewalld
+/// did not start within minutes at 200,000), against Bulwark's medians.
+fn other_rows(o: &Opts, bulwark: &Medians) {
+    let sizes: Vec<usize> = o.sizes.iter().copied().filter(|&n| n <= 50_000).collect();
+    let versus = |n: usize, f: &others::Figures| {
+        bulwark.get(&n).map_or(" - | - |".to_owned(), |[full, add, remove]| {
+            format!(
+                " {} | {} / {} |",
+                ratio(*full, f.reload.median()),
+                ratio(*add, f.add.median()),
+                ratio(*remove, f.remove.median())
+            )
+        })
+    };
+    let header = "| CIDRs | reload ms | add ms | remove ms | Bulwark full / reload | Bulwark add / remove vs theirs |";
+    if Path::new("/usr/sbin/ufw").exists() {
+        let rows: Vec<String> = others::ufw(&sizes, o.runs)
+            .iter()
+            .map(|f| others::row(f, &versus(f.n, f)))
+            .collect();
+        print_table(
+            "ufw: `ufw-init force-reload` (what `ufw reload` runs) and `ufw allow` / `ufw delete allow` of one network; ratios are Bulwark's time over ufw's",
+            header,
+            &rows,
+        );
+    }
+    if Path::new("/usr/sbin/firewalld").exists() {
+        let figures = others::firewalld(&sizes, o.runs);
+        let rows: Vec<String> = figures
+            .iter()
+            .map(|(f, start)| others::row(f, &format!("{} start {} ms |", versus(f.n, f), ms(*start))))
+            .collect();
+        print_table(
+            "firewalld: `firewall-cmd --reload` and a runtime `--ipset --add-entry` / `--remove-entry`; ratios are Bulwark's time over firewalld's",
+            &format!("{header} firewalld start |"),
+            &rows,
+        );
+    }
 }
 
 fn assert_ok(code: u16) {
