@@ -77,7 +77,9 @@ impl std::fmt::Debug for Slot {
 #[derive(Debug)]
 struct Current {
     meta: Meta,
-    profile: Profile,
+    /// Shared, not copied: a profile of 200,000 networks is megabytes, and
+    /// every plan, tick, status and action reads it.
+    profile: Arc<Profile>,
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +124,28 @@ pub struct Engine {
     monitor: watch::Sender<Option<SocketAddr>>,
     /// Warnings modules gave during the request being handled.
     warnings: Vec<String>,
+    /// The last [`Engine::boot_profile`] answer, with the file's stamp and
+    /// the generation it was judged against: status is published every
+    /// few seconds, and parsing a profile of 200,000 networks each time
+    /// would cost most of a core.
+    boot_seen: Option<(FileStamp, Option<u64>, BootProfile)>,
+}
+
+/// A file's identity, size and times: while they stay the same, so does
+/// its text.
+type FileStamp = (u64, u64, u64, i64, i64, i64, i64);
+
+fn file_stamp(m: &std::fs::Metadata) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    (
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
 }
 
 /// What the engine is built from, besides the host paths.
@@ -201,6 +225,7 @@ impl Engine {
             metrics,
             monitor,
             warnings: Vec::new(),
+            boot_seen: None,
         };
         for (module, message) in failsafe.installed {
             engine.record(
@@ -219,10 +244,10 @@ impl Engine {
 
     /// The profile the host should be in: the generation in force, or the
     /// failsafe when none is.
-    fn in_force(&self) -> Profile {
+    fn in_force(&self) -> Arc<Profile> {
         match &self.current {
             Some(c) => c.profile.clone(),
-            None => failsafe_profile(self.failsafe_port),
+            None => Arc::new(failsafe_profile(self.failsafe_port)),
         }
     }
 
@@ -304,7 +329,7 @@ impl Engine {
         let same = self.current.as_ref().filter(|c| c.meta.digest == digest);
         let parsed = match same {
             Some(c) => Ok(c.profile.clone()),
-            None => Profile::parse(&source, &req.profile),
+            None => Profile::parse(&source, &req.profile).map(Arc::new),
         };
         let profile = match parsed {
             Ok(p) => p,
@@ -333,13 +358,15 @@ impl Engine {
                 return Err(e.into());
             }
         }
-        self.apply_profile(profile, req, uid, "apply")
+        self.apply_profile(profile, digest, req, uid, "apply")
     }
 
-    /// Apply a parsed profile (parsed once per request).
+    /// Apply a parsed profile (parsed once per request); `digest` is its
+    /// text's, computed once per request too.
     fn apply_profile(
         &mut self,
-        profile: Profile,
+        profile: Arc<Profile>,
+        digest: String,
         req: ApplyRequest,
         uid: u32,
         reason: &str,
@@ -366,7 +393,7 @@ impl Engine {
             changed: false,
             dry_run: req.dry_run,
             confirm_deadline: None,
-            digest: Some(profile_digest(&req.profile)),
+            digest: Some(digest),
             warnings: std::mem::take(&mut self.warnings),
         };
         if req.dry_run {
@@ -457,7 +484,7 @@ impl Engine {
 
     /// Converge the host to `profile`, record the generation, and make it
     /// current. On any failure what was in force before is put back.
-    fn commit(&mut self, mut generation: Generation, profile: Profile, uid: u32) -> Result<(), EngineError> {
+    fn commit(&mut self, mut generation: Generation, profile: Arc<Profile>, uid: u32) -> Result<(), EngineError> {
         self.converge(&profile, uid)?;
         if let Err(e) = self.store.commit(&mut generation) {
             let (restored, not_restored) = self.restore(self.slots.len(), uid);
@@ -514,7 +541,7 @@ impl Engine {
         (restored, not_restored)
     }
 
-    fn make_current(&mut self, meta: Meta, profile: Profile) {
+    fn make_current(&mut self, meta: Meta, profile: Arc<Profile>) {
         self.metrics.set_generation(meta.number);
         self.metrics.set_last_change(meta.created, true);
         self.monitor
@@ -560,7 +587,7 @@ impl Engine {
         let mut changes = Vec::new();
         let mut planned = Vec::new();
         for i in 0..self.slots.len() {
-            let c = self.with_module(i, 0, |m, cx| m.plan(cx, profile, current.as_ref()))?;
+            let c = self.with_module(i, 0, |m, cx| m.plan(cx, profile, current.as_deref()))?;
             if !c.is_empty() {
                 planned.push(self.slots[i].module.name());
             }
@@ -601,20 +628,38 @@ impl Engine {
 
     /// The boot profile (`/etc/bulwark/profile.toml` under the root)
     /// against the profile in force; `None` when there is no such file.
-    fn boot_profile(&self) -> Option<BootProfile> {
+    /// Judged again only when the file or the generation in force changed.
+    fn boot_profile(&mut self) -> Option<BootProfile> {
+        use std::io::Read;
         let path = self.host.default_profile();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                return Some(BootProfile {
-                    path: path.display().to_string(),
-                    digest: String::new(),
-                    differs: true,
-                    reason: format!("cannot be read: {e}"),
-                })
-            }
+        let unreadable = |e: std::io::Error| {
+            Some(BootProfile {
+                path: path.display().to_string(),
+                digest: String::new(),
+                differs: true,
+                reason: format!("cannot be read: {e}"),
+            })
         };
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.boot_seen = None;
+                return None;
+            }
+            Err(e) => return unreadable(e),
+        };
+        let stamp = match file.metadata() {
+            Ok(m) => file_stamp(&m),
+            Err(e) => return unreadable(e),
+        };
+        let number = self.current_number();
+        if let Some((_, _, seen)) = self.boot_seen.as_ref().filter(|(s, n, _)| *s == stamp && *n == number) {
+            return Some(seen.clone());
+        }
+        let mut bytes = Vec::new();
+        if let Err(e) = file.read_to_end(&mut bytes) {
+            return unreadable(e);
+        }
         let text = String::from_utf8_lossy(&bytes);
         let digest = profile_digest(&text);
         let (differs, reason) = match (&self.current, Profile::parse(&path.display().to_string(), &text)) {
@@ -623,7 +668,7 @@ impl Engine {
             (Some(c), Ok(_)) if c.meta.digest == digest => {
                 (false, format!("the text of generation {}", c.meta.number))
             }
-            (Some(c), Ok(p)) if p == c.profile => (
+            (Some(c), Ok(p)) if p == *c.profile => (
                 false,
                 format!("the settings of generation {} (the text differs)", c.meta.number),
             ),
@@ -635,12 +680,14 @@ impl Engine {
                 ),
             ),
         };
-        Some(BootProfile {
+        let seen = BootProfile {
             path: path.display().to_string(),
             digest,
             differs,
             reason,
-        })
+        };
+        self.boot_seen = Some((stamp, number, seen.clone()));
+        Some(seen)
     }
 
     /// Re-install generation `target` (default: the one before the current)
@@ -698,7 +745,7 @@ impl Engine {
         let number = self.store.latest()?.map_or(1, |n| n + 1);
         let generation = self.generation(number, &profile, old.profile_text, Some(old.meta.source), uid, reason);
         let name = profile.name.clone();
-        self.commit(generation, profile, uid)?;
+        self.commit(generation, Arc::new(profile), uid)?;
         Ok(ApplyResponse {
             profile: name,
             generation: Some(number),
@@ -729,7 +776,7 @@ impl Engine {
             return Err(EngineError::ModuleBroken { module: name, reason });
         }
         let current = self.current.as_ref().map(|c| c.profile.clone());
-        Ok(self.with_module(i, uid, |m, cx| m.action(cx, current.as_ref(), action, body))?)
+        Ok(self.with_module(i, uid, |m, cx| m.action(cx, current.as_deref(), action, body))?)
     }
 
     /// Every module's actions and who may call them, for the API.

@@ -26,7 +26,7 @@ impl Engine {
         let current = self.current.as_ref().map(|c| c.profile.clone());
         (0..self.slots.len())
             .map(|i| {
-                let mut st = self.with_module(i, 0, |m, cx| m.status(cx, current.as_ref()));
+                let mut st = self.with_module(i, 0, |m, cx| m.status(cx, current.as_deref()));
                 let slot = &self.slots[i];
                 if let Some(reason) = slot.broken.as_ref().or(slot.failed.as_ref()) {
                     st.level = Level::Critical;
@@ -114,7 +114,7 @@ impl Engine {
             if !slot.drift.is_empty() {
                 drifted.push((name, slot.module.drift_events().level, slot.drift.join("; ")));
             }
-            let own = self.with_module(i, 0, |m, cx| m.health(cx, current.as_ref()));
+            let own = self.with_module(i, 0, |m, cx| m.health(cx, current.as_deref()));
             checks.extend(own.into_iter().map(|mut c| {
                 c.module = name.to_owned();
                 c

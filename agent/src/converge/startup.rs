@@ -14,6 +14,7 @@
 //!    validation is recorded and replaced by the built-in default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bulwark_model::api::{Check, Level, PendingConfirm};
 use bulwark_model::Profile;
@@ -210,7 +211,7 @@ impl Engine {
     fn adopt(&mut self, meta: super::generations::Meta, profile: Profile) {
         let notes = std::mem::take(&mut self.notes);
         let failed: Vec<Option<String>> = self.slots.iter().map(|s| s.failed.clone()).collect();
-        self.make_current(meta, profile);
+        self.make_current(meta, Arc::new(profile));
         self.notes = notes;
         for (slot, f) in self.slots.iter_mut().zip(failed) {
             slot.failed = f;

@@ -37,7 +37,9 @@ impl Engine {
             if self.slots[i].broken.is_some() {
                 continue;
             }
-            let (t, check) = self.with_module(i, 0, |m, cx| (m.tick(cx, current.as_ref()), cx.drift_check_requested()));
+            let (t, check) = self.with_module(i, 0, |m, cx| {
+                (m.tick(cx, current.as_deref()), cx.drift_check_requested())
+            });
             if let Some(t) = t {
                 next = next.min(t);
             }

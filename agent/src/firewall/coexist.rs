@@ -19,31 +19,54 @@ pub const EVERY: Duration = Duration::from_secs(60);
 pub struct Coexistence {
     pub findings: Vec<Finding>,
     at: Option<Instant>,
+    /// What nftables held at a ruleset generation id: the chains, and the
+    /// rules in ufw's tables. The id moves with every commit by anyone, so
+    /// an equal id needs no `nft` run to know it again.
+    nft: Option<(u32, NftSeen)>,
+}
+
+#[derive(Debug, Clone)]
+struct NftSeen {
+    chains: Vec<(String, String, String)>,
+    ufw_rules: usize,
 }
 
 impl Coexistence {
-    /// Look again now.
-    pub fn refresh(&mut self, host: &Host, nft: &Nft) -> &[Finding] {
-        self.findings = coexist::findings(&observe(host, nft));
+    /// Look again now; `generation` is the nftables generation id now,
+    /// when it could be read.
+    pub fn refresh(&mut self, host: &Host, nft: &Nft, generation: Option<u32>) -> &[Finding] {
+        let seen = match (&self.nft, generation) {
+            (Some((at, seen)), Some(now)) if *at == now => seen.clone(),
+            _ => {
+                let seen = nft_seen(nft);
+                // An id read before the listing: a commit in between makes
+                // the next look list again, never trust a stale listing.
+                self.nft = generation.zip(seen.clone());
+                seen.unwrap_or_else(|| NftSeen {
+                    chains: Vec::new(),
+                    ufw_rules: 0,
+                })
+            }
+        };
+        self.findings = coexist::findings(&observe(host, seen));
         self.at = Some(Instant::now());
         &self.findings
     }
 
-    /// Look again when the last look is older than [`EVERY`].
-    pub fn refresh_due(&mut self, host: &Host, nft: &Nft) {
-        if self.at.is_none_or(|t| t.elapsed() >= EVERY) {
-            self.refresh(host, nft);
-        }
+    /// Whether the last look is older than [`EVERY`] (or there was none).
+    pub fn due(&self) -> bool {
+        self.at.is_none_or(|t| t.elapsed() >= EVERY)
     }
 }
 
-fn observe(host: &Host, nft: &Nft) -> Observed {
-    let read = |p: &str| std::fs::read_to_string(host.path(p)).ok();
+/// The chains nftables holds and the rules in ufw's tables; `None` when
+/// they cannot be listed.
+fn nft_seen(nft: &Nft) -> Option<NftSeen> {
     let chains = match nft.list_chains() {
         Ok(listing) => coexist::chains_of_listing(&listing),
         Err(e) => {
             log::warn!(error:display = e; "cannot list nftables chains to look for other firewall managers");
-            Vec::new()
+            return None;
         }
     };
     // Only the tables ufw uses, and only when it has chains: small listings.
@@ -52,6 +75,12 @@ fn observe(host: &Host, nft: &Nft) -> Observed {
         .filter_map(|(family, table)| nft.list_other_table(family, table).ok())
         .map(|listing| coexist::ufw_rules_of_listing(&listing))
         .sum();
+    Some(NftSeen { chains, ufw_rules })
+}
+
+fn observe(host: &Host, seen: NftSeen) -> Observed {
+    let read = |p: &str| std::fs::read_to_string(host.path(p)).ok();
+    let NftSeen { chains, ufw_rules } = seen;
     // Per network namespace, like the rules: not under the host root.
     let legacy_tables = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
         .iter()

@@ -35,6 +35,7 @@ use super::ruleset::{Ruleset, TABLE};
 use super::verify::{differences, Summary};
 use super::{plan, render};
 use crate::audit;
+use crate::host::Host;
 use crate::module::{Artifacts, Cx, DriftEvents, ErrorClass, Module, ModuleError, Waker};
 
 pub const NAME: &str = "firewall";
@@ -292,6 +293,15 @@ impl FirewallModule {
         }
     }
 
+    /// Look for other firewall managers when the last look is older than
+    /// [`super::coexist::EVERY`].
+    fn look_for_others_when_due(&mut self, host: &Host) {
+        if self.others.due() {
+            let generation = self.generation().ok();
+            self.others.refresh(host, &self.nft, generation);
+        }
+    }
+
     /// What differs between the live table and the last verified install.
     fn drifted(&mut self) -> Result<Vec<String>, FirewallError> {
         if self.installed.is_none() {
@@ -447,11 +457,20 @@ impl Module for FirewallModule {
         profile: &Profile,
         current: Option<&Profile>,
     ) -> Result<Vec<Change>, ModuleError> {
-        for f in self.others.refresh(cx.host, &self.nft) {
+        let generation = self.generation().ok();
+        for f in self.others.refresh(cx.host, &self.nft, generation) {
             cx.warn(f.to_string());
         }
-        let previous = current.map(desired);
-        let mut changes = plan(&desired(profile), previous.as_ref());
+        // The ruleset depends on the firewall section and the VPN interface
+        // only: when those are the ones in force (a no-op apply, a change
+        // elsewhere) there is nothing to plan and nothing to render.
+        let interface = |p: &Profile| p.wireguard.as_ref().map(|w| w.interface.clone());
+        let same = current.is_some_and(|c| c.firewall == profile.firewall && interface(c) == interface(profile));
+        let mut changes = if same {
+            Vec::new()
+        } else {
+            plan(&desired(profile), current.map(desired).as_ref())
+        };
         let note = |what: String| Change::new(NAME, ChangeOp::Change, what);
         if let Some(port) = self.failsafe.filter(|_| profile.name != FAILSAFE_PROFILE) {
             changes.push(note(format!(
@@ -496,7 +515,7 @@ impl Module for FirewallModule {
     }
 
     fn observe(&mut self, cx: &mut Cx<'_>, _current: &Profile) -> Result<Vec<String>, ModuleError> {
-        self.others.refresh_due(cx.host, &self.nft);
+        self.look_for_others_when_due(cx.host);
         self.drift = self.drifted().map_err(failed)?;
         Ok(self.drift.clone())
     }
@@ -510,7 +529,7 @@ impl Module for FirewallModule {
     }
 
     fn health(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check> {
-        self.others.refresh_due(cx.host, &self.nft);
+        self.look_for_others_when_due(cx.host);
         let (level, reason) = match (current, self.failsafe, &self.installed) {
             (None, Some(port), _) => (
                 Level::Critical,

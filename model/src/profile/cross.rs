@@ -15,10 +15,11 @@ impl Checker<'_> {
     pub(super) fn cross_checks(&mut self, fw: &Firewall, trusted: &Trusted, vpn: &VpnParts) {
         // A source in both lists would be trusted on every port as a cluster
         // address, which makes the admin_tcp restriction meaningless.
-        for (cpath, cnet) in &trusted.cluster {
-            for (apath, anet) in trusted.admin.iter().filter(|(_, a)| cidr::overlaps(cnet, a)) {
+        for (ci, cnet) in &trusted.cluster {
+            for (ai, anet) in trusted.admin.iter().filter(|(_, a)| cidr::overlaps(cnet, a)) {
+                let apath = Trusted::admin_path(*ai);
                 self.err(
-                    cpath.as_str(),
+                    Trusted::cluster_path(*ci),
                     format!(
                         "{cnet} overlaps {apath} ({anet}): an admin source there would be trusted on every port; keep the cluster and admin networks apart"
                     ),
@@ -30,7 +31,12 @@ impl Checker<'_> {
         if let Some(vpn) = vpn.address {
             let (address, subnet) = (vpn.addr(), IpNet::V4(vpn.trunc()));
             for (list, nets) in [("cluster", &trusted.cluster), ("admin", &trusted.admin)] {
-                for (path, net) in nets.iter().filter(|(_, n)| cidr::overlaps(&subnet, n)) {
+                for (i, net) in nets.iter().filter(|(_, n)| cidr::overlaps(&subnet, n)) {
+                    let path = if list == "cluster" {
+                        Trusted::cluster_path(*i)
+                    } else {
+                        Trusted::admin_path(*i)
+                    };
                     let what = if net.contains(&IpAddr::V4(address)) {
                         format!("the VPN address {address} is inside {path} ({net})")
                     } else {

@@ -114,14 +114,13 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 fn leading_zero(whole: &str, addr: &str) -> Result<(), String> {
     // The dotted quad is the whole IPv4 address or the tail of an IPv6 one.
     let quad = addr.rsplit(':').next().unwrap_or(addr);
-    let octets: Vec<&str> = quad.split('.').collect();
-    if octets.len() < 2 {
+    let leading = |o: &str| o.len() > 1 && o.starts_with('0') && o.bytes().all(|b| b.is_ascii_digit());
+    // The common case, every octet fine, allocates nothing.
+    if !quad.contains('.') || !quad.split('.').any(leading) {
         return Ok(());
     }
-    let Some(bad) = octets
-        .iter()
-        .find(|o| o.len() > 1 && o.starts_with('0') && o.bytes().all(|b| b.is_ascii_digit()))
-    else {
+    let octets: Vec<&str> = quad.split('.').collect();
+    let Some(bad) = octets.iter().find(|o| leading(o)) else {
         return Ok(());
     };
     let decimal: Vec<String> = octets

@@ -79,13 +79,27 @@ fn nets(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> Vec<IpNet> {
         .collect()
 }
 
-/// The trusted lists as written, each element with its TOML path, for the
-/// checks that compare them with other sections.
+/// The trusted lists as written, each network with its index in the
+/// array ([`Trusted::admin_path`], [`Trusted::cluster_path`]) and each
+/// interface with its TOML path, for the checks that compare them with
+/// other sections.
 #[derive(Debug, Default)]
 pub(super) struct Trusted {
-    pub admin: Vec<(String, IpNet)>,
-    pub cluster: Vec<(String, IpNet)>,
+    pub admin: Vec<(usize, IpNet)>,
+    pub cluster: Vec<(usize, IpNet)>,
     pub interfaces: Vec<(String, String)>,
+}
+
+impl Trusted {
+    /// `firewall.admin_cidrs[i]`.
+    pub fn admin_path(i: usize) -> String {
+        format!("firewall.admin_cidrs[{i}]")
+    }
+
+    /// `firewall.cluster_cidrs[i]`.
+    pub fn cluster_path(i: usize) -> String {
+        format!("firewall.cluster_cidrs[{i}]")
+    }
 }
 
 /// `0.0.0.0/0` and `::/0`: trusting them opens `what` to the whole internet.
@@ -157,12 +171,17 @@ impl Checker<'_> {
         self.unknown_keys(P, t, FIREWALL_KEYS);
         let admin = self.cidrs_at(t, P, "admin_cidrs", admin_net);
         let cluster = self.cidrs_at(t, P, "cluster_cidrs", cluster_net);
-        let interfaces = normalise(self.array_at(t, P, "cluster_interfaces", "interface names", |v| {
-            let s = v
-                .as_str()
-                .ok_or_else(|| format!("expected an interface name, found {}", v.type_str()))?;
-            interface_pattern(s).map(str::to_owned)
-        }));
+        let interfaces = normalise(
+            self.array_at(t, P, "cluster_interfaces", "interface names", |v| {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| format!("expected an interface name, found {}", v.type_str()))?;
+                interface_pattern(s).map(str::to_owned)
+            })
+            .into_iter()
+            .map(|(i, name)| (format!("{P}.cluster_interfaces[{i}]"), name))
+            .collect(),
+        );
         let (admin_v4, admin_v6) = cidr::merge(&admin.iter().map(|(_, n)| *n).collect::<Vec<_>>());
         let (cluster_v4, cluster_v6) = cidr::merge(&cluster.iter().map(|(_, n)| *n).collect::<Vec<_>>());
         let fw = Firewall {

@@ -392,8 +392,10 @@ impl Checker<'_> {
             .collect()
     }
 
-    /// [`Checker::array`], keeping each good element's TOML path
-    /// (`firewall.cluster_cidrs[1]`) for checks that compare elements.
+    /// [`Checker::array`], keeping each good element's index in the array
+    /// for checks that compare elements: its TOML path
+    /// (`firewall.cluster_cidrs[1]`) is only spelled out for an error, not
+    /// for each of 200,000 networks.
     fn array_at<T>(
         &mut self,
         t: &Table,
@@ -401,7 +403,7 @@ impl Checker<'_> {
         key: &str,
         what: &str,
         mut item: impl FnMut(&Value) -> Result<T, String>,
-    ) -> Vec<(String, T)> {
+    ) -> Vec<(usize, T)> {
         let path = join(prefix, key);
         let Some(v) = t.get(key) else { return Vec::new() };
         let Some(items) = v.as_array() else {
@@ -411,7 +413,7 @@ impl Checker<'_> {
         let mut out = Vec::with_capacity(items.len());
         for (i, v) in items.iter().enumerate() {
             match item(v) {
-                Ok(x) => out.push((format!("{path}[{i}]"), x)),
+                Ok(x) => out.push((i, x)),
                 Err(reason) => self.err(format!("{path}[{i}]"), reason),
             }
         }
@@ -432,15 +434,15 @@ impl Checker<'_> {
             .collect()
     }
 
-    /// CIDRs with their TOML paths; `allow` refuses networks a list must not
-    /// hold, given the network and the string as written.
+    /// CIDRs with their indices in the array; `allow` refuses networks a
+    /// list must not hold, given the network and the string as written.
     fn cidrs_at(
         &mut self,
         t: &Table,
         prefix: &str,
         key: &str,
         allow: impl Fn(&IpNet, &str) -> Result<(), String>,
-    ) -> Vec<(String, IpNet)> {
+    ) -> Vec<(usize, IpNet)> {
         self.array_at(t, prefix, key, "CIDR strings", |v| {
             let s = v
                 .as_str()
