@@ -151,7 +151,11 @@ fn main() {
         String::from_utf8_lossy(&run(&["/usr/sbin/nft", "--version"]).stdout).trim()
     );
     let only = |what: &str| o.only.is_none() || o.only.as_deref() == Some(what);
-    let bulwark = if only("firewall") { firewall_rows(&bin, &o) } else { BTreeMap::new() };
+    let bulwark = if only("firewall") {
+        firewall_rows(&bin, &o)
+    } else {
+        BTreeMap::new()
+    };
     if only("peers") {
         peer_rows(&bin, &o);
         module_alone(&o);

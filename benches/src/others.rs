@@ -50,7 +50,9 @@ pub fn ufw(sizes: &[usize], runs: usize) -> Vec<Figures> {
         let conf = fs::read_to_string("/etc/ufw/ufw.conf").unwrap_or_default();
         write(
             &d.join("etc/ufw/ufw.conf"),
-            &conf.replace("ENABLED=no", "ENABLED=yes").replace("LOGLEVEL=low", "LOGLEVEL=off"),
+            &conf
+                .replace("ENABLED=no", "ENABLED=yes")
+                .replace("LOGLEVEL=low", "LOGLEVEL=off"),
         );
         // No sysctl changes: the namespace's network stack is not the point.
         let defaults = fs::read_to_string("/etc/default/ufw").unwrap_or_default();
@@ -72,7 +74,11 @@ pub fn ufw(sizes: &[usize], runs: usize) -> Vec<Figures> {
         let user = fs::read_to_string("/etc/ufw/user.rules").unwrap_or_default();
         write(
             &d.join("etc/ufw/user.rules"),
-            &user.replacen("### RULES ###\n", &format!("### RULES ###\n{rules}\n### END RULES ###\n"), 1),
+            &user.replacen(
+                "### RULES ###\n",
+                &format!("### RULES ###\n{rules}\n### END RULES ###\n"),
+                1,
+            ),
         );
         let datadir = d.display().to_string();
         let init = |what: &str| drop(run(&["/lib/ufw/ufw-init", "--datadir", &datadir, what]));
