@@ -423,11 +423,11 @@ fn other_rows(o: &Opts, bulwark: &Medians) {
         let figures = others::firewalld(&sizes, o.runs);
         let rows: Vec<String> = figures
             .iter()
-            .map(|(f, start)| others::row(f, &format!("{} start {} ms |", versus(f.n, f), ms(*start))))
+            .map(|(f, start)| others::row(f, &format!("{} {} |", versus(f.n, f), ms(*start))))
             .collect();
         print_table(
             "firewalld: `firewall-cmd --reload` and a runtime `--ipset --add-entry` / `--remove-entry`; ratios are Bulwark's time over firewalld's",
-            &format!("{header} firewalld start |"),
+            &format!("{header} firewalld start ms |"),
             &rows,
         );
     }
