@@ -166,7 +166,7 @@ pub async fn evidence(
     Query(q): Query<EvidenceQuery>,
 ) -> Result<Json<bulwark_model::evidence::Evidence>, ApiError> {
     let window = audit::Window::parse(q.since.as_deref(), q.until.as_deref())?;
-    let view = ctx.view.current().await;
+    let view = ctx.view.newest().await;
     let health = ctx.view.health_of(&view);
     let status = Status {
         health: health.level,

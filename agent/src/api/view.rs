@@ -3,14 +3,17 @@
 //!
 //! The engine publishes after every command, every timer that changed
 //! something and every [`REFRESH`](crate::converge::published::REFRESH)
-//! ([`crate::converge::published`]). A read gets a view taken after it
-//! arrived: readers that ask together share one refresh, so a burst of any
-//! size costs the engine one, and a reader waits at most [`PATIENCE`] while
-//! the engine is busy (a long apply), then gets the newest view there is.
+//! ([`crate::converge::published`]). A read gets a view at most
+//! [`MAX_AGE`] old, and the evidence report one taken after it arrived:
+//! readers that need a newer view than there is share one refresh, so a
+//! burst of any size costs the engine one, and a reader waits at most
+//! [`PATIENCE`] while the engine is busy (a long apply), then gets the
+//! newest view there is. A command publishes before its caller hears back,
+//! so a reader always sees its own changes.
 //! The resource checks (disk, memory: sysinfo) run here every
 //! [`RESOURCES_REFRESH`] on a blocking thread. Metrics scrapes set the check
 //! gauges from the same view, so a scrape never reports a check older than
-//! the scrape (resource checks aside).
+//! the view (resource checks aside).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use std::time::Duration;
 use bulwark_model::api::{Check, Health, Status};
 use tokio::sync::watch;
 
-use crate::converge::published::{Published, Reader, PATIENCE};
+use crate::converge::published::{Published, Reader, MAX_AGE, PATIENCE};
 use crate::converge::task::EngineHandle;
 use crate::health::Metrics;
 use crate::host::Host;
@@ -80,9 +83,15 @@ impl View {
         self.published.borrow().clone()
     }
 
-    /// A published view taken after this call began (see the module docs).
+    /// A published view at most [`MAX_AGE`] old (see the module docs).
     pub async fn current(&self) -> Arc<Published> {
-        self.engine.fresh(&self.published, PATIENCE).await
+        self.engine.fresh(&self.published, MAX_AGE, PATIENCE).await
+    }
+
+    /// A published view taken after this call began: for the evidence
+    /// report, which states the host as it was when asked.
+    pub async fn newest(&self) -> Arc<Published> {
+        self.engine.fresh(&self.published, Duration::ZERO, PATIENCE).await
     }
 
     /// The metrics, their check gauges set from a view taken for this scrape.

@@ -19,6 +19,10 @@ use crate::module::ActionRole;
 /// and nobody asks (readers that need it fresher ask, see
 /// [`super::task::EngineHandle::fresh`]).
 pub const REFRESH: Duration = Duration::from_secs(10);
+/// How old a view may be for status, health, metrics, peers and
+/// generations: a steady stream of reads costs the engine at most one
+/// refresh per this, however many peers it reports on.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
 /// How long a reader waits for a fresh view before answering with the one it has.
 pub const PATIENCE: Duration = Duration::from_secs(2);
 

@@ -108,17 +108,19 @@ impl EngineHandle {
         }
     }
 
-    /// A published view taken after this call began, so what a reader sees
-    /// reflects the host at the time it asked. Readers that ask together
-    /// share one refresh. Waits at most `patience` (the engine may be busy
-    /// with an apply); then answers with the newest view it has.
-    pub async fn fresh(&self, reader: &Reader, patience: Duration) -> Arc<Published> {
+    /// A published view taken at most `max_age` before this call began
+    /// (every command publishes before its caller hears back, so a reader
+    /// always sees its own changes). An older one is refreshed: readers that
+    /// ask together share one refresh. Waits at most `patience` (the engine
+    /// may be busy with an apply); then answers with the newest view it has.
+    pub async fn fresh(&self, reader: &Reader, max_age: Duration, patience: Duration) -> Arc<Published> {
         let asked = SystemTime::now();
+        let oldest = asked.checked_sub(max_age).unwrap_or(asked);
         let mut reader = reader.clone();
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let view = reader.borrow_and_update().clone();
-            if view.at >= asked {
+            if view.at >= oldest {
                 return view;
             }
             if !self.refreshing.swap(true, Ordering::AcqRel) && self.tx.send(Command::Refresh).is_err() {
