@@ -57,6 +57,14 @@ fn metrics_on_the_socket_pass_promtool() {
     let (lab, _systemctl, _running) = lab_with("mon-promtool", "127.0.0.1:9469");
     let d = &lab.daemon;
     let _k3s = K3sStandIn::start(&lab.net.vps, &d.root, None);
+    // Reads answer from a view at most 1 s old: wait until it has K3s listening.
+    let bound = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        metrics_over_socket(d, None)
+            .1
+            .contains("bulwark_check_status{check=\"k3s_bind\",module=\"k3s\"} 0")
+            .then_some(())
+    });
+    assert!(bound.is_some(), "the stand-in's listener never showed in the metrics");
 
     // Prometheus asks for OpenMetrics and gets it.
     let (ct, om) = metrics_over_socket(d, Some("application/openmetrics-text;version=1.0.0"));
