@@ -14,6 +14,7 @@ const K3S_KEYS: &[&str] = &["bind", "tls_san", "restart", "etcd_snapshots"];
 const ETCD_KEYS: &[&str] = &["schedule", "retention", "s3", "folder"];
 /// Where K3s's snapshots go under the Vault's prefix unless `folder` says otherwise.
 const ETCD_FOLDER: &str = "k3s-etcd";
+const FOLDER_FORM: &str = "like \"hosts/vps1/k3s-etcd\" (letters, digits, - _ . /, no leading or trailing /)";
 const CRON_DESCRIPTORS: &[&str] = &[
     "@yearly",
     "@annually",
@@ -196,19 +197,14 @@ impl Checker<'_> {
         };
         let folder = match t.get("folder") {
             None => None,
-            Some(_) => {
-                match self.string(t, P, "folder") {
-                    Some(f) if folder_ok(&f) => Some(f),
-                    Some(f) => {
-                        self.err(
-                        "k3s.etcd_snapshots.folder",
-                        format!("{f:?}: like \"hosts/vps1/k3s-etcd\" (letters, digits, - _ . /, no leading or trailing /)"),
-                    );
-                        return None;
-                    }
-                    None => return None,
+            Some(_) => match self.string(t, P, "folder") {
+                Some(f) if folder_ok(&f) => Some(f),
+                Some(f) => {
+                    self.err("k3s.etcd_snapshots.folder", format!("{f:?}: {FOLDER_FORM}"));
+                    return None;
                 }
-            }
+                None => return None,
+            },
         };
         let s3 = match (self.bool(t, P, "s3"), vault_s3) {
             (None | Some(false), _) => {
