@@ -798,6 +798,7 @@ fn k3s_is_handed_the_bucket_and_its_keys_stay_out_of_generations_plans_and_logs(
 
     // The dry run names the keys' drop-in and its source, never the keys.
     let dry = d.ctl_ok(&["apply", "--dry-run", p.to_str().unwrap()]);
+    assert!(!dry.stdout.contains(SECRET) && !dry.stdout.contains(ACCESS), "{dry}");
     assert!(
         dry.stdout
             .contains("51-bulwark-etcd-s3.yaml (S3 keys from /etc/bulwark/s3-credentials, mode 0600)"),
