@@ -376,7 +376,6 @@ fn snapshots_land_in_the_bucket_with_their_digest_retention_prunes_both_sides_an
         .any(|(e, m)| e == "BWK-VLT-0207" && m.contains(&taken[1].name)));
 
     // The secret and access key: nowhere but s3s-fs's own command line.
-    let s3_pid = s3_pids(&ns);
     let mut hay = leak_haystacks(d, &ns);
     for args in [&["--json", "vault", "snapshots"][..], &["vault", "snapshots"]] {
         let r = d.ctl(args);
@@ -385,17 +384,7 @@ fn snapshots_land_in_the_bucket_with_their_digest_retention_prunes_both_sides_an
             format!("{}{}", r.stdout, r.stderr).into_bytes(),
         ));
     }
-    for secret in [SECRET, ACCESS, root.as_str()] {
-        for (place, bytes) in &hay {
-            if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
-                continue;
-            }
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{secret} leaked into {place}"
-            );
-        }
-    }
+    assert_not_leaked(&ns, &hay, &[SECRET, ACCESS, root.as_str()]);
 }
 
 /// The `vault-snapshots` health check: level and reason.
@@ -435,6 +424,23 @@ fn s3_pids(ns: &str) -> Vec<String> {
         .filter(|p| fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(6).any(|w| w == b"s3s-fs")))
         .map(str::to_owned)
         .collect()
+}
+
+/// Panics naming the first place in `hay` that holds one of `secrets`;
+/// s3s-fs's own command line (which carries its keys) is not a leak.
+fn assert_not_leaked(ns: &str, hay: &[(String, Vec<u8>)], secrets: &[&str]) {
+    let s3_pid = s3_pids(ns);
+    for (place, bytes) in hay {
+        if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
+            continue;
+        }
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} leaked into {place}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -516,24 +522,13 @@ fn s3_down_keeps_the_snapshot_locally_with_a_warning_uploads_it_when_back_and_a_
     let e: SnapshotEntry = serde_json::from_str(&r.stdout).unwrap();
     assert!(e.upload_error.unwrap().contains("chmod 600"), "{r}");
 
-    let s3_pid = s3_pids(&ns);
     let mut hay = leak_haystacks(d, &ns);
     let r = d.ctl(&["--json", "vault", "snapshots"]);
     hay.push((
         "bulwarkctl vault snapshots".to_owned(),
         format!("{}{}", r.stdout, r.stderr).into_bytes(),
     ));
-    for (place, bytes) in hay {
-        if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
-            continue;
-        }
-        for secret in [SECRET, ACCESS, "wrong-secret-value-0123456789"] {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{secret} leaked into {place}"
-            );
-        }
-    }
+    assert_not_leaked(&ns, &hay, &[SECRET, ACCESS, "wrong-secret-value-0123456789"]);
 }
 
 #[test]
@@ -890,18 +885,7 @@ fn k3s_is_handed_the_bucket_and_its_keys_stay_out_of_generations_plans_and_logs(
     // API answers, command lines or environments.
     let mut hay = leak_haystacks(d, &ns);
     files_under(&d.root, &[creds.clone(), keys.clone()], &mut hay);
-    let s3_pid = s3_pids(&ns);
-    for (place, bytes) in &hay {
-        if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
-            continue;
-        }
-        for secret in [SECRET, ACCESS] {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{secret} leaked into {place}"
-            );
-        }
-    }
+    assert_not_leaked(&ns, &hay, &[SECRET, ACCESS]);
     assert!(
         hay.iter().any(|(p, _)| p.contains("/generations/")),
         "the walk saw no generation"
@@ -1003,16 +987,5 @@ fn systemd_creds_credentials_sign_the_uploads_and_k3s_gets_the_decrypted_keys() 
     );
     let mut hay = leak_haystacks(d, &ns);
     files_under(&d.root, &[keys], &mut hay);
-    let s3_pid = s3_pids(&ns);
-    for (place, bytes) in &hay {
-        if s3_pid.iter().any(|p| place.starts_with(&format!("/proc/{p}/"))) {
-            continue;
-        }
-        for secret in [SECRET, ACCESS] {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{secret} leaked into {place}"
-            );
-        }
-    }
+    assert_not_leaked(&ns, &hay, &[SECRET, ACCESS]);
 }
