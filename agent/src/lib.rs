@@ -17,6 +17,7 @@ pub mod ima;
 pub mod integrity;
 pub mod k3s;
 pub mod logging;
+pub mod memory;
 pub mod module;
 pub mod notify;
 pub mod state;

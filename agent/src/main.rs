@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    bulwark_agent::memory::one_arena();
     let args = bulwark_agent::daemon::Args::parse();
     let level = if args.verbose {
         log::LevelFilter::Debug

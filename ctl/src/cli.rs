@@ -111,8 +111,9 @@ Examples:
     #[command(long_about = "\
 Apply a profile: validate it, show the plan, and make it the new generation.
 
-The profile is validated locally first, so errors look the same whether or not
-the daemon is reachable. When run over SSH, bulwarkctl refuses a profile that
+bulwarkd validates the profile; its errors print as `validate` prints them,
+and when the daemon is unreachable bulwarkctl validates it itself, so they
+look the same either way. When run over SSH, bulwarkctl refuses a profile that
 would drop the SSH connection it runs in, unless --force is given.
 
 With --confirm SECS the change reverts to the previous generation after SECS

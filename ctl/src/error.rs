@@ -106,12 +106,6 @@ pub enum CtlError {
         #[source]
         source: io::Error,
     },
-    #[error("{name} is not UTF-8 text")]
-    NotUtf8 {
-        name: String,
-        #[source]
-        source: std::string::FromUtf8Error,
-    },
     #[error("{name} is {size} bytes; bulwarkd accepts profiles up to {max} bytes")]
     TooLarge { name: String, size: usize, max: usize },
     /// The SSH guard's refusal, with the fix.
@@ -159,7 +153,7 @@ pub fn classify(err: &anyhow::Error) -> (String, u8) {
         return ("invalid_profile".to_owned(), INVALID);
     }
     let (kind, code) = match err.downcast_ref::<CtlError>() {
-        Some(CtlError::ReadProfile { .. } | CtlError::NotUtf8 { .. }) => ("bad_input", INVALID),
+        Some(CtlError::ReadProfile { .. }) => ("bad_input", INVALID),
         Some(CtlError::TooLarge { .. }) => ("too_large", INVALID),
         Some(CtlError::SshLockout(_)) => ("ssh_lockout", LOCKOUT),
         Some(CtlError::WaitTimeout { .. }) => ("wait_timeout", WAIT_TIMEOUT),

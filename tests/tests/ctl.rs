@@ -167,6 +167,17 @@ fn every_failure_prints_its_kind_as_json_and_exits_with_its_class() {
         let r = run(Command::new(bin("bulwarkctl")).args(gone).args(args));
         assert_eq!((r.code, kind(&r).as_str()), (Some(3), "unreachable"), "{r}");
     }
+    // An invalid profile reads the same when bulwarkd refuses it, when
+    // bulwarkctl finds bulwarkd down and checks it alone, and in `validate`.
+    let refused = d.ctl(&["apply", bad]);
+    let alone = run(Command::new(bin("bulwarkctl")).args(&gone[..2]).args(["apply", bad]));
+    let validated = d.ctl(&["validate", bad]);
+    assert_eq!((refused.code, alone.code, validated.code), (Some(4), Some(4), Some(4)));
+    assert_eq!(refused.stderr, alone.stderr, "{refused}\n{alone}");
+    assert!(
+        refused.stderr.starts_with(&validated.stderr) && validated.stderr.contains("firewall.admin_tcp[0]"),
+        "{refused}\n{validated}"
+    );
     // Without --json stdout stays empty: the message is on stderr.
     let r = d.ctl(&["rollback", "999999"]);
     assert_eq!(r.code, Some(7), "{r}");

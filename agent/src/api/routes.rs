@@ -4,6 +4,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
 use axum::Json;
 use bulwark_model::api::{
     AddPeerRequest, AddPeerResponse, ApplyRequest, ApplyResponse, AuditEvent, AuditVerify, ConfirmRequest,
@@ -74,8 +76,9 @@ pub async fn version() -> Json<VersionInfo> {
     })
 }
 
-pub async fn status(State(ctx): State<Ctx>) -> Json<Status> {
-    Json(ctx.view.status().await)
+pub async fn status(State(ctx): State<Ctx>) -> impl IntoResponse {
+    let json = HeaderValue::from_static("application/json");
+    ([(header::CONTENT_TYPE, json)], ctx.view.status_json().await)
 }
 
 pub async fn health(State(ctx): State<Ctx>) -> Json<Health> {

@@ -15,8 +15,10 @@
 //! gauges from the same view, so a scrape never reports a check older than
 //! the view (resource checks aside).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use axum::body::Bytes;
 
 use bulwark_model::api::{Check, Health, Status};
 use tokio::sync::watch;
@@ -37,6 +39,17 @@ pub struct View {
     published: Reader,
     resources: watch::Receiver<Arc<Vec<Check>>>,
     metrics: Arc<Metrics>,
+    status_json: Arc<Mutex<Option<StatusJson>>>,
+}
+
+/// `GET /v1/status`'s body as sent, with the view and resource checks it
+/// was made from: with 1,000 peers the status is hundreds of kilobytes of
+/// JSON, which each of a stream of reads would otherwise serialise again.
+#[derive(Debug)]
+struct StatusJson {
+    view: Arc<Published>,
+    resources: Arc<Vec<Check>>,
+    body: Bytes,
 }
 
 impl View {
@@ -53,6 +66,7 @@ impl View {
             published,
             resources,
             metrics,
+            status_json: Arc::default(),
         };
         view.metrics.set_checks(&view.health_of(&latest).checks);
         tokio::spawn(view.clone().refresh(host, tx));
@@ -102,13 +116,27 @@ impl View {
         &self.metrics
     }
 
-    /// Status, its health level from the full report.
-    pub async fn status(&self) -> Status {
+    /// Status, its health level from the full report, as JSON.
+    pub async fn status_json(&self) -> Bytes {
         let view = self.current().await;
-        Status {
+        let resources = self.resources.borrow().clone();
+        let mut cached = self.status_json.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cached.as_ref() {
+            if Arc::ptr_eq(&c.view, &view) && Arc::ptr_eq(&c.resources, &resources) {
+                return c.body.clone();
+            }
+        }
+        let status = Status {
             health: self.health_of(&view).level,
             ..view.status.clone()
-        }
+        };
+        let body = Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
+        *cached = Some(StatusJson {
+            view,
+            resources,
+            body: body.clone(),
+        });
+        body
     }
 
     /// The engine's checks and the host's resource checks.

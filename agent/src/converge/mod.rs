@@ -860,14 +860,24 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 /// changes". One change per setting, named by its path in the profile
 /// model (`monitoring.listen`, `profile.drift`), with both values.
 fn setting_changes(old: &Profile, new: &Profile, planned: &[&str]) -> Vec<Change> {
-    // Serialising a profile of 50,000 networks costs more than the rest of a
-    // no-op apply together.
+    // Serialising a profile of 50,000 networks costs more than the rest of
+    // an apply together, so the firewall is left out when its module planned
+    // it or it has not changed.
     if old == new {
         return Vec::new();
     }
-    let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
+    let without_firewall = |p: &Profile| {
+        serde_json::to_value(Profile {
+            firewall: Default::default(),
+            ..p.clone()
+        })
+    };
+    let (old, new) = if old.firewall == new.firewall || planned.contains(&"firewall") {
+        (without_firewall(old), without_firewall(new))
+    } else {
         (serde_json::to_value(old), serde_json::to_value(new))
-    else {
+    };
+    let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) = (old, new) else {
         return Vec::new();
     };
     let mut out = Vec::new();

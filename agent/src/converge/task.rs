@@ -204,7 +204,7 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                         // A profile of 200,000 networks is tens of megabytes
                         // while it is parsed, planned and rendered; give
                         // them back once the request is done.
-                        crate::firewall::trim_heap();
+                        crate::memory::trim();
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}

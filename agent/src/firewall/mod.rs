@@ -40,7 +40,7 @@ pub mod verify;
 mod testns;
 
 pub use interfaces::{refuse_trusted_uplinks, UplinkError};
-pub use module::{desired, failsafe_profile, trim_heap, FirewallModule, FAILSAFE_PROFILE};
+pub use module::{desired, failsafe_profile, FirewallModule, FAILSAFE_PROFILE};
 pub use nft::{FirewallError, Nft, NftOp, DEFAULT_NFT, DEFAULT_TIMEOUT};
 pub use plan::plan;
 pub use render::render;

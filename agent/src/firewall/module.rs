@@ -31,7 +31,7 @@ use super::netlink::{after, has_end, NfTables, SetChange};
 use super::nft::{FirewallError, Nft};
 use super::readback::{self, Table};
 use super::render::{FAILSAFE_SSH, FAILSAFE_WIREGUARD};
-use super::ruleset::{Ruleset, TABLE};
+use super::ruleset::{sorted_difference, Ruleset, TABLE};
 use super::verify::{differences, Summary};
 use super::{plan, render};
 use crate::audit;
@@ -238,7 +238,7 @@ impl FirewallModule {
         let shape = table.shape();
         drop(table);
         self.verified(Installed { ruleset: rs, shape }, generation);
-        trim_heap();
+        crate::memory::trim();
         Ok(())
     }
 
@@ -328,7 +328,7 @@ impl FirewallModule {
         }
         let (generation, live) = self.read()?;
         let found = self.compare(live);
-        trim_heap();
+        crate::memory::trim();
         self.checked = Some((generation, found.clone()));
         Ok(found)
     }
@@ -354,17 +354,6 @@ impl FirewallModule {
     }
 }
 
-/// Give the allocator's free memory back to the system: reading back a big
-/// table allocates tens of megabytes for moments, which glibc would
-/// otherwise keep as the daemon's resident size.
-pub fn trim_heap() {
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim only releases free heap pages; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Per set, the elements to add and remove to turn `old` into `new`, when
 /// that can be sent as element messages: the same sets, each sorted, at
 /// most [`INCREMENTAL_MAX`] changes, and no changed network adjacent to
@@ -381,8 +370,7 @@ fn element_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
         if (&o.name, o.family) != (&n.name, n.family) || !sorted(&o.elements) || !sorted(&n.elements) {
             return None;
         }
-        let add = missing_from(&n.elements, &o.elements);
-        let remove = missing_from(&o.elements, &n.elements);
+        let (add, remove) = sorted_difference(&n.elements, &o.elements);
         total += add.len() + remove.len();
         if total > INCREMENTAL_MAX {
             return None;
@@ -404,11 +392,6 @@ fn element_changes(old: &Ruleset, new: &Ruleset) -> Option<Vec<SetChange>> {
 
 fn sorted(nets: &[IpNet]) -> bool {
     nets.windows(2).all(|w| w[0].broadcast() < w[1].network())
-}
-
-/// Elements of `a` (sorted) that are not in `b` (sorted).
-fn missing_from(a: &[IpNet], b: &[IpNet]) -> Vec<IpNet> {
-    a.iter().filter(|x| b.binary_search(x).is_err()).copied().collect()
 }
 
 /// Whether another network of `set` (sorted, non-overlapping) ends right

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use bulwark_model::api::{Change, ChangeOp};
 use ipnet::IpNet;
 
-use super::ruleset::{Chain, NamedSet, Rule, Ruleset, FAMILY, TABLE};
+use super::ruleset::{sorted_difference, Chain, NamedSet, Rule, Ruleset, FAMILY, TABLE};
 
 /// Module name in every [`Change`].
 pub const MODULE: &str = "firewall";
@@ -101,10 +101,7 @@ fn elements(out: &mut Vec<Change>, set: &str, desired: &[IpNet], previous: &[IpN
     }
     let (added, removed) = if sorted(desired) && sorted(previous) {
         // Profiles hold their networks merged and sorted: no hashing needed.
-        let missing = |a: &'_ [IpNet], b: &[IpNet]| -> Vec<IpNet> {
-            a.iter().filter(|n| b.binary_search(n).is_err()).copied().collect()
-        };
-        (missing(desired, previous), missing(previous, desired))
+        sorted_difference(desired, previous)
     } else {
         let (old, new): (HashSet<&IpNet>, HashSet<&IpNet>) = (previous.iter().collect(), desired.iter().collect());
         (

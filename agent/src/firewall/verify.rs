@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::ruleset::{Action, Ruleset};
+use super::ruleset::{sorted_difference, Action, Ruleset};
 
 /// What a table holds, in a form both the sent ruleset and nft's listing give.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,16 +152,13 @@ pub fn differences(want: &Summary, have: &Summary) -> Vec<String> {
                 out.push(format!("set {name}: type {have_kind} where {kind} was sent"))
             }
             Some((_, have_elements)) => {
-                let added = have_elements
-                    .iter()
-                    .filter(|e| elements.binary_search(e).is_err())
-                    .count();
-                let removed = elements
-                    .iter()
-                    .filter(|e| have_elements.binary_search(e).is_err())
-                    .count();
-                if added + removed > 0 {
-                    out.push(format!("set {name}: {added} element(s) added, {removed} removed"));
+                let (removed, added) = sorted_difference(elements, have_elements);
+                if !added.is_empty() || !removed.is_empty() {
+                    out.push(format!(
+                        "set {name}: {} element(s) added, {} removed",
+                        added.len(),
+                        removed.len()
+                    ));
                 }
             }
         }

@@ -457,6 +457,14 @@ fn dpkg_hook(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ImaPolicyArgs, admindir:
     OK
 }
 
+/// Whether [`enforce_preflight`] could have work for this profile text, judged
+/// without parsing it: only as root, without `--force`, and only when the
+/// text could name an `ima` table (TOML spells a key either literally or
+/// with `\u` / `\U` escapes).
+pub fn preflight_may_run(text: &str, force: bool) -> bool {
+    !force && euid_is_root() && ["ima", "\\u", "\\U"].iter().any(|s| text.contains(s))
+}
+
 /// The whole-host half of the enforce guard. bulwarkd scans what its
 /// sandbox shows it (ProtectKernelModules hides /usr/lib/modules,
 /// ProtectHome /root and /home), so `bulwarkctl apply` running as root

@@ -6,11 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bulwark_model::api::{ApplyRequest, ApplyResponse, ConfirmRequest, Health, Level, RollbackRequest, MAX_BODY_BYTES};
+use bulwark_model::profile::ValidationErrors;
 use bulwark_model::Profile;
 
 use super::{emit, emit_json, now, Ctx};
 use crate::cli::{ApplyArgs, ConfirmArgs, ValidateArgs};
-use crate::client::{Answer, Client};
+use crate::client::{Answer, Client, ClientError};
 use crate::error::{self, CtlError, InvalidProfile, INVALID, OK};
 use crate::output::{self, Action};
 use crate::ssh_guard::{self, Verdict};
@@ -70,12 +71,6 @@ pub fn validate(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ValidateArgs) -> anyh
 
 pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Result<u8> {
     let (name, bytes) = read_profile(&args.file, args.source.as_deref())?;
-    // Validate here first: errors then read the same whether or not the
-    // daemon is reachable, and the SSH guard needs the parsed profile.
-    let profile = Profile::parse_bytes(&name, &bytes).map_err(|v| InvalidProfile {
-        file: v.file,
-        errors: v.errors,
-    })?;
     if bytes.len() > MAX_BODY_BYTES {
         return Err(CtlError::TooLarge {
             name,
@@ -84,30 +79,57 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         }
         .into());
     }
-    let flags = ssh_guard::Flags {
-        force: args.force,
-        confirm_secs: args.confirm,
-        dry_run: args.dry_run,
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => return Err(invalid(ValidationErrors::not_text(&name, e.utf8_error()))),
     };
-    match ssh_guard::decide(ssh_guard::ssh_connection().as_deref(), &profile.firewall, flags) {
-        Verdict::Proceed => {}
-        Verdict::Warn(msg) => error::warn(&msg),
-        Verdict::Refuse(msg) => return Err(CtlError::SshLockout(msg).into()),
-    }
-    let text = String::from_utf8(bytes).map_err(|source| CtlError::NotUtf8 {
-        name: name.clone(),
-        source,
-    })?;
+    let ssh = ssh_guard::ssh_connection();
+    // bulwarkd validates every profile it is sent, and its errors print as
+    // local ones do, so the profile is parsed here only for the checks that
+    // must run on this side: the SSH guard (over SSH) and the IMA enforce
+    // pre-flight. Parsing 50,000 networks costs more than the whole no-op
+    // apply otherwise does.
+    let local = if ssh.is_some() || super::ima::preflight_may_run(&text, args.force) {
+        Some(Profile::parse(&name, &text).map_err(invalid)?)
+    } else {
+        None
+    };
     let req = ApplyRequest {
         profile: text,
-        source: Some(name),
+        source: Some(name.clone()),
         dry_run: args.dry_run,
         confirm_secs: args.confirm,
         force: args.force,
     };
-    super::ima::enforce_preflight(ctx, &profile, &req)?;
+    if let Some(profile) = &local {
+        let flags = ssh_guard::Flags {
+            force: args.force,
+            confirm_secs: args.confirm,
+            dry_run: args.dry_run,
+        };
+        match ssh_guard::decide(ssh.as_deref(), &profile.firewall, flags) {
+            Verdict::Proceed => {}
+            Verdict::Warn(msg) => error::warn(&msg),
+            Verdict::Refuse(msg) => return Err(CtlError::SshLockout(msg).into()),
+        }
+        super::ima::enforce_preflight(ctx, profile, &req)?;
+    }
     let client = ctx.client()?;
-    let answer = client.post("/v1/apply", Some(&req))?;
+    let answer = match client.post("/v1/apply", Some(&req)) {
+        Ok(answer) => answer,
+        // The same errors whether or not bulwarkd is up.
+        Err(e @ ClientError::Unreachable { .. }) if local.is_none() => {
+            return Err(Profile::parse(&name, &req.profile).map_or_else(invalid, |_| e.into()))
+        }
+        Err(ClientError::Api { body, .. }) if body.kind == "invalid_profile" => {
+            return Err(InvalidProfile {
+                file: name,
+                errors: body.profile_errors,
+            }
+            .into())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let Some(secs) = args.wait else {
         return finish(ctx, out, &answer, Action::Apply);
     };
@@ -139,6 +161,14 @@ pub fn apply(ctx: &Ctx<'_>, out: &mut dyn Write, args: &ApplyArgs) -> anyhow::Re
         emit(out, &format!("health {} after {waited:.1}s\n", health.level))?;
     }
     Ok(OK)
+}
+
+fn invalid(v: ValidationErrors) -> anyhow::Error {
+    InvalidProfile {
+        file: v.file,
+        errors: v.errors,
+    }
+    .into()
 }
 
 /// Poll health until it is not CRITICAL or `limit` has passed; returns the

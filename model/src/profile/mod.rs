@@ -125,19 +125,26 @@ pub struct ValidationErrors {
     pub errors: Vec<ProfileError>,
 }
 
+impl ValidationErrors {
+    /// The one error of a file that is not UTF-8.
+    pub fn not_text(file: &str, e: std::str::Utf8Error) -> ValidationErrors {
+        ValidationErrors {
+            file: file.to_owned(),
+            errors: vec![ProfileError {
+                file: file.to_owned(),
+                path: String::new(),
+                reason: format!("not a text file: invalid UTF-8 at byte {}", e.valid_up_to()),
+            }],
+        }
+    }
+}
+
 impl Profile {
     /// Parse and validate profile bytes. `file` only labels the errors.
     pub fn parse_bytes(file: &str, bytes: &[u8]) -> Result<Profile, ValidationErrors> {
         match std::str::from_utf8(bytes) {
             Ok(text) => Profile::parse(file, text),
-            Err(e) => Err(ValidationErrors {
-                file: file.to_owned(),
-                errors: vec![ProfileError {
-                    file: file.to_owned(),
-                    path: String::new(),
-                    reason: format!("not a text file: invalid UTF-8 at byte {}", e.valid_up_to()),
-                }],
-            }),
+            Err(e) => Err(ValidationErrors::not_text(file, e)),
         }
     }
 
