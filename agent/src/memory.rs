@@ -2,7 +2,7 @@
 //! arena of its own and keeps what is freed there; after an apply at
 //! 50,000 networks the arenas of a few tokio threads held four times the
 //! live heap. One arena, trimmed after the big moments, keeps the resident
-//! size near what is in use (docs/benchmarks.md, "Idle").
+//! size near what is in use (docs/benchmarks.md, "The third run").
 
 /// Use one malloc arena for every thread. Call before any thread starts;
 /// bulwarkd's threads allocate rarely, so they do not contend for it.
