@@ -872,7 +872,7 @@ fn setting_changes(old: &Profile, new: &Profile, planned: &[&str]) -> Vec<Change
             ..p.clone()
         })
     };
-    let (old, new) = if old.firewall == new.firewall || planned.contains(&"firewall") {
+    let (old, new) = if old.firewall == new.firewall || planned.contains(&crate::firewall::plan::MODULE) {
         (without_firewall(old), without_firewall(new))
     } else {
         (serde_json::to_value(old), serde_json::to_value(new))
