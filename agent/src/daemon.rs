@@ -95,7 +95,8 @@ fn boot_profile(args: &Args, host: &Host) -> (String, String) {
     }
 }
 
-/// Run the daemon; returns only on a start-up failure.
+/// Run the daemon. Returns on a start-up failure, or on SIGTERM or SIGINT
+/// once the engine has stopped what the modules supervise.
 pub fn run(args: Args) -> Result<(), StartError> {
     let host = Host::new(&args.root);
     let tools = Tools {
@@ -139,7 +140,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
         status.generation.unwrap_or(0),
         status.profile.as_deref().unwrap_or("failsafe")
     );
-    let (handle, published) =
+    let (handle, published, engine_thread) =
         task::spawn(engine, crate::notify::watchdog_interval()).map_err(|source| StartError::Runtime {
             what: "engine thread",
             source,
@@ -153,7 +154,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
             what: "async runtime",
             source,
         })?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| StartError::Runtime {
             what: "listener",
             source,
@@ -168,7 +169,10 @@ pub fn run(args: Args) -> Result<(), StartError> {
             () = shutdown() => log::info!("stopping"),
         }
         Ok(())
-    })
+    });
+    engine_thread.stop();
+    log::info!("stopped");
+    served
 }
 
 async fn shutdown() {

@@ -187,6 +187,18 @@ fn static_custody_unseals_itself_after_restarts_of_bao_and_of_bulwarkd() {
     d.restart();
     wait_for(d, "unsealed after the reboot", START, unsealed);
 
+    // SIGTERM (a stop outside systemd): bulwarkd stops the bao it runs.
+    let status = d.terminate();
+    assert!(
+        status.success(),
+        "bulwarkd exited with {status} on SIGTERM\n{}",
+        d.logs()
+    );
+    assert_eq!(bao_processes(&ns), Vec::<i32>::new(), "bao outlived bulwarkd");
+    assert_eq!(bao_pid(d), None, "the PID file of a stopped bao is left");
+    d.restart();
+    wait_for(d, "unsealed after the stop", START, unsealed);
+
     let keys = init(d);
     assert_eq!((keys.keys.len(), keys.key_kind.as_str()), (5, "recovery"));
     let root = keys.root_token.clone().unwrap();

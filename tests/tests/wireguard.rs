@@ -538,6 +538,39 @@ fn twenty_concurrent_add_peers_get_distinct_addresses_and_survive_kill9() {
     );
 }
 
+#[test]
+fn sigterm_stops_wireguard_go_with_the_daemon_and_a_restart_brings_the_peers_back() {
+    let mut lab = Lab::new("wg-term");
+    let (srv_if, _) = names();
+    let _reaper = start(&mut lab, &srv_if);
+    let vps = lab.net.vps.clone();
+    add_peer(&lab.daemon, &["admin"]);
+    let keys = device_keys(&lab.daemon, &vps, &srv_if);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(wg_go_pids(&srv_if).len(), 1, "one wireguard-go serves {srv_if}");
+
+    // Outside systemd nothing else ends bulwarkd's children: it must.
+    let status = lab.daemon.terminate();
+    assert!(
+        status.success(),
+        "bulwarkd exited with {status} on SIGTERM\n{}",
+        lab.daemon.logs()
+    );
+    assert_eq!(wg_go_pids(&srv_if), Vec::<i32>::new(), "wireguard-go outlived bulwarkd");
+    let link = run(Command::new("ip").args(["netns", "exec", &vps, "ip", "link", "show", &srv_if]));
+    assert!(!link.ok(), "{srv_if} is still there after the stop:\n{link}");
+
+    lab.daemon.restart();
+    let back = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        (device_keys(&lab.daemon, &vps, &srv_if) == keys).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "the peer is not back on {srv_if}\n{}",
+        lab.daemon.logs()
+    );
+}
+
 /// What the kill -9 loop knows about one peer name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Known {

@@ -37,6 +37,9 @@ pub enum Command {
     Record(&'static EventKind, u32, Outcome, String),
     /// Run the timers and the modules' ticks now (see [`Waker`]).
     Wake,
+    /// Stop what the modules supervise and end the thread (the daemon is
+    /// exiting); commands queued before it run first.
+    Stop,
 }
 
 /// Wakes the engine thread from another thread, typically a module's own
@@ -139,9 +142,29 @@ impl EngineHandle {
     }
 }
 
+/// The engine thread, to stop and wait for when the daemon exits.
+#[derive(Debug)]
+pub struct Running {
+    handle: EngineHandle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Finish the queued commands, stop what the modules supervise
+    /// (wireguard-go, bao), and wait for the thread to end. Modules' wakers
+    /// keep the channel open, so the thread never sees it close by itself.
+    pub fn stop(self) {
+        let _ = self.handle.tx.send(Command::Stop);
+        if self.thread.join().is_err() {
+            log::error!("the converge thread panicked while stopping");
+        }
+    }
+}
+
 /// Run `engine` on its own thread; `watchdog` is systemd's WatchdogSec/2.
-/// Also returns the reader of what the engine publishes.
-pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<(EngineHandle, Reader)> {
+/// Also returns the reader of what the engine publishes, and the thread to
+/// stop on exit.
+pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<(EngineHandle, Reader, Running)> {
     let (tx, rx) = mpsc::channel::<Command>();
     let (publish, reader) = watch::channel(Arc::new(engine.published(None)));
     let refreshing = Arc::new(AtomicBool::new(false));
@@ -151,7 +174,7 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
         pending: Arc::default(),
     };
     let woken = waker.pending.clone();
-    std::thread::Builder::new().name("converge".to_owned()).spawn(move || {
+    let thread = std::thread::Builder::new().name("converge".to_owned()).spawn(move || {
         engine.hand_waker(&waker);
         drop(waker);
         let mut next_ping = Instant::now();
@@ -191,6 +214,10 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
             match rx.recv_timeout(wait) {
                 // The loop's next turn runs the timers and ticks.
                 Ok(Command::Wake) => woken.store(false, Ordering::Release),
+                Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    engine.shutdown();
+                    return;
+                }
                 Ok(cmd) => {
                     // Whatever a command changed is published before its caller
                     // hears back, so its next read already sees it.
@@ -208,14 +235,15 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    engine.shutdown();
-                    return;
-                }
             }
         }
     })?;
-    Ok((EngineHandle { tx, refreshing }, reader))
+    let handle = EngineHandle { tx, refreshing };
+    let running = Running {
+        handle: handle.clone(),
+        thread,
+    };
+    Ok((handle, reader, running))
 }
 
 impl Engine {
@@ -272,7 +300,7 @@ fn handle(engine: &mut Engine, cmd: Command) -> Option<Deliver> {
         Command::Rollback(target, uid, reply) => deliver(reply, engine.rollback(target, uid)),
         Command::Action(module, action, body, uid, reply) => deliver(reply, engine.action(&module, &action, body, uid)),
         Command::Refresh => Some(Box::new(|| {})),
-        Command::Wake => None,
+        Command::Wake | Command::Stop => None,
         Command::Record(kind, uid, outcome, message) => {
             if let Err(e) = engine.audit_mut().record(kind, uid, outcome, &message) {
                 log::error!(error:display = e; "could not write audit event {}", kind.id);
