@@ -251,7 +251,9 @@ pub trait Module: Any + Send {
     /// Named checks for `bulwarkctl health`; the engine sets their `module`.
     fn health(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> Vec<Check>;
 
-    /// One entry of `status.modules`.
+    /// One entry of `status.modules`. Its `level` is what the module says
+    /// beyond its checks (a section it cannot serve); the engine raises it
+    /// to the worst of [`Module::health`], which it asks once for both.
     fn status(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus;
 
     /// Called once when the engine thread starts: `waker` wakes it from

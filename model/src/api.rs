@@ -322,7 +322,10 @@ pub struct WireGuardStatus {
     pub listen_port: u16,
     /// The server's public key (the private key never leaves the host).
     pub public_key: String,
+    /// Stored peers, enabled or not (`GET /v1/peers` lists them).
     pub peers: usize,
+    /// Of `peers`, those kept in the store but off the interface.
+    pub disabled_peers: usize,
 }
 
 /// One module's entry in `status.modules`, in registry order.

@@ -377,6 +377,8 @@ fn renew_disable_and_enable_a_peer_keep_its_config_and_the_metrics_follow() {
     let wg = run(Command::new("ip").args(["netns", "exec", &lab.net.vps, "wg", "show", &srv, "peers"]));
     assert!(!wg.stdout.contains(&p.public_key), "still on the device:\n{wg}");
     assert!(d.ctl_ok(&["peers"]).stdout.contains("disabled"));
+    let show = d.ctl_ok(&["show"]);
+    assert!(show.stdout.contains("  peers:          1 (1 disabled); "), "{show}");
     let m = metrics(d);
     assert!(!m.contains("peer=\"alice\""), "a disabled peer keeps its series:\n{m}");
     // Drift repair leaves it off (the store is the truth).

@@ -103,7 +103,7 @@ pub async fn generation(State(ctx): State<Ctx>, Path(number): Path<u64>) -> Resu
 }
 
 pub async fn peers(State(ctx): State<Ctx>) -> Json<Vec<PeerInfo>> {
-    Json(ctx.view.current().await.peers.clone())
+    Json(ctx.view.current().await.peers.to_vec())
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,7 +33,8 @@ pub struct Published {
     /// The engine's checks (the host's resource checks are added by readers).
     pub health: Health,
     pub generations: Vec<GenerationInfo>,
-    pub peers: Vec<PeerInfo>,
+    /// Shared with the WireGuard module, which built it for its status.
+    pub peers: Arc<Vec<PeerInfo>>,
     /// (module, action) → who may call it: the API authorises from this.
     pub actions: Arc<BTreeMap<(String, String), ActionRole>>,
     /// When this view was taken.
@@ -46,7 +47,7 @@ impl Default for Published {
             status: Status::default(),
             health: Health::default(),
             generations: Vec::new(),
-            peers: Vec::new(),
+            peers: Arc::default(),
             actions: Arc::default(),
             at: SystemTime::UNIX_EPOCH,
         }

@@ -20,28 +20,51 @@ fn check(name: &str, module: &str, level: Level, reason: String) -> Check {
 }
 
 impl Engine {
-    /// Per module: its status, or why it has none (state that does not load,
-    /// a start-up restore that failed, drift under `report`).
-    fn module_statuses(&mut self) -> Vec<ModuleStatus> {
+    /// Status and health from one pass over the modules: each module's
+    /// checks are asked once and give both its health and its status level.
+    pub fn report(&mut self) -> (Status, Health) {
         let current = self.current.as_ref().map(|c| c.profile.clone());
-        (0..self.slots.len())
-            .map(|i| {
-                let mut st = self.with_module(i, 0, |m, cx| m.status(cx, current.as_deref()));
-                let slot = &self.slots[i];
-                if let Some(reason) = slot.broken.as_ref().or(slot.failed.as_ref()) {
-                    st.level = Level::Critical;
-                    st.summary = reason.clone();
-                } else if !slot.drift.is_empty() {
-                    st.level = st.level.max(Level::Warning);
-                    st.summary = format!("drift: {}", slot.drift.join("; "));
-                }
-                st
-            })
-            .collect()
+        let mut modules = Vec::with_capacity(self.slots.len());
+        let mut checks = Vec::with_capacity(self.slots.len());
+        for i in 0..self.slots.len() {
+            let name = self.slots[i].module.name();
+            let own = match &self.slots[i].broken {
+                Some(_) => Vec::new(),
+                None => self.with_module(i, 0, |m, cx| m.health(cx, current.as_deref())),
+            };
+            let mut st = self.with_module(i, 0, |m, cx| m.status(cx, current.as_deref()));
+            st.level = own.iter().map(|c| c.level).fold(st.level, Level::max);
+            let slot = &self.slots[i];
+            if let Some(reason) = slot.broken.as_ref().or(slot.failed.as_ref()) {
+                st.level = Level::Critical;
+                st.summary = reason.clone();
+            } else if !slot.drift.is_empty() {
+                st.level = st.level.max(Level::Warning);
+                st.summary = format!("drift: {}", slot.drift.join("; "));
+            }
+            modules.push(st);
+            checks.push(
+                own.into_iter()
+                    .map(|mut c| {
+                        c.module = name.to_owned();
+                        c
+                    })
+                    .collect(),
+            );
+        }
+        let health = self.health_of(checks);
+        (self.status_of(modules), health)
     }
 
     pub fn status(&mut self) -> Status {
-        let modules = self.module_statuses();
+        self.report().0
+    }
+
+    pub fn health(&mut self) -> Health {
+        self.report().1
+    }
+
+    fn status_of(&mut self, modules: Vec<ModuleStatus>) -> Status {
         let detail = |name: &str| modules.iter().find(|m| m.module == name).map(|m| &m.details);
         // The fields before `modules` stay filled for older clients.
         let firewall = detail("firewall").cloned().unwrap_or_default();
@@ -73,7 +96,8 @@ impl Engine {
         }
     }
 
-    pub fn health(&mut self) -> Health {
+    /// The daemon's own checks around `own`, each module's checks.
+    fn health_of(&mut self, own: Vec<Vec<Check>>) -> Health {
         let mut checks = self.notes.clone();
         checks.push(match &self.last {
             Some(l) if !l.ok => check("last_apply", DAEMON, Level::Warning, l.message.clone()),
@@ -93,12 +117,13 @@ impl Engine {
             ),
             None => check("confirm", DAEMON, Level::Ok, "no confirmation pending".to_owned()),
         });
-        let current = self.current.as_ref().map(|c| c.profile.clone());
-        let reporting = current.as_ref().is_some_and(|c| c.drift == DriftMode::Report);
+        let reporting = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.profile.drift == DriftMode::Report);
         let mut drifted = Vec::new();
-        for i in 0..self.slots.len() {
-            let name = self.slots[i].module.name();
-            let slot = &self.slots[i];
+        for (slot, own) in self.slots.iter().zip(own) {
+            let name = slot.module.name();
             if let Some(reason) = &slot.broken {
                 checks.push(check(
                     name,
@@ -114,11 +139,7 @@ impl Engine {
             if !slot.drift.is_empty() {
                 drifted.push((name, slot.module.drift_events().level, slot.drift.join("; ")));
             }
-            let own = self.with_module(i, 0, |m, cx| m.health(cx, current.as_deref()));
-            checks.extend(own.into_iter().map(|mut c| {
-                c.module = name.to_owned();
-                c
-            }));
+            checks.extend(own);
         }
         // Drift left as found counts at the level its module gives it.
         checks.push(match (drifted.is_empty(), reporting) {

@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 use super::published::{Published, Reader, REFRESH};
 use super::{Engine, EngineError};
 use crate::audit::{EventKind, Outcome};
+use crate::wireguard::WireGuardModule;
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
@@ -253,18 +254,14 @@ impl Engine {
     /// The view readers get until the next change or refresh; `generations`
     /// is the list when it is known not to have changed since it was read.
     pub fn published(&mut self, generations: Option<Vec<GenerationInfo>>) -> Published {
-        let status = self.status();
-        // The VPN module lists its peers in its status details.
-        let peers = status
-            .modules
-            .iter()
-            .find_map(|m| m.details.get("peer_list"))
-            // Read in place: a list of 5,000 peers is costly to copy.
-            .and_then(|v| serde::Deserialize::deserialize(v).ok())
+        let (status, health) = self.report();
+        let peers = self
+            .module_mut::<WireGuardModule>()
+            .map(|m| m.peer_list())
             .unwrap_or_default();
         Published {
             status,
-            health: self.health(),
+            health,
             generations: generations.unwrap_or_else(|| {
                 self.generations().unwrap_or_else(|e| {
                     log::error!(error:display = e; "cannot list generations");

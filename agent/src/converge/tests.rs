@@ -21,6 +21,10 @@ struct Faults {
     apply: Vec<String>,
     /// The load error, if any.
     load: Option<String>,
+    /// The level of the module's one health check.
+    check: Level,
+    /// How often its health was asked.
+    health_calls: usize,
 }
 
 struct Fake {
@@ -104,9 +108,11 @@ impl Module for Fake {
     }
 
     fn health(&mut self, _cx: &mut Cx<'_>, _current: Option<&Profile>) -> Vec<Check> {
+        let mut faults = self.faults.lock().unwrap();
+        faults.health_calls += 1;
         vec![Check {
             name: self.name.to_owned(),
-            level: Level::Ok,
+            level: faults.check,
             reason: format!("holds {:?}", self.state),
             ..Check::default()
         }]
@@ -520,4 +526,26 @@ fn the_boot_profile_is_compared_with_what_is_in_force() {
     assert_eq!(b.digest, profile_digest(&profile("p9")));
     std::fs::write(&path, "[profile]\nnom = 1\n").unwrap();
     assert!(e.status().boot_profile.unwrap().differs);
+}
+
+#[test]
+fn a_report_asks_each_module_once_and_raises_its_status_to_its_worst_check() {
+    let r = Rig::new();
+    let mut e = r.engine("p1");
+    r.faults[1].lock().unwrap().check = Level::Critical;
+    let asked = || r.faults.iter().map(|f| f.lock().unwrap().health_calls).collect::<Vec<_>>();
+    let before = asked();
+    let (status, health) = e.report();
+    let after: Vec<usize> = asked().iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(after, [1, 1, 1], "health asked once per module for status and health together");
+    let levels: Vec<Level> = status.modules.iter().map(|m| m.level).collect();
+    assert_eq!(levels, [Level::Ok, Level::Critical, Level::Ok]);
+    assert_eq!(status.health, Level::Critical);
+    let modules: Vec<(&str, Level)> = health
+        .checks
+        .iter()
+        .filter(|c| c.name == c.module)
+        .map(|c| (c.module.as_str(), c.level))
+        .collect();
+    assert_eq!(modules, [("a", Level::Ok), ("b", Level::Critical), ("c", Level::Ok)]);
 }

@@ -367,9 +367,9 @@ fn a_kernel_without_ima_is_critical() {
     m.apply(&mut cx, &p).unwrap();
     let checks = m.health(&mut cx, Some(&p));
     assert_eq!(check(&checks, "ima-kernel").level, Level::Critical);
-    let s = m.status(&mut cx, Some(&p));
-    assert!(s.managed);
-    assert_eq!(s.level, Level::Critical);
+    // The engine raises the module's status to this check's level
+    // (converge::tests::a_report_asks_each_module_once_and_raises_its_status_to_its_worst_check).
+    assert!(m.status(&mut cx, Some(&p)).managed);
 }
 
 #[test]

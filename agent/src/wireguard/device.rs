@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulwark_model::api::{Change, ChangeOp};
@@ -136,7 +136,7 @@ pub fn read(iface: &str, kind: Kind) -> Result<Option<Live>, WgError> {
 /// the UAPI socket each time would cost more than the command.
 const REPORT_TTL: Duration = Duration::from_secs(1);
 
-type Reading = (String, Kind, Instant, Option<Live>, Option<Link>);
+type Reading = (String, Kind, Instant, Option<Arc<Live>>, Option<Link>);
 
 /// The last reading for reports; dropped by every change this daemon makes.
 static REPORT: Mutex<Option<Reading>> = Mutex::new(None);
@@ -148,7 +148,8 @@ fn forget_report() {
 /// The device and its link for status and health: a reading at most
 /// [`REPORT_TTL`] old, taken after this daemon's last change to it. Plans,
 /// drift checks and applies read the device itself ([`read`], [`link`]).
-pub fn read_for_report(iface: &str, kind: Kind) -> Result<(Option<Live>, Option<Link>), WgError> {
+/// Shared, not copied: a reading of 5,000 peers is costly to clone.
+pub fn read_for_report(iface: &str, kind: Kind) -> Result<(Option<Arc<Live>>, Option<Link>), WgError> {
     {
         let cached = REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((i, k, at, live, link)) = cached.as_ref() {
@@ -157,7 +158,7 @@ pub fn read_for_report(iface: &str, kind: Kind) -> Result<(Option<Live>, Option<
             }
         }
     }
-    let live = read(iface, kind)?;
+    let live = read(iface, kind)?.map(Arc::new);
     let link = link(iface)?;
     *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
         Some((iface.to_owned(), kind, Instant::now(), live.clone(), link.clone()));
@@ -287,7 +288,8 @@ fn take_report(iface: &str, kind: Kind) -> Option<Reading> {
 
 fn put_report(reading: Option<Reading>, change: impl FnOnce(&mut Live)) {
     if let Some((iface, kind, at, Some(mut live), link)) = reading {
-        change(&mut live);
+        // Copied only when a report still holds this reading.
+        change(Arc::make_mut(&mut live));
         *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((iface, kind, at, Some(live), link));
     }
 }
@@ -322,7 +324,7 @@ pub fn plan(
     desired: &Desired<'_>,
     live: Option<&Live>,
     link: Option<&Link>,
-    names: &HashMap<String, String>,
+    name_of: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<Change> {
     let iface = desired.iface;
     let ch = |op, what: String| Change::new("wireguard", op, what);
@@ -368,7 +370,7 @@ pub fn plan(
         ));
     }
     for k in &d.remove {
-        let who = names.get(k).map_or("unknown peer", String::as_str);
+        let who = name_of(k).unwrap_or_else(|| "unknown peer".to_owned());
         out.push(ch(ChangeOp::Remove, format!("{iface} {who} {k}")));
     }
     for (i, what) in &d.fix {
@@ -573,7 +575,7 @@ mod tests {
             up: true,
             v4: vec![d.address],
         };
-        assert_eq!(plan(&d, Some(&live), Some(&link), &HashMap::new()), vec![]);
+        assert_eq!(plan(&d, Some(&live), Some(&link), &|_| None), vec![]);
     }
 
     #[test]
@@ -618,7 +620,7 @@ mod tests {
             private_key: &key,
             peers: vec![peer("alice", 2)],
         };
-        let lines: Vec<String> = plan(&d, None, None, &HashMap::new())
+        let lines: Vec<String> = plan(&d, None, None, &|_| None)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -659,7 +661,7 @@ mod tests {
             v4: vec![d.address, "10.9.0.1/24".parse().unwrap()],
         };
         let names = HashMap::from([(gone.to_base64(), "peer dave".to_owned())]);
-        let lines: Vec<String> = plan(&d, Some(&live), Some(&link), &names)
+        let lines: Vec<String> = plan(&d, Some(&live), Some(&link), &|k| names.get(k).cloned())
             .iter()
             .map(ToString::to_string)
             .collect();

@@ -24,6 +24,7 @@ pub use module::WireGuardModule;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bulwark_model::api::{AddPeerRequest, AddPeerResponse, Change, Check, Level, PeerInfo};
 use bulwark_model::profile::{Backend as Wanted, WireGuard as Profile};
@@ -156,7 +157,7 @@ impl WgError {
 use crate::clock::now_unix;
 
 /// The device (with the backend serving it) and its link, for reports.
-type Report = (Option<(Kind, Live)>, Option<device::Link>);
+type Report = (Option<(Kind, Arc<Live>)>, Option<device::Link>);
 
 /// The WireGuard module: server key, peer store, backend and wireguard-go.
 #[derive(Debug)]
@@ -249,7 +250,10 @@ impl WireGuard {
                 let (live, link) = device::read_for_report(iface, kind)?;
                 Ok((live.map(|l| (kind, l)), link))
             }
-            None => Ok((self.observe(iface)?, device::link(iface)?)),
+            None => Ok((
+                self.observe(iface)?.map(|(k, l)| (k, Arc::new(l))),
+                device::link(iface)?,
+            )),
         }
     }
 
@@ -257,13 +261,10 @@ impl WireGuard {
         let want = self.desired(p);
         let live = self.observe(&p.interface)?;
         let link = device::link(&p.interface)?;
-        let names: HashMap<String, String> = self
-            .store
-            .all()
-            .iter()
-            .map(|s| (s.public_key.clone(), format!("peer {}", s.name)))
-            .collect();
-        let mut out = device::plan(&want, live.as_ref().map(|(_, l)| l), link.as_ref(), &names);
+        // Live peers to remove are few (a stranger, a disabled peer): each is
+        // named by a search of the store.
+        let name_of = |key: &str| self.store.by_key(key).map(|s| format!("peer {}", s.name));
+        let mut out = device::plan(&want, live.as_ref().map(|(_, l)| l), link.as_ref(), &name_of);
         if let Some((kind, _)) = live {
             let fits = matches!(
                 (kind, p.backend),
@@ -288,7 +289,7 @@ impl WireGuard {
         self.changes(p).unwrap_or_else(|e| {
             log::warn!(iface = p.interface.as_str(), error:display = e; "cannot read the WireGuard device; planning from scratch");
             let want = self.desired(p);
-            device::plan(&want, None, None, &HashMap::new())
+            device::plan(&want, None, None, &|_| None)
         })
     }
 
@@ -545,8 +546,7 @@ impl WireGuard {
             None => None,
         };
         if let Some((_, live)) = live {
-            let by_key: HashMap<String, &device::LivePeer> =
-                live.peers.iter().map(|p| (p.public_key.to_base64(), p)).collect();
+            let by_key = by_key(&live);
             for info in &mut out {
                 if let Some(l) = by_key.get(&info.public_key) {
                     info.last_handshake = l.handshake_unix();
@@ -641,8 +641,7 @@ impl WireGuard {
             ),
         }];
         let Ok(Some((_, live))) = live else { return checks };
-        let by_key: HashMap<String, &device::LivePeer> =
-            live.peers.iter().map(|p| (p.public_key.to_base64(), p)).collect();
+        let by_key = by_key(&live);
         let stored: Vec<&StoredPeer> = self.store.all().iter().filter(|p| !p.disabled).collect();
         let disabled = self.store.all().len() - stored.len();
         let missing: Vec<&str> = stored
@@ -696,6 +695,27 @@ impl WireGuard {
             )
         });
         checks
+    }
+}
+
+/// The live peers by public key, for finding stored peers (keyed by their
+/// base64 text) on the device.
+fn by_key(live: &Live) -> LiveByKey<'_> {
+    LiveByKey(live.peers.iter().map(|p| (p.public_key.0, p)).collect())
+}
+
+struct LiveByKey<'a>(HashMap<[u8; 32], &'a device::LivePeer>);
+
+impl<'a> LiveByKey<'a> {
+    /// Decoding the stored key costs no allocation, unlike encoding every
+    /// live one.
+    fn get(&self, public_key: &str) -> Option<&'a device::LivePeer> {
+        let key = Key::from_base64(public_key).ok()?;
+        self.0.get(&key.0).copied()
+    }
+
+    fn contains_key(&self, public_key: &str) -> bool {
+        self.get(public_key).is_some()
     }
 }
 

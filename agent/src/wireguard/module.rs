@@ -7,17 +7,18 @@
 //! `peers`), not through the profile.
 
 use std::any::Any;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bulwark_model::api::{
-    AddPeerRequest, Change, ChangeOp, Check, Level, ModuleStatus, PeerRef, RemovePeerRequest, RenewPeerRequest,
-    WireGuardStatus,
+    AddPeerRequest, Change, ChangeOp, Check, Level, ModuleStatus, PeerInfo, PeerRef, RemovePeerRequest,
+    RenewPeerRequest, WireGuardStatus,
 };
 use bulwark_model::Profile;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{ErrorClass as WgClass, WgError, WireGuard};
@@ -42,10 +43,9 @@ impl From<WgError> for ModuleError {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerLabel {
-    peer: String,
-}
+/// The peer list of the last status, shared with the metrics and the
+/// engine's published view: built once per status, never copied.
+type PeerList = Arc<Mutex<Arc<Vec<PeerInfo>>>>;
 
 #[derive(Debug, Default)]
 pub struct WireGuardModule {
@@ -56,14 +56,71 @@ pub struct WireGuardModule {
     managed: Option<String>,
     next_expiry: Option<Instant>,
     peers_gauge: Gauge,
-    handshake: Family<PeerLabel, Gauge>,
-    received: Family<PeerLabel, Counter>,
-    sent: Family<PeerLabel, Counter>,
+    peer_list: PeerList,
+}
+
+/// The per-peer series, written from the last status's peer list when
+/// Prometheus scrapes rather than kept up to date at every status.
+#[derive(Debug)]
+struct PeerSeries(PeerList);
+
+impl Collector for PeerSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let list = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        // A removed or disabled peer has none of these series; one that
+        // never completed a handshake has no handshake sample.
+        let enabled: Vec<&PeerInfo> = list.iter().filter(|p| !p.disabled).collect();
+        if enabled.is_empty() {
+            return Ok(());
+        }
+        let handshakes: Vec<(&str, i64)> = enabled
+            .iter()
+            .filter_map(|p| Some((p.name.as_str(), i64::try_from(p.last_handshake?).unwrap_or(i64::MAX))))
+            .collect();
+        if !handshakes.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "wireguard_peer_last_handshake_timestamp",
+                "Unix time of the peer's last WireGuard handshake (absent: none yet)",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for (peer, t) in handshakes {
+                family.encode_family(&[("peer", peer)])?.encode_gauge(&t)?;
+            }
+        }
+        // WireGuard's own counters: they restart with the peer's session on
+        // the device, which Prometheus's rate() reads as a reset.
+        for (name, help, bytes) in [
+            (
+                "wireguard_peer_received",
+                "Bytes received from the peer (WireGuard's counter; resets when its session on the device restarts)",
+                (|p: &PeerInfo| p.rx_bytes) as fn(&PeerInfo) -> u64,
+            ),
+            (
+                "wireguard_peer_sent",
+                "Bytes sent to the peer (WireGuard's counter; resets when its session on the device restarts)",
+                |p: &PeerInfo| p.tx_bytes,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, Some(&Unit::Bytes), MetricType::Counter)?;
+            for p in &enabled {
+                family
+                    .encode_family(&[("peer", p.name.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&bytes(p), None)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl WireGuardModule {
     pub fn new() -> WireGuardModule {
         WireGuardModule::default()
+    }
+
+    /// The peers as of the last [`Module::status`], with their readings.
+    pub fn peer_list(&self) -> Arc<Vec<PeerInfo>> {
+        self.peer_list.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The loaded state, or the error every call gets until it loads.
@@ -205,42 +262,21 @@ impl Module for WireGuardModule {
         wg.health(w)
     }
 
-    fn status(&mut self, cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus {
-        let level = self
-            .health(cx, current)
-            .into_iter()
-            .map(|c| c.level)
-            .max()
-            .unwrap_or_default();
+    fn status(&mut self, _cx: &mut Cx<'_>, current: Option<&Profile>) -> ModuleStatus {
         let section = current.and_then(|c| c.wireguard.as_ref());
         let (Some(w), Some(wg)) = (section, self.wg.as_ref()) else {
+            *self.peer_list.lock().unwrap_or_else(PoisonError::into_inner) = Arc::default();
+            self.peers_gauge.set(0);
             return ModuleStatus {
                 module: NAME.to_owned(),
                 managed: section.is_some(),
-                level: if section.is_some() { Level::Critical } else { level },
+                level: if section.is_some() { Level::Critical } else { Level::Ok },
                 summary: if section.is_some() { "not loaded" } else { "unmanaged" }.to_owned(),
                 details: serde_json::Value::Null,
             };
         };
-        let peer_list = wg.peers(Some(w)).unwrap_or_default();
+        let peer_list = Arc::new(wg.peers(Some(w)).unwrap_or_default());
         self.peers_gauge.set(i64::try_from(peer_list.len()).unwrap_or(i64::MAX));
-        // A peer that never completed a handshake has no sample; a removed
-        // or disabled one has none of these series.
-        self.handshake.clear();
-        self.received.clear();
-        self.sent.clear();
-        for p in peer_list.iter().filter(|p| !p.disabled) {
-            let label = PeerLabel { peer: p.name.clone() };
-            if let Some(t) = p.last_handshake {
-                self.handshake
-                    .get_or_create(&label)
-                    .set(i64::try_from(t).unwrap_or(i64::MAX));
-            }
-            // WireGuard's own counters: they restart with the peer's session
-            // on the device, which Prometheus's rate() reads as a reset.
-            self.received.get_or_create(&label).inc_by(p.rx_bytes);
-            self.sent.get_or_create(&label).inc_by(p.tx_bytes);
-        }
         let detail = WireGuardStatus {
             interface: w.interface.clone(),
             backend: wg.backend_in_use().unwrap_or("down").to_owned(),
@@ -248,18 +284,18 @@ impl Module for WireGuardModule {
             listen_port: w.listen_port,
             public_key: wg.public_key(),
             peers: peer_list.len(),
+            disabled_peers: peer_list.iter().filter(|p| p.disabled).count(),
         };
-        let mut details = serde_json::to_value(&detail).unwrap_or_default();
-        details["peer_list"] = serde_json::to_value(&peer_list).unwrap_or_default();
+        *self.peer_list.lock().unwrap_or_else(PoisonError::into_inner) = peer_list;
         ModuleStatus {
             module: NAME.to_owned(),
             managed: true,
-            level,
+            level: Level::Ok,
             summary: format!(
                 "{} {} port {} ({} backend), {} peer(s)",
                 detail.interface, detail.address, detail.listen_port, detail.backend, detail.peers
             ),
-            details,
+            details: serde_json::to_value(&detail).unwrap_or_default(),
         }
     }
 
@@ -364,24 +400,7 @@ impl Module for WireGuardModule {
 
     fn register_metrics(&mut self, registry: &mut Registry) {
         registry.register("wireguard_peers", "WireGuard admin peers", self.peers_gauge.clone());
-        registry.register_with_unit(
-            "wireguard_peer_last_handshake_timestamp",
-            "Unix time of the peer's last WireGuard handshake (absent: none yet)",
-            Unit::Seconds,
-            self.handshake.clone(),
-        );
-        registry.register_with_unit(
-            "wireguard_peer_received",
-            "Bytes received from the peer (WireGuard's counter; resets when its session on the device restarts)",
-            Unit::Bytes,
-            self.received.clone(),
-        );
-        registry.register_with_unit(
-            "wireguard_peer_sent",
-            "Bytes sent to the peer (WireGuard's counter; resets when its session on the device restarts)",
-            Unit::Bytes,
-            self.sent.clone(),
-        );
+        registry.register_collector(Box::new(PeerSeries(self.peer_list.clone())));
     }
 
     fn shutdown(&mut self) {

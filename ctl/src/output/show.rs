@@ -228,17 +228,11 @@ fn wireguard(out: &mut String, profile: &Profile, status: &Status) {
         .and_then(|m| m.details["backend"].as_str())
         .unwrap_or("unknown")
         .to_owned();
-    let peer_list = live.and_then(|m| m.details["peer_list"].as_array());
-    let peers = match peer_list {
-        Some(all) => {
-            let disabled = all.iter().filter(|p| p["disabled"].as_bool() == Some(true)).count();
-            if disabled > 0 {
-                format!("{} ({disabled} disabled)", all.len())
-            } else {
-                all.len().to_string()
-            }
-        }
-        None => "unknown".to_owned(),
+    let count = |field: &str| live.and_then(|m| m.details[field].as_u64());
+    let peers = match (count("peers"), count("disabled_peers").unwrap_or(0)) {
+        (Some(all), 0) => all.to_string(),
+        (Some(all), disabled) => format!("{all} ({disabled} disabled)"),
+        (None, _) => "unknown".to_owned(),
     };
     let expiry = w.peer_expiry.map_or_else(
         || "new peers never expire unless given --expires".to_owned(),
