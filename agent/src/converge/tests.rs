@@ -533,11 +533,20 @@ fn a_report_asks_each_module_once_and_raises_its_status_to_its_worst_check() {
     let r = Rig::new();
     let mut e = r.engine("p1");
     r.faults[1].lock().unwrap().check = Level::Critical;
-    let asked = || r.faults.iter().map(|f| f.lock().unwrap().health_calls).collect::<Vec<_>>();
+    let asked = || {
+        r.faults
+            .iter()
+            .map(|f| f.lock().unwrap().health_calls)
+            .collect::<Vec<_>>()
+    };
     let before = asked();
     let (status, health) = e.report();
     let after: Vec<usize> = asked().iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert_eq!(after, [1, 1, 1], "health asked once per module for status and health together");
+    assert_eq!(
+        after,
+        [1, 1, 1],
+        "health asked once per module for status and health together"
+    );
     let levels: Vec<Level> = status.modules.iter().map(|m| m.level).collect();
     assert_eq!(levels, [Level::Ok, Level::Critical, Level::Ok]);
     assert_eq!(status.health, Level::Critical);

@@ -165,6 +165,13 @@ pub fn read_for_report(iface: &str, kind: Kind) -> Result<(Option<Arc<Live>>, Op
     Ok((live, link))
 }
 
+/// Keep a reading this daemon has just taken (a plan's) for the reports
+/// that follow: a no-op apply then reads the device once, not twice.
+pub fn keep_for_report(iface: &str, kind: Kind, live: Arc<Live>, link: Option<Link>) {
+    *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some((iface.to_owned(), kind, Instant::now(), Some(live), link));
+}
+
 /// Differences between the desired and the live device.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Diff {

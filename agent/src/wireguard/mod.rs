@@ -259,12 +259,15 @@ impl WireGuard {
 
     fn changes(&self, p: &Profile) -> Result<Vec<Change>, WgError> {
         let want = self.desired(p);
-        let live = self.observe(&p.interface)?;
+        let live = self.observe(&p.interface)?.map(|(kind, l)| (kind, Arc::new(l)));
         let link = device::link(&p.interface)?;
+        if let Some((kind, l)) = &live {
+            device::keep_for_report(&p.interface, *kind, l.clone(), link.clone());
+        }
         // Live peers to remove are few (a stranger, a disabled peer): each is
         // named by a search of the store.
         let name_of = |key: &str| self.store.by_key(key).map(|s| format!("peer {}", s.name));
-        let mut out = device::plan(&want, live.as_ref().map(|(_, l)| l), link.as_ref(), &name_of);
+        let mut out = device::plan(&want, live.as_ref().map(|(_, l)| &**l), link.as_ref(), &name_of);
         if let Some((kind, _)) = live {
             let fits = matches!(
                 (kind, p.backend),
