@@ -1,8 +1,14 @@
 //! Start-up: flags, the boot converge, the socket, READY, serving.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use tokio::sync::watch;
 
@@ -51,6 +57,11 @@ pub struct Args {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(
+        "another bulwarkd (PID {pid}) runs on root {root}; it keeps the host protected, so this one changed \
+         nothing: stop it first (systemctl stop bulwarkd)"
+    )]
+    Running { root: PathBuf, pid: String },
     #[error("start-up converge failed: {0}")]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -61,6 +72,55 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Held from start to exit, next to the socket.
+const LOCK: &str = "/run/bulwark/bulwarkd.lock";
+
+/// One bulwarkd per root: a second one would fight the first over the
+/// table, the generations and the audit chain. So before anything else, a
+/// daemon takes an exclusive lock, and refuses to start while another holds
+/// it. The kernel drops the lock when the process ends, however it ends, and
+/// no child inherits it (the file is opened close-on-exec). A lock that
+/// cannot be taken for another reason is logged, and start-up goes on: the
+/// failsafe must not wait for it.
+fn hold_root(host: &Host) -> Result<Option<Flock<File>>, StartError> {
+    let path = host.path(LOCK);
+    let opened = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+    });
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!(path:display = path.display(), error:display = e; "cannot open the lock file; a second bulwarkd on this root would go unnoticed");
+            return Ok(None);
+        }
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            let pid = format!("{}\n", std::process::id());
+            if let Err(e) = lock.set_len(0).and_then(|()| (&*lock).write_all(pid.as_bytes())) {
+                log::warn!(path:display = path.display(), error:display = e; "cannot write this daemon's PID into the lock file");
+            }
+            Ok(Some(lock))
+        }
+        Err((_, Errno::EWOULDBLOCK)) => Err(StartError::Running {
+            root: host.root().to_owned(),
+            pid: std::fs::read_to_string(&path)
+                .map(|p| p.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".to_owned()),
+        }),
+        Err((_, e)) => {
+            log::error!(path:display = path.display(), error:display = e; "cannot lock the lock file; a second bulwarkd on this root would go unnoticed");
+            Ok(None)
+        }
+    }
 }
 
 /// A group given by name or number; `None` when no such group exists.
@@ -99,6 +159,7 @@ fn boot_profile(args: &Args, host: &Host) -> (String, String) {
 /// once the engine has stopped what the modules supervise.
 pub fn run(args: Args) -> Result<(), StartError> {
     let host = Host::new(&args.root);
+    let _one = hold_root(&host)?;
     let tools = Tools {
         nft: args.nft.clone(),
         systemctl: args.systemctl.clone(),

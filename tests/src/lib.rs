@@ -578,6 +578,11 @@ impl Daemon {
         }
     }
 
+    /// bulwarkd's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGTERM to bulwarkd (by PID), as `systemctl stop` sends; asserts
     /// that it exits with status 0 within 30 s (else kills it and fails).
     pub fn terminate(&mut self) {

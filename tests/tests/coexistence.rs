@@ -280,3 +280,60 @@ fn a_firewalld_and_a_flushing_nftables_service_are_named_with_their_fixes() {
     drop(lab);
     assert_eq!(root_ruleset(), before, "the root namespace's ruleset changed");
 }
+
+#[test]
+fn bulwarkd_lists_other_tables_again_only_after_someone_else_commits() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mut lab = Lab::new("coexist-gen");
+    let log = lab.daemon.root.join("nft-calls");
+    let wrapper = lab.daemon.root.join("nft-wrapper");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# nft that notes its arguments\necho \"$*\" >> '{}'\nexec /usr/sbin/nft \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    lab.daemon.arg("--nft").arg(&wrapper);
+    lab.daemon.start(Some(PROFILE));
+    let d = &lab.daemon;
+    let listings = || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "-j list chains")
+            .count()
+    };
+    let with_80 = d.write_profile("coexist-80", PROFILE.replace("[22]", "[22, 80]"));
+    let without = d.write_profile("coexist-22", PROFILE);
+    // Each apply replaces the table whole (its rules change) with nft -f.
+    d.ctl_ok(&["apply", with_80.to_str().unwrap()]);
+    let first = listings();
+    for file in [&without, &with_80, &without] {
+        d.ctl_ok(&["apply", file.to_str().unwrap()]);
+    }
+    let calls = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        listings(),
+        first,
+        "bulwarkd's own commits made it list every chain again:\n{calls}"
+    );
+    assert!(calls.matches("-j -f -").count() >= 4, "not replaced whole:\n{calls}");
+
+    // Another process commits a table of firewalld's: the next plan lists
+    // again and names it.
+    let vps = lab.net.vps.clone();
+    let nft = |args: &[&str]| run_ok(Command::new("ip").args(["netns", "exec", &vps, "nft"]).args(args));
+    nft(&["add", "table", "inet", "firewalld"]);
+    nft(&["add", "chain", "inet", "firewalld", "filter_INPUT"]);
+    let w = warnings(d);
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("firewall: firewalld: it is running (table inet firewalld)")),
+        "{w:#?}"
+    );
+    assert_eq!(listings(), first + 1);
+}

@@ -7,13 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bulwark_tests::addr::{VPS_ADMIN_V4, VPS_INET_V4};
 use bulwark_tests::bulwark_model::api::{Health, Level};
-use bulwark_tests::{reachable, Daemon, Lab};
+use bulwark_tests::{bin, reachable, run, Daemon, Lab};
 
 const A: &str = include_str!("../fixtures/a.toml");
 const B: &str = include_str!("../fixtures/b.toml");
@@ -284,4 +285,53 @@ fn an_nft_that_exits_0_and_changes_nothing_is_a_failed_apply() {
     assert!(r.stderr.contains("not what was sent"), "{r}");
     assert_eq!(d.ruleset().as_deref(), Some(rules_a.as_str()));
     assert_eq!(d.status().generation, Some(2), "a failed apply made a generation");
+}
+
+#[test]
+fn a_second_bulwarkd_on_the_same_root_changes_nothing_and_says_who_runs() {
+    let mut lab = Lab::new("st-twice");
+    let rules = a_in_force(&mut lab, A);
+    let _l = lab.net.listen(&lab.net.vps, &PORTS);
+    let d = &lab.daemon;
+    let socket = fs::metadata(d.socket()).unwrap().ino();
+    let audit = fs::read(d.root.join("var/log/bulwark/audit.log")).unwrap();
+    let pid = d.pid().unwrap();
+    let generation = d.status().generation;
+    // Started by hand beside the running one, with a boot profile that
+    // would change the table.
+    let boot = d.write_profile("boot", B);
+    // Bounded: a second daemon that starts would never exit by itself.
+    let second = run(Command::new("timeout")
+        .args(["20", "ip", "netns", "exec", &lab.net.vps])
+        .arg(bin("bulwarkd"))
+        .arg("--root")
+        .arg(&d.root)
+        .arg("--profile")
+        .arg(&boot));
+    assert_eq!(second.code, Some(1), "{second}");
+    assert!(
+        second.stderr.contains(&format!(
+            "another bulwarkd (PID {pid}) runs on root {}",
+            d.root.display()
+        )),
+        "{second}"
+    );
+    assert_eq!(d.ruleset_present(), rules, "the second daemon changed the table");
+    assert_eq!(
+        fs::metadata(d.socket()).unwrap().ino(),
+        socket,
+        "the socket was replaced"
+    );
+    assert_eq!(
+        fs::read(d.root.join("var/log/bulwark/audit.log")).unwrap(),
+        audit,
+        "the audit log changed"
+    );
+    assert_eq!(d.status().generation, generation);
+    assert_a_from_outside(&lab);
+
+    // Once the first is gone, however it ended, the next one starts.
+    lab.daemon.kill9();
+    lab.daemon.restart();
+    assert_eq!(lab.daemon.ruleset_present(), rules);
 }

@@ -53,6 +53,18 @@ impl Coexistence {
         &self.findings
     }
 
+    /// This daemon's own commit, which touches table inet bulwark only,
+    /// moved the generation id from `before` to `after`. When it was the
+    /// only commit since the last listing (`after` is the id after
+    /// `before`), that listing still holds: the next plan runs no `nft`.
+    pub fn own_commit(&mut self, before: u32, after: u32) {
+        if let Some((at, _)) = &mut self.nft {
+            if *at == before && after == before.wrapping_add(1) {
+                *at = after;
+            }
+        }
+    }
+
     /// Whether the last look is older than [`EVERY`] (or there was none).
     pub fn due(&self) -> bool {
         self.at.is_none_or(|t| t.elapsed() >= EVERY)

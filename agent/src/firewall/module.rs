@@ -220,8 +220,12 @@ impl FirewallModule {
         if let Some(w) = &self.watch {
             w.pause();
         }
+        let before = self.generation().ok();
         let applied = self.nft.apply(&rs);
         let read = applied.and_then(|()| self.read());
+        if let (Some(before), Ok((after, _))) = (before, &read) {
+            self.others.own_commit(before, *after);
+        }
         if let Some(w) = self.watch.clone() {
             // The generation read back, or (after a failure) now.
             let now = read.as_ref().map(|(g, _)| *g).ok().or_else(|| self.generation().ok());
@@ -270,6 +274,7 @@ impl FirewallModule {
         };
         match self.kernel()?.change_elements(now, &changes) {
             Ok(generation) => {
+                self.others.own_commit(now, generation);
                 let (added, removed) = changes
                     .iter()
                     .fold((0, 0), |(a, r), c| (a + c.add.len(), r + c.remove.len()));
