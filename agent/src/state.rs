@@ -50,31 +50,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 /// Write `bytes` to `path` atomically with exactly `mode` (umask ignored).
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
     let tmp = tmp_path(path);
+    write_synced(&tmp, bytes, mode)?;
+    fs::rename(&tmp, path).map_err(io("rename into", path))?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Write `bytes` to `path` (0600) and fsync it, in place: for a file inside
+/// a temporary directory that becomes visible only by a rename once all of
+/// it is written (fsync that directory before the rename).
+pub fn write_in_new_dir(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_synced(path, bytes, 0o600)
+}
+
+fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
+        .open(path)
+        .map_err(io("create", path))?;
     // The mode argument is filtered by the umask; set it outright.
     f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io("set mode of", &tmp))?;
-    f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io("rename into", path))?;
-    sync_dir(path.parent().unwrap_or(Path::new("/")))
+        .map_err(io("set mode of", path))?;
+    f.write_all(bytes).map_err(io("write", path))?;
+    f.sync_all().map_err(io("fsync", path))
 }
 
 /// Write JSON atomically (0600).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    write_atomic(path, &json_text(path, value)?)
+}
+
+/// `value` as the pretty JSON text, with a final newline, of file `path`.
+pub fn json_text<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, StateError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 /// Read JSON; `Ok(None)` when the file does not exist.

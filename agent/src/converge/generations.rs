@@ -224,16 +224,22 @@ impl Store {
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
         }
+        // Nothing reads the temporary directory, so its files are written
+        // in place; each is fsynced, then every directory once, before the
+        // rename makes the whole generation visible.
         state::private_dir(&tmp, 0o700)?;
-        state::write_atomic(&tmp.join(PROFILE_FILE), generation.profile_text.as_bytes())?;
+        state::write_in_new_dir(&tmp.join(PROFILE_FILE), generation.profile_text.as_bytes())?;
         for (module, files) in &generation.artifacts {
             let dir = tmp.join(module);
             state::private_dir(&dir, 0o700)?;
             for (name, content) in files {
-                state::write_atomic(&dir.join(name), content.as_bytes())?;
+                state::write_in_new_dir(&dir.join(name), content.as_bytes())?;
             }
+            state::sync_dir(&dir)?;
         }
-        state::write_json(&tmp.join(META_FILE), &generation.meta)?;
+        let meta = tmp.join(META_FILE);
+        state::write_in_new_dir(&meta, &state::json_text(&meta, &generation.meta)?)?;
+        state::sync_dir(&tmp)?;
         fs::rename(&tmp, &dest).map_err(io("rename into", &dest))?;
         state::sync_dir(&self.dir)
     }
