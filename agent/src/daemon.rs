@@ -59,7 +59,7 @@ pub struct Args {
 pub enum StartError {
     #[error(
         "another bulwarkd (PID {pid}) runs on root {root}; it keeps the host protected, so this one changed \
-         nothing: stop it first (systemctl stop bulwarkd)"
+         nothing: stop that one first"
     )]
     Running { root: PathBuf, pid: String },
     #[error("start-up converge failed: {0}")]
@@ -74,8 +74,14 @@ pub enum StartError {
     },
 }
 
-/// Held from start to exit, next to the socket.
-const LOCK: &str = "/run/bulwark/bulwarkd.lock";
+/// Held from start to exit. In the state directory, which outlives the
+/// daemon: systemd removes `/run/bulwark` whenever the unit stops, lock and
+/// all, even when it stops because this lock refused it.
+const LOCK: &str = "/var/lib/bulwark/bulwarkd.lock";
+
+/// The exit status of a daemon that found another on its root
+/// (`RestartPreventExitStatus=` in bulwarkd.service).
+pub const EXIT_RUNNING: u8 = 3;
 
 /// One bulwarkd per root: a second one would fight the first over the
 /// table, the generations and the audit chain. So before anything else, a
@@ -86,19 +92,17 @@ const LOCK: &str = "/run/bulwark/bulwarkd.lock";
 /// failsafe must not wait for it.
 fn hold_root(host: &Host) -> Result<Option<Flock<File>>, StartError> {
     let path = host.path(LOCK);
-    let opened = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-    });
+    let opened = crate::state::private_dir(&host.state_dir(), 0o700)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false).mode(0o600);
+            options.open(&path).map_err(|e| e.to_string())
+        });
     let file = match opened {
         Ok(f) => f,
         Err(e) => {
-            log::error!(path:display = path.display(), error:display = e; "cannot open the lock file; a second bulwarkd on this root would go unnoticed");
+            log::error!(path:display = path.display(), error = e; "cannot open the lock file; a second bulwarkd on this root would go unnoticed");
             return Ok(None);
         }
     };
@@ -112,9 +116,12 @@ fn hold_root(host: &Host) -> Result<Option<Flock<File>>, StartError> {
         }
         Err((_, Errno::EWOULDBLOCK)) => Err(StartError::Running {
             root: host.root().to_owned(),
+            // Empty while the holder is still writing it.
             pid: std::fs::read_to_string(&path)
+                .ok()
                 .map(|p| p.trim().to_owned())
-                .unwrap_or_else(|_| "unknown".to_owned()),
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "unknown".to_owned()),
         }),
         Err((_, e)) => {
             log::error!(path:display = path.display(), error:display = e; "cannot lock the lock file; a second bulwarkd on this root would go unnoticed");

@@ -20,7 +20,12 @@ fn main() -> std::process::ExitCode {
             }
             log::error!("{msg}");
             eprintln!("bulwarkd: error: {msg}");
-            std::process::ExitCode::FAILURE
+            match e {
+                bulwark_agent::daemon::StartError::Running { .. } => {
+                    std::process::ExitCode::from(bulwark_agent::daemon::EXIT_RUNNING)
+                }
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Every file is written to a temporary name, fsynced, renamed over the
 //! target and the directory fsynced, so a reader (or a daemon restarted after
-//! `kill -9`) sees either the old content or the new, never a torn file.
+//! `kill -9`) sees either the old content or the new, never a torn file. A
+//! directory built under a temporary name (a generation) has its files
+//! written in place instead, and becomes visible whole by one rename.
 //! Modes are set explicitly at creation, so the result does not depend on the
 //! umask, even umask 000.
 

@@ -308,7 +308,7 @@ fn a_second_bulwarkd_on_the_same_root_changes_nothing_and_says_who_runs() {
         .arg(&d.root)
         .arg("--profile")
         .arg(&boot));
-    assert_eq!(second.code, Some(1), "{second}");
+    assert_eq!(second.code, Some(3), "{second}");
     assert!(
         second.stderr.contains(&format!(
             "another bulwarkd (PID {pid}) runs on root {}",

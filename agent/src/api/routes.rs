@@ -2,6 +2,8 @@
 //! read the audit log on a blocking thread; changes parse the request, hand
 //! a command to the engine thread and turn the answer into JSON.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderValue};
@@ -102,8 +104,8 @@ pub async fn generation(State(ctx): State<Ctx>, Path(number): Path<u64>) -> Resu
     }
 }
 
-pub async fn peers(State(ctx): State<Ctx>) -> Json<Vec<PeerInfo>> {
-    Json(ctx.view.current().await.peers.to_vec())
+pub async fn peers(State(ctx): State<Ctx>) -> Json<Arc<Vec<PeerInfo>>> {
+    Json(ctx.view.current().await.peers.clone())
 }
 
 #[derive(Debug, Deserialize)]

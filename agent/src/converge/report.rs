@@ -60,6 +60,7 @@ impl Engine {
         self.report().0
     }
 
+    #[cfg(test)]
     pub fn health(&mut self) -> Health {
         self.report().1
     }

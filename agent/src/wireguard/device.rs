@@ -138,7 +138,8 @@ const REPORT_TTL: Duration = Duration::from_secs(1);
 
 type Reading = (String, Kind, Instant, Option<Arc<Live>>, Option<Link>);
 
-/// The last reading for reports; dropped by every change this daemon makes.
+/// The last reading for reports: dropped by every change this daemon makes
+/// (add-peer and remove-peer update it instead), replaced by a plan's.
 static REPORT: Mutex<Option<Reading>> = Mutex::new(None);
 
 fn forget_report() {
@@ -167,9 +168,9 @@ pub fn read_for_report(iface: &str, kind: Kind) -> Result<(Option<Arc<Live>>, Op
 
 /// Keep a reading this daemon has just taken (a plan's) for the reports
 /// that follow: a no-op apply then reads the device once, not twice.
-pub fn keep_for_report(iface: &str, kind: Kind, live: Arc<Live>, link: Option<Link>) {
-    *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some((iface.to_owned(), kind, Instant::now(), Some(live), link));
+/// `at` is when the reading began.
+pub fn keep_for_report(iface: &str, kind: Kind, at: Instant, live: Option<Arc<Live>>, link: Option<Link>) {
+    *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((iface.to_owned(), kind, at, live, link));
 }
 
 /// Differences between the desired and the live device.

@@ -21,10 +21,12 @@ pub mod peers;
 
 pub use module::WireGuardModule;
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bulwark_model::api::{AddPeerRequest, AddPeerResponse, Change, Check, Level, PeerInfo};
 use bulwark_model::profile::{Backend as Wanted, WireGuard as Profile};
@@ -259,14 +261,22 @@ impl WireGuard {
 
     fn changes(&self, p: &Profile) -> Result<Vec<Change>, WgError> {
         let want = self.desired(p);
+        let at = Instant::now();
         let live = self.observe(&p.interface)?.map(|(kind, l)| (kind, Arc::new(l)));
         let link = device::link(&p.interface)?;
-        if let Some((kind, l)) = &live {
-            device::keep_for_report(&p.interface, *kind, l.clone(), link.clone());
+        if let Some(kind) = self.backend {
+            let reading = live.as_ref().map(|(_, l)| l.clone());
+            device::keep_for_report(&p.interface, kind, at, reading, link.clone());
         }
-        // Live peers to remove are few (a stranger, a disabled peer): each is
-        // named by a search of the store.
-        let name_of = |key: &str| self.store.by_key(key).map(|s| format!("peer {}", s.name));
+        // Names for live peers to remove, looked up only when there are any.
+        let names = OnceCell::new();
+        let name_of = |key: &str| {
+            let names: &HashMap<&str, &str> = names.get_or_init(|| {
+                let all = self.store.all().iter();
+                all.map(|s| (s.public_key.as_str(), s.name.as_str())).collect()
+            });
+            names.get(key).map(|n| format!("peer {n}"))
+        };
         let mut out = device::plan(&want, live.as_ref().map(|(_, l)| &**l), link.as_ref(), &name_of);
         if let Some((kind, _)) = live {
             let fits = matches!(
