@@ -458,6 +458,16 @@ impl Daemon {
         self.root.join("run/bulwark/bulwarkd.sock")
     }
 
+    /// Runs this and every later start with `--nft` pointing at a shell
+    /// wrapper: `script` first (it sees nft's arguments as `$@`), then the
+    /// real nft with the same arguments.
+    pub fn wrap_nft(&mut self, script: &str) {
+        let wrapper = self.root.join("nft-wrapper");
+        fs::write(&wrapper, format!("#!/bin/sh\n{script}\nexec /usr/sbin/nft \"$@\"\n")).expect("write nft wrapper");
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod nft wrapper");
+        self.arg("--nft").arg(&wrapper);
+    }
+
     /// `<root>/var/lib/bulwark`.
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("var/lib/bulwark")

@@ -283,21 +283,12 @@ fn a_firewalld_and_a_flushing_nftables_service_are_named_with_their_fixes() {
 
 #[test]
 fn bulwarkd_lists_other_tables_again_only_after_someone_else_commits() {
-    use std::os::unix::fs::PermissionsExt as _;
-
     let mut lab = Lab::new("coexist-gen");
     let log = lab.daemon.root.join("nft-calls");
-    let wrapper = lab.daemon.root.join("nft-wrapper");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n# nft that notes its arguments\necho \"$*\" >> '{}'\nexec /usr/sbin/nft \"$@\"\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    lab.daemon.arg("--nft").arg(&wrapper);
+    lab.daemon.wrap_nft(&format!(
+        "# nft that notes its arguments\necho \"$*\" >> '{}'",
+        log.display()
+    ));
     lab.daemon.start(Some(PROFILE));
     let d = &lab.daemon;
     let listings = || {

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -263,20 +263,12 @@ fn an_invalid_boot_profile_on_first_start_falls_back_to_the_built_in_default() {
 fn an_nft_that_exits_0_and_changes_nothing_is_a_failed_apply() {
     let mut lab = Lab::new("boot-lying-nft");
     let lie = lab.daemon.root.join("nft-lies");
-    let wrapper = lab.daemon.root.join("nft-wrapper");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n# nft that reports success for a batch and applies nothing while {} exists\n\
-             if [ -e '{}' ] && [ \"$1\" = -j ] && [ \"$2\" = -f ]; then cat >/dev/null; exit 0; fi\n\
-             exec /usr/sbin/nft \"$@\"\n",
-            lie.display(),
-            lie.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    lab.daemon.arg("--nft").arg(&wrapper);
+    lab.daemon.wrap_nft(&format!(
+        "# nft that reports success for a batch and applies nothing while {} exists\n\
+         if [ -e '{}' ] && [ \"$1\" = -j ] && [ \"$2\" = -f ]; then cat >/dev/null; exit 0; fi",
+        lie.display(),
+        lie.display()
+    ));
     let rules_a = a_in_force(&mut lab, A);
     let d = &lab.daemon;
     fs::write(&lie, b"").unwrap();

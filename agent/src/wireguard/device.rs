@@ -159,16 +159,16 @@ pub fn read_for_report(iface: &str, kind: Kind) -> Result<(Option<Arc<Live>>, Op
             }
         }
     }
+    let at = Instant::now();
     let live = read(iface, kind)?.map(Arc::new);
     let link = link(iface)?;
-    *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some((iface.to_owned(), kind, Instant::now(), live.clone(), link.clone()));
+    keep_for_report(iface, kind, at, live.clone(), link.clone());
     Ok((live, link))
 }
 
-/// Keep a reading this daemon has just taken (a plan's) for the reports
-/// that follow: a no-op apply then reads the device once, not twice.
-/// `at` is when the reading began.
+/// Keep a reading this daemon has just taken (a report's or a plan's) for
+/// the reports that follow: a no-op apply then reads the device once, not
+/// twice. `at` is when the reading began.
 pub fn keep_for_report(iface: &str, kind: Kind, at: Instant, live: Option<Arc<Live>>, link: Option<Link>) {
     *REPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((iface.to_owned(), kind, at, live, link));
 }
