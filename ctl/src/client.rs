@@ -7,17 +7,22 @@
 //! connection broke mid-request (something may have happened), or the daemon
 //! answered with an error body.
 
+use std::error::Error as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bulwark_model::api::ErrorBody;
-use reqwest::blocking::{Client as Http, RequestBuilder};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::net::UnixStream;
 
-/// Host part of request URLs; with a Unix socket it only fills the Host header.
-const BASE: &str = "http://localhost";
 /// Long enough for an apply that reloads a large ruleset, short enough that a
 /// hung daemon does not hang a monitoring check forever.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -66,7 +71,7 @@ pub enum ClientError {
     },
 
     #[error("cannot set up the HTTP client")]
-    Setup(#[source] reqwest::Error),
+    Setup(#[source] std::io::Error),
 }
 
 fn hint(kind: Option<std::io::ErrorKind>) -> &'static str {
@@ -80,58 +85,49 @@ fn hint(kind: Option<std::io::ErrorKind>) -> &'static str {
     }
 }
 
+/// One HTTP/1.1 request per connection, driven on the calling thread: a
+/// command makes one or two requests, so neither a pool nor a runtime
+/// thread of its own would pay for its start-up.
 pub struct Client {
-    http: Http,
+    runtime: tokio::runtime::Runtime,
     socket: PathBuf,
     verbose: bool,
 }
 
 impl Client {
     pub fn new(socket: &Path, verbose: bool) -> Result<Client, ClientError> {
-        // reqwest is built without a TLS provider of its own (bulwarkd pins
-        // ring for its Vault client) and needs one installed, even unused.
-        // Err means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = Http::builder()
-            .unix_socket(socket.to_path_buf())
-            .no_proxy()
-            .timeout(TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("bulwarkctl/", env!("CARGO_PKG_VERSION")))
-            // A Unix socket: no TLS, so no system certificates to load (a
-            // host without ca-certificates must still run bulwarkctl).
-            .tls_certs_only(std::iter::empty())
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
             .build()
             .map_err(ClientError::Setup)?;
         Ok(Client {
-            http,
+            runtime,
             socket: socket.to_path_buf(),
             verbose,
         })
     }
 
     pub fn get(&self, path: &str) -> Result<Answer, ClientError> {
-        self.send("GET", path, self.http.get(url(path)))
+        self.send("GET", path, None)
     }
 
     /// POST `body` as JSON, or an empty body when `None`.
     pub fn post<B: Serialize>(&self, path: &str, body: Option<&B>) -> Result<Answer, ClientError> {
-        let mut req = self.http.post(url(path));
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        self.send("POST", path, req)
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| self.transport_error("POST", path, format!("cannot encode the request: {e}")))?;
+        self.send("POST", path, body)
     }
 
     pub fn delete(&self, path: &str) -> Result<Answer, ClientError> {
-        self.send("DELETE", path, self.http.delete(url(path)))
+        self.send("DELETE", path, None)
     }
 
-    fn send(&self, method: &'static str, path: &str, req: RequestBuilder) -> Result<Answer, ClientError> {
+    fn send(&self, method: &'static str, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {
         self.trace(format_args!("{method} {path} via {}", self.socket.display()));
-        let resp = req.send().map_err(|e| self.transport_error(method, path, &e))?;
-        let status = resp.status();
-        let bytes = resp.bytes().map_err(|e| self.transport_error(method, path, &e))?;
+        let (status, bytes) = self.runtime.block_on(self.exchange(method, path, body))?;
         self.trace(format_args!("{status} ({} bytes)", bytes.len()));
         if !status.is_success() {
             return Err(api_error(status.as_u16(), status.canonical_reason(), &bytes));
@@ -147,30 +143,67 @@ impl Client {
         Ok(answer)
     }
 
-    fn transport_error(&self, method: &'static str, path: &str, e: &reqwest::Error) -> ClientError {
-        if self.verbose {
-            let mut chain = String::new();
-            let mut cur: Option<&dyn std::error::Error> = Some(e);
-            while let Some(err) = cur {
-                chain.push_str(&format!("\n  {err}"));
-                cur = err.source();
+    async fn exchange(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.trace(format_args!("{method} {path} failed: connect: {e}"));
+                return Err(ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    cause: e.to_string(),
+                    kind: Some(e.kind()),
+                });
             }
-            self.trace(format_args!("{method} {path} failed:{chain}"));
+            Err(_) => {
+                return Err(ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    cause: format!("timed out after {} s", CONNECT_TIMEOUT.as_secs()),
+                    kind: Some(std::io::ErrorKind::TimedOut),
+                })
+            }
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(encode(path))
+            // A Unix socket has no host; HTTP/1.1 still wants the header.
+            .header(HOST, "localhost")
+            .header(USER_AGENT, concat!("bulwarkctl/", env!("CARGO_PKG_VERSION")));
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
         }
-        let (cause, kind) = root_cause(e);
-        if e.is_connect() {
-            ClientError::Unreachable {
-                socket: self.socket.clone(),
-                cause,
-                kind,
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.transport_error(method, path, e.to_string()))?;
+        let exchange = async {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            // The connection runs beside the request and ends with it.
+            tokio::spawn(connection);
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, bytes))
+        };
+        match tokio::time::timeout(TIMEOUT, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                self.trace(format_args!("{method} {path} failed:{}", chain(&e)));
+                Err(self.transport_error(method, path, root_cause(&e)))
             }
-        } else {
-            ClientError::Transport {
-                socket: self.socket.clone(),
-                method,
-                path: path.to_owned(),
-                cause,
-            }
+            Err(_) => Err(self.transport_error(method, path, format!("timed out after {} s", TIMEOUT.as_secs()))),
+        }
+    }
+
+    fn transport_error(&self, method: &'static str, path: &str, cause: String) -> ClientError {
+        ClientError::Transport {
+            socket: self.socket.clone(),
+            method,
+            path: path.to_owned(),
+            cause,
         }
     }
 
@@ -182,25 +215,47 @@ impl Client {
     }
 }
 
-fn url(path: &str) -> String {
-    format!("{BASE}{path}")
+/// What a request target may not hold as it is: a peer name with a space
+/// or a `#` still reaches bulwarkd as that name.
+const NOT_IN_TARGET: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^');
+
+fn encode(path: &str) -> String {
+    utf8_percent_encode(path, NOT_IN_TARGET).to_string()
 }
 
-/// The innermost error says what actually happened ("No such file or
-/// directory"); reqwest's outer layers only say that a request failed.
-fn root_cause(e: &reqwest::Error) -> (String, Option<std::io::ErrorKind>) {
-    let mut last: &dyn std::error::Error = e;
-    let mut kind = None;
-    while let Some(next) = last.source() {
-        last = next;
-        if let Some(io) = last.downcast_ref::<std::io::Error>() {
-            kind = Some(io.kind());
-        }
+/// Every error of the chain, one per line, for `--verbose`.
+fn chain(e: &hyper::Error) -> String {
+    let mut out = format!("\n  {e}");
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(&format!("\n  {err}"));
+        cur = err.source();
     }
-    if e.is_timeout() {
-        return (format!("timed out ({last})"), kind);
+    out
+}
+
+/// hyper's error with the innermost cause, which says what actually
+/// happened ("Broken pipe").
+fn root_cause(e: &hyper::Error) -> String {
+    let mut inner = e.source();
+    while let Some(next) = inner.and_then(|i| i.source()) {
+        inner = Some(next);
     }
-    (last.to_string(), kind)
+    match inner {
+        Some(inner) => format!("{e} ({inner})"),
+        None => e.to_string(),
+    }
 }
 
 /// Build the error for a non-2xx answer. A body that is not an [`ErrorBody`]
@@ -402,5 +457,71 @@ mod tests {
         let client = Client::new(&dir.join("missing.sock"), false).unwrap();
         let err = client.get("/v1/status").unwrap_err();
         assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+    }
+
+    /// A listener on a real Unix socket that reads one request head (and
+    /// `body_len` body bytes), answers `reply` and closes; returns what it read.
+    fn serve_once(reply: &'static [u8], body_len: usize) -> (tempfile::TempDir, std::thread::JoinHandle<String>) {
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("d.sock")).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") || got.len() < head_len(&got) + body_len {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "client closed early: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(reply).unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        (dir, server)
+    }
+
+    fn head_len(got: &[u8]) -> usize {
+        got.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(usize::MAX, |p| p + 4)
+    }
+
+    #[test]
+    fn a_request_reaches_the_socket_encoded_and_its_answer_comes_back() {
+        let (dir, server) = serve_once(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}",
+            "[1,2,3]".len(),
+        );
+        let client = Client::new(&dir.path().join("d.sock"), false).unwrap();
+        let answer = client.post("/v1/peers/alice laptop#2", Some(&[1, 2, 3])).unwrap();
+        assert_eq!(answer.body, br#"{"ok":true}"#);
+        let sent = server.join().unwrap();
+        let head = sent.to_ascii_lowercase();
+        assert!(
+            sent.starts_with("POST /v1/peers/alice%20laptop%232 HTTP/1.1\r\n"),
+            "{sent}"
+        );
+        assert!(head.contains("\r\nhost: localhost\r\n"), "{sent}");
+        assert!(head.contains("\r\ncontent-type: application/json\r\n"), "{sent}");
+        assert!(sent.ends_with("\r\n\r\n[1,2,3]"), "{sent}");
+    }
+
+    #[test]
+    fn an_answer_cut_short_is_a_transport_error_and_an_error_status_an_api_error() {
+        let (dir, server) = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"ok\"", 0);
+        let client = Client::new(&dir.path().join("d.sock"), false).unwrap();
+        let err = client.get("/v1/status").unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, ClientError::Transport { .. }), "{err}");
+        assert!(err.to_string().contains("GET /v1/status"), "{err}");
+
+        let body = br#"{"kind":"forbidden","error":"no","profile_errors":[]}"#;
+        let reply = format!("HTTP/1.1 403 Forbidden\r\ncontent-length: {}\r\n\r\n", body.len());
+        let reply: &'static [u8] = [reply.as_bytes(), body].concat().leak();
+        let (dir, server) = serve_once(reply, 0);
+        let client = Client::new(&dir.path().join("d.sock"), false).unwrap();
+        let err = client.delete("/v1/peers/x").unwrap_err();
+        assert!(server.join().unwrap().starts_with("DELETE /v1/peers/x HTTP/1.1\r\n"));
+        assert!(matches!(err, ClientError::Api { status: 403, .. }), "{err}");
     }
 }
