@@ -23,6 +23,7 @@ fn log_with(n: usize) -> (tempfile::TempDir, Host, AuditLog) {
         log.record(&CHG_APPLIED, 0, Outcome::Success, &format!("generation {i}"))
             .unwrap();
     }
+    log.catch_up_head();
     (dir, host, log)
 }
 

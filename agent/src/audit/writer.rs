@@ -7,7 +7,10 @@
 //!   stays for the next event to be glued onto;
 //! - `audit.head` is written after the line is on disk and only as a hint:
 //!   when its write fails the head lags, which reading treats as harmless
-//!   (every later line is keyed), and the next write catches it up;
+//!   (every later line is keyed), and the next write catches it up. The
+//!   engine writes it once per command, after the caller has its answer
+//!   ([`AuditLog::catch_up_head`]): a crash in between leaves a head that
+//!   lags, like a failed write;
 //! - an event that cannot be written still goes to the system journal, and
 //!   the next event that can be written is preceded by `BWK-SYS-0007`
 //!   saying how many were lost;
@@ -62,6 +65,8 @@ pub struct AuditLog {
     lost: Option<Lost>,
     /// The head's last write failed; logged once per streak.
     head_failing: bool,
+    /// Lines were appended since the head was last written.
+    head_behind: bool,
 }
 
 impl AuditLog {
@@ -106,6 +111,7 @@ impl AuditLog {
             last_hash: GENESIS.to_owned(),
             lost: None,
             head_failing: false,
+            head_behind: false,
         };
         let head = Head::read(&log.paths.head).unwrap_or_else(|e| {
             note(e.to_string());
@@ -140,6 +146,7 @@ impl AuditLog {
             // upgraded log is keyed from start-up on.
             log.ensure_keyed();
         }
+        log.catch_up_head();
         Ok(log)
     }
 
@@ -312,7 +319,7 @@ impl AuditLog {
         }
     }
 
-    /// Append one line (or nothing), then catch the head up.
+    /// Append one line (or nothing); the head follows in [`AuditLog::catch_up_head`].
     fn append(
         &mut self,
         kind: &EventKind,
@@ -343,8 +350,16 @@ impl AuditLog {
         append_whole(&self.paths.log, &line)?;
         self.seq = event.seq;
         self.last_hash = event.hash.clone();
-        self.write_head();
+        self.head_behind = true;
         Ok(event)
+    }
+
+    /// Write the head when lines were appended since it was last written:
+    /// one write for all the events of a command, off its caller's path.
+    pub fn catch_up_head(&mut self) {
+        if std::mem::take(&mut self.head_behind) {
+            self.write_head();
+        }
     }
 
     /// Best effort: a head that cannot be written only lags.
@@ -361,6 +376,13 @@ impl AuditLog {
             }
             Err(_) => {}
         }
+    }
+}
+
+impl Drop for AuditLog {
+    /// A daemon that stops (or a log reopened) leaves its head caught up.
+    fn drop(&mut self) {
+        self.catch_up_head();
     }
 }
 

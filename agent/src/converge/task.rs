@@ -212,6 +212,9 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                 }
                 wait = wait.min(next_ping.saturating_duration_since(Instant::now()));
             }
+            // The events of the last command or timer reach audit.head
+            // now, once its caller has the answer.
+            engine.audit_mut().catch_up_head();
             match rx.recv_timeout(wait) {
                 // The loop's next turn runs the timers and ticks.
                 Ok(Command::Wake) => woken.store(false, Ordering::Release),
