@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bulwark_model::api::{GenerationDetail, GenerationInfo};
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,10 @@ impl Generation {
 pub struct Store {
     dir: PathBuf,
     key: IntegrityKey,
+    /// What [`Store::list`] read of each generation's meta: a committed
+    /// generation never changes, and the list is asked for after every
+    /// command.
+    listed: Mutex<BTreeMap<u64, GenerationInfo>>,
 }
 
 impl Store {
@@ -123,7 +128,11 @@ impl Store {
     pub fn open(state_dir: &Path, key: IntegrityKey) -> Result<(Store, Vec<u64>), StateError> {
         let dir = state_dir.join("generations");
         state::private_dir(&dir, 0o700)?;
-        let store = Store { dir, key };
+        let store = Store {
+            dir,
+            key,
+            listed: Mutex::default(),
+        };
         let numbers = store.numbers()?;
         for &n in &numbers {
             if store.read(n)?.is_some_and(|g| !g.meta.seal.is_empty()) {
@@ -220,6 +229,8 @@ impl Store {
         generation.meta.version = env!("CARGO_PKG_VERSION").to_owned();
         generation.seal_with(&self.key);
         let dest = self.path(generation.meta.number);
+        // A number can come back when someone removed the newest directory.
+        self.listed().remove(&generation.meta.number);
         let tmp = dest.with_file_name(format!("{:06}{TMP_SUFFIX}", generation.meta.number));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
@@ -290,25 +301,45 @@ impl Store {
         }))
     }
 
+    /// Every generation, oldest first. The directory is read each time (a
+    /// generation removed by hand is gone from the list); a meta file only
+    /// the first time its generation is listed.
     pub fn list(&self) -> Result<Vec<GenerationInfo>, StateError> {
         let numbers = self.numbers()?;
         let current = numbers.last().copied();
-        let mut out = Vec::with_capacity(numbers.len());
+        let mut listed = self.listed();
+        listed.retain(|n, _| numbers.binary_search(n).is_ok());
         for n in numbers {
+            if listed.contains_key(&n) {
+                continue;
+            }
             let Some(meta) = state::read_json::<Meta>(&self.path(n).join(META_FILE))? else {
                 continue;
             };
-            out.push(GenerationInfo {
-                number: meta.number,
-                profile: meta.profile,
-                created: meta.created,
-                uid: meta.uid,
-                reason: meta.reason,
-                current: Some(n) == current,
-                digest: meta.digest,
-            });
+            listed.insert(
+                n,
+                GenerationInfo {
+                    number: meta.number,
+                    profile: meta.profile,
+                    created: meta.created,
+                    uid: meta.uid,
+                    reason: meta.reason,
+                    current: false,
+                    digest: meta.digest,
+                },
+            );
         }
-        Ok(out)
+        Ok(listed
+            .iter()
+            .map(|(n, info)| GenerationInfo {
+                current: Some(*n) == current,
+                ..info.clone()
+            })
+            .collect())
+    }
+
+    fn listed(&self) -> MutexGuard<'_, BTreeMap<u64, GenerationInfo>> {
+        self.listed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -323,6 +354,7 @@ pub fn inspect(state_dir: &Path, number: u64) -> Result<Option<GenerationDetail>
     let store = Store {
         dir: state_dir.join("generations"),
         key,
+        listed: Mutex::default(),
     };
     if !store.dir.is_dir() {
         return Ok(None);
@@ -370,6 +402,30 @@ mod tests {
         assert_eq!(g.artifacts["firewall"]["ruleset.json"], "{\"policy\":\"drop\"}");
         assert_eq!(g.meta.digest, profile_digest("[profile]\nname = \"p\"\n"));
         assert_eq!(s.list().unwrap()[0].digest, g.meta.digest);
+    }
+
+    /// The list keeps what it read of each meta, so it must still follow
+    /// the directory: new commits, generations removed by hand, and a
+    /// number committed again after its directory was removed.
+    #[test]
+    fn the_list_follows_commits_and_removals() {
+        let (_dir, s) = store();
+        let listed = |s: &Store| -> Vec<(u64, String, bool)> {
+            s.list()
+                .unwrap()
+                .into_iter()
+                .map(|g| (g.number, g.reason, g.current))
+                .collect()
+        };
+        s.commit(&mut generation(1)).unwrap();
+        s.commit(&mut generation(2)).unwrap();
+        assert_eq!(listed(&s), [(1, "apply".into(), false), (2, "apply".into(), true)]);
+        fs::remove_dir_all(s.path(2)).unwrap();
+        assert_eq!(listed(&s), [(1, "apply".into(), true)]);
+        let mut again = generation(2);
+        again.meta.reason = "rollback".to_owned();
+        s.commit(&mut again).unwrap();
+        assert_eq!(listed(&s), [(1, "apply".into(), false), (2, "rollback".into(), true)]);
     }
 
     #[test]
