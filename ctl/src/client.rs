@@ -70,8 +70,9 @@ pub enum ClientError {
         source: serde_json::Error,
     },
 
-    #[error("cannot set up the HTTP client")]
-    Setup(#[source] std::io::Error),
+    /// Nothing was sent.
+    #[error("cannot set up the request: {0}")]
+    Setup(String),
 }
 
 fn hint(kind: Option<std::io::ErrorKind>) -> &'static str {
@@ -100,7 +101,7 @@ impl Client {
             .enable_io()
             .enable_time()
             .build()
-            .map_err(ClientError::Setup)?;
+            .map_err(|e| ClientError::Setup(format!("no runtime: {e}")))?;
         Ok(Client {
             runtime,
             socket: socket.to_path_buf(),
@@ -117,7 +118,7 @@ impl Client {
         let body = body
             .map(serde_json::to_vec)
             .transpose()
-            .map_err(|e| self.transport_error("POST", path, format!("cannot encode the request: {e}")))?;
+            .map_err(|e| ClientError::Setup(format!("cannot encode the body: {e}")))?;
         self.send("POST", path, body)
     }
 
@@ -160,11 +161,12 @@ impl Client {
                 });
             }
             Err(_) => {
+                self.trace(format_args!("{method} {path} failed: connect timed out"));
                 return Err(ClientError::Unreachable {
                     socket: self.socket.clone(),
                     cause: format!("timed out after {} s", CONNECT_TIMEOUT.as_secs()),
                     kind: Some(std::io::ErrorKind::TimedOut),
-                })
+                });
             }
         };
         let mut request = Request::builder()
@@ -178,7 +180,7 @@ impl Client {
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| self.transport_error(method, path, e.to_string()))?;
+            .map_err(|e| ClientError::Setup(format!("{method} {path}: {e}")))?;
         let exchange = async {
             let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             // The connection runs beside the request and ends with it.
@@ -215,8 +217,7 @@ impl Client {
     }
 }
 
-/// What a request target may not hold as it is: a peer name with a space
-/// or a `#` still reaches bulwarkd as that name.
+/// What a request target may not hold as it is (query strings pass).
 const NOT_IN_TARGET: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
@@ -230,8 +231,25 @@ const NOT_IN_TARGET: &AsciiSet = &CONTROLS
     .add(b'\\')
     .add(b'^');
 
+/// What one path segment or query value may not hold as it is, so that
+/// `alice?x` or `a/b` reaches bulwarkd as that one value, not as `alice`
+/// or two segments, and `x&until=y` as one parameter.
+const NOT_IN_SEGMENT: &AsciiSet = &NOT_IN_TARGET
+    .add(b'/')
+    .add(b'?')
+    .add(b'%')
+    .add(b'&')
+    .add(b'=')
+    .add(b'+')
+    .add(b';');
+
 fn encode(path: &str) -> String {
     utf8_percent_encode(path, NOT_IN_TARGET).to_string()
+}
+
+/// `value` as one path segment or query value, for what the user typed.
+pub fn segment(value: &str) -> String {
+    utf8_percent_encode(value, NOT_IN_SEGMENT).to_string()
 }
 
 /// Every error of the chain, one per line, for `--verbose`.
@@ -493,12 +511,13 @@ mod tests {
             "[1,2,3]".len(),
         );
         let client = Client::new(&dir.path().join("d.sock"), false).unwrap();
-        let answer = client.post("/v1/peers/alice laptop#2", Some(&[1, 2, 3])).unwrap();
+        let path = format!("/v1/peers/{}", segment("alice laptop#2?x/%"));
+        let answer = client.post(&path, Some(&[1, 2, 3])).unwrap();
         assert_eq!(answer.body, br#"{"ok":true}"#);
         let sent = server.join().unwrap();
         let head = sent.to_ascii_lowercase();
         assert!(
-            sent.starts_with("POST /v1/peers/alice%20laptop%232 HTTP/1.1\r\n"),
+            sent.starts_with("POST /v1/peers/alice%20laptop%232%3Fx%2F%25 HTTP/1.1\r\n"),
             "{sent}"
         );
         assert!(head.contains("\r\nhost: localhost\r\n"), "{sent}");

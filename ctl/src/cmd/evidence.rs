@@ -36,10 +36,10 @@ pub enum EvidenceError {
 pub fn run(ctx: &Ctx<'_>, out: &mut dyn Write, args: &EvidenceArgs) -> anyhow::Result<u8> {
     let mut query = Vec::new();
     if let Some(s) = &args.since {
-        query.push(format!("since={s}"));
+        query.push(format!("since={}", crate::client::segment(s)));
     }
     if let Some(u) = &args.until {
-        query.push(format!("until={u}"));
+        query.push(format!("until={}", crate::client::segment(u)));
     }
     let path = if query.is_empty() {
         "/v1/evidence".to_owned()

@@ -104,7 +104,9 @@ pub fn remove(ctx: &Ctx<'_>, out: &mut dyn Write, name: &str, yes: bool) -> anyh
     if !yes && !confirmed(name)? {
         bail!("not removed: answer 'yes' to remove {name}, or pass --yes");
     }
-    let answer = ctx.client()?.delete(&format!("/v1/peers/{name}"))?;
+    let answer = ctx
+        .client()?
+        .delete(&format!("/v1/peers/{}", crate::client::segment(name)))?;
     let removed: PeerInfo = answer.decode()?;
     if ctx.json {
         emit(out, &answer.pretty())?;
