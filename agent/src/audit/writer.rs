@@ -124,8 +124,8 @@ impl AuditLog {
         match head.as_ref().and_then(|h| log.head_damage(h, &found)) {
             Some(why) => note(why),
             // A head that lags (its write failed, or a crash came between
-            // line and head) or is missing: catch it up.
-            None => log.write_head(),
+            // line and head) or is missing: caught up before `open` returns.
+            None => log.head_behind = true,
         }
         // A failed write here is counted as lost and reported with the next
         // event that can be written; it must not keep the daemon from starting.

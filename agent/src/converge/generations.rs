@@ -303,7 +303,9 @@ impl Store {
 
     /// Every generation, oldest first. The directory is read each time (a
     /// generation removed by hand is gone from the list); a meta file only
-    /// the first time its generation is listed.
+    /// the first time its generation is listed, so one edited in place is
+    /// listed as first read until a restart, while [`Store::detail`] reads
+    /// it again and reports its broken seal.
     pub fn list(&self) -> Result<Vec<GenerationInfo>, StateError> {
         let numbers = self.numbers()?;
         let current = numbers.last().copied();

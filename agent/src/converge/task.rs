@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use bulwark_model::api::{ApplyRequest, ApplyResponse, GenerationInfo};
+use bulwark_model::api::{ApplyRequest, ApplyResponse};
 use tokio::sync::{oneshot, watch};
 
 use super::published::{Published, Reader, REFRESH};
@@ -167,7 +167,7 @@ impl Running {
 /// stop on exit.
 pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<(EngineHandle, Reader, Running)> {
     let (tx, rx) = mpsc::channel::<Command>();
-    let (publish, reader) = watch::channel(Arc::new(engine.published(None)));
+    let (publish, reader) = watch::channel(Arc::new(engine.published()));
     let refreshing = Arc::new(AtomicBool::new(false));
     let flag = refreshing.clone();
     let waker = Waker {
@@ -180,20 +180,9 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
         drop(waker);
         let mut next_ping = Instant::now();
         let mut next_publish = Instant::now() + REFRESH;
-        // Generations change only through a command or a timer that records
-        // an audit event (revert, prune): a refresh without either reuses the
-        // list instead of reading every generation's metadata again.
-        let mut generations: Option<(u64, Vec<GenerationInfo>)> = None;
-        let mut publish_now = |engine: &mut Engine, command: bool| {
+        let publish_now = |engine: &mut Engine| {
             flag.store(false, Ordering::Release);
-            let seq = engine.audit().seq();
-            let cached = generations
-                .take()
-                .filter(|(at, _)| *at == seq && !command)
-                .map(|(_, g)| g);
-            let view = engine.published(cached);
-            generations = Some((seq, view.generations.clone()));
-            publish.send_replace(Arc::new(view));
+            publish.send_replace(Arc::new(engine.published()));
             Instant::now() + REFRESH
         };
         loop {
@@ -202,7 +191,7 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
             // A timer that changed something (a revert, a repair) is
             // visible at once, like a command.
             if Instant::now() >= next_publish || engine.audit().seq() != events {
-                next_publish = publish_now(&mut engine, false);
+                next_publish = publish_now(&mut engine);
             }
             wait = wait.min(next_publish.saturating_duration_since(Instant::now()));
             if let Some(interval) = watchdog {
@@ -212,8 +201,8 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                 }
                 wait = wait.min(next_ping.saturating_duration_since(Instant::now()));
             }
-            // The events of the last command or timer reach audit.head
-            // now, once its caller has the answer.
+            // A timer's events reach audit.head before the loop waits; a
+            // command's right after its caller has the answer (below).
             engine.audit_mut().catch_up_head();
             match rx.recv_timeout(wait) {
                 // The loop's next turn runs the timers and ticks.
@@ -225,11 +214,11 @@ pub fn spawn(mut engine: Engine, watchdog: Option<Duration>) -> std::io::Result<
                 Ok(cmd) => {
                     // Whatever a command changed is published before its caller
                     // hears back, so its next read already sees it.
-                    let command = !matches!(cmd, Command::Refresh);
                     let big = matches!(cmd, Command::Apply(..) | Command::Rollback(..));
                     if let Some(reply) = handle(&mut engine, cmd) {
-                        next_publish = publish_now(&mut engine, command);
+                        next_publish = publish_now(&mut engine);
                         reply();
+                        engine.audit_mut().catch_up_head();
                     }
                     if big {
                         // A profile of 200,000 networks is tens of megabytes
@@ -254,9 +243,8 @@ impl Engine {
         }
     }
 
-    /// The view readers get until the next change or refresh; `generations`
-    /// is the list when it is known not to have changed since it was read.
-    pub fn published(&mut self, generations: Option<Vec<GenerationInfo>>) -> Published {
+    /// The view readers get until the next change or refresh.
+    pub fn published(&mut self) -> Published {
         let (status, health) = self.report();
         let peers = self
             .module_mut::<WireGuardModule>()
@@ -265,11 +253,9 @@ impl Engine {
         Published {
             status,
             health,
-            generations: generations.unwrap_or_else(|| {
-                self.generations().unwrap_or_else(|e| {
-                    log::error!(error:display = e; "cannot list generations");
-                    Vec::new()
-                })
+            generations: self.generations().unwrap_or_else(|e| {
+                log::error!(error:display = e; "cannot list generations");
+                Vec::new()
             }),
             peers,
             actions: Arc::new(self.actions()),
