@@ -593,6 +593,11 @@ impl WireGuard {
         Ok(gone.iter().map(StoredPeer::info).collect())
     }
 
+    /// The earliest expiry of any stored peer (Unix seconds).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.store.all().iter().filter_map(|p| p.expires).min()
+    }
+
     /// Stop a supervised wireguard-go (the interface goes with it). The
     /// kernel interface is left as is.
     pub fn shutdown(&mut self) {

@@ -27,7 +27,8 @@ use crate::clock::now_unix;
 use crate::module::{ActionResult, ActionRole, Artifacts, Cx, DriftEvents, ErrorClass, Module, ModuleError};
 
 pub const NAME: &str = "wireguard";
-/// How often peers are checked for expiry.
+/// How often peers are checked for expiry at the latest; a peer due
+/// sooner is checked when it is due.
 const EXPIRY_EVERY: Duration = Duration::from_secs(10);
 
 impl From<WgError> for ModuleError {
@@ -304,9 +305,10 @@ impl Module for WireGuardModule {
         if self.next_expiry.is_some_and(|t| now < t) {
             return self.next_expiry;
         }
-        self.next_expiry = Some(now + EXPIRY_EVERY);
+        let mut next = now + EXPIRY_EVERY;
         if let (Some(w), Some(wg)) = (current.and_then(|c| c.wireguard.as_ref()), self.wg.as_mut()) {
-            match wg.expire(w, now_unix()) {
+            let unix = now_unix();
+            match wg.expire(w, unix) {
                 Ok(expired) => {
                     for p in expired {
                         cx.event(&audit::WG_PEER_EXPIRED, Outcome::Success, Self::peer_message(&p));
@@ -314,7 +316,12 @@ impl Module for WireGuardModule {
                 }
                 Err(e) => log::error!(error:display = e; "could not expire peers"),
             }
+            if let Some(due) = wg.next_expiry() {
+                // At least a second on: one that failed to expire is retried, not spun on.
+                next = next.min(now + Duration::from_secs(due.saturating_sub(unix).max(1)));
+            }
         }
+        self.next_expiry = Some(next);
         self.next_expiry
     }
 
@@ -337,6 +344,8 @@ impl Module for WireGuardModule {
         body: serde_json::Value,
     ) -> ActionResult {
         let bad = |e: serde_json::Error| ModuleError::new(NAME, ErrorClass::BadRequest, e);
+        // A peer added or renewed may expire before the next planned check.
+        self.next_expiry = None;
         match action {
             "peers" => {
                 let section = current.and_then(|c| c.wireguard.as_ref());
