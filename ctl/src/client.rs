@@ -7,7 +7,6 @@
 //! connection broke mid-request (something may have happened), or the daemon
 //! answered with an error body.
 
-use std::error::Error as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -171,7 +170,7 @@ impl Client {
         };
         let mut request = Request::builder()
             .method(method)
-            .uri(encode(path))
+            .uri(path)
             // A Unix socket has no host; HTTP/1.1 still wants the header.
             .header(HOST, "localhost")
             .header(USER_AGENT, concat!("bulwarkctl/", env!("CARGO_PKG_VERSION")));
@@ -193,8 +192,14 @@ impl Client {
         match tokio::time::timeout(TIMEOUT, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
-                self.trace(format_args!("{method} {path} failed:{}", chain(&e)));
-                Err(self.transport_error(method, path, root_cause(&e)))
+                let causes = causes(&e);
+                self.trace(format_args!("{method} {path} failed:\n  {}", causes.join("\n  ")));
+                // The innermost cause says what actually happened ("Broken pipe").
+                let cause = match causes.as_slice() {
+                    [outer, .., inner] => format!("{outer} ({inner})"),
+                    _ => e.to_string(),
+                };
+                Err(self.transport_error(method, path, cause))
             }
             Err(_) => Err(self.transport_error(method, path, format!("timed out after {} s", TIMEOUT.as_secs()))),
         }
@@ -217,8 +222,10 @@ impl Client {
     }
 }
 
-/// What a request target may not hold as it is (query strings pass).
-const NOT_IN_TARGET: &AsciiSet = &CONTROLS
+/// What one path segment or query value may not hold as it is, so that
+/// `alice?x` or `a/b` reaches bulwarkd as that one value, not as `alice`
+/// or two segments, and `x&until=y` as one parameter.
+const NOT_IN_SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
@@ -229,12 +236,7 @@ const NOT_IN_TARGET: &AsciiSet = &CONTROLS
     .add(b'}')
     .add(b'|')
     .add(b'\\')
-    .add(b'^');
-
-/// What one path segment or query value may not hold as it is, so that
-/// `alice?x` or `a/b` reaches bulwarkd as that one value, not as `alice`
-/// or two segments, and `x&until=y` as one parameter.
-const NOT_IN_SEGMENT: &AsciiSet = &NOT_IN_TARGET
+    .add(b'^')
     .add(b'/')
     .add(b'?')
     .add(b'%')
@@ -243,37 +245,16 @@ const NOT_IN_SEGMENT: &AsciiSet = &NOT_IN_TARGET
     .add(b'+')
     .add(b';');
 
-fn encode(path: &str) -> String {
-    utf8_percent_encode(path, NOT_IN_TARGET).to_string()
-}
-
 /// `value` as one path segment or query value, for what the user typed.
 pub fn segment(value: &str) -> String {
     utf8_percent_encode(value, NOT_IN_SEGMENT).to_string()
 }
 
-/// Every error of the chain, one per line, for `--verbose`.
-fn chain(e: &hyper::Error) -> String {
-    let mut out = format!("\n  {e}");
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        out.push_str(&format!("\n  {err}"));
-        cur = err.source();
-    }
-    out
-}
-
-/// hyper's error with the innermost cause, which says what actually
-/// happened ("Broken pipe").
-fn root_cause(e: &hyper::Error) -> String {
-    let mut inner = e.source();
-    while let Some(next) = inner.and_then(|i| i.source()) {
-        inner = Some(next);
-    }
-    match inner {
-        Some(inner) => format!("{e} ({inner})"),
-        None => e.to_string(),
-    }
+/// hyper's error and each of its causes, outermost first.
+fn causes(e: &hyper::Error) -> Vec<String> {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Build the error for a non-2xx answer. A body that is not an [`ErrorBody`]
